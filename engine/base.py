@@ -1,0 +1,124 @@
+"""The one interface every despeckling backend implements.
+
+Contract (every backend, every platform): a ``uint8`` frame of shape ``(H, W)`` in, a
+``uint8`` frame of the same shape out.  The float maths (scale to [0, 1], model, clip,
+scale by 255, round) happens inside the backend, so 1 byte per pixel crosses any bus.
+
+Two ways to call it:
+
+* ``infer(frame) -> frame``: one frame, blocking.
+* ``submit(frame) -> Handle`` then ``handle.result()``: pipelined; up to ``in_flight``
+  frames are on the device at once and results come back strictly in submission order.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Despeckler", "Handle", "InputSpec", "FrameError"]
+
+
+class FrameError(ValueError):
+    """A frame the backend cannot take: wrong dtype, channel count or size outside the profile."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backend accepts: ``uint8`` ``(H, W)`` frames with ``min_hw <= (H, W) <= max_hw``."""
+
+    min_hw: tuple[int, int] = (16, 16)
+    max_hw: tuple[int, int] = (4096, 4096)
+    dtype: str = "uint8"
+
+    def check(self, frame: np.ndarray) -> np.ndarray:
+        """Return ``frame`` as a C-contiguous ``uint8 (H, W)`` array or raise :class:`FrameError`."""
+        if not isinstance(frame, np.ndarray):
+            raise FrameError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim != 2:
+            raise FrameError(f"frame must be grey-scale (H, W), got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            raise FrameError(f"frame dtype must be uint8, got {frame.dtype}")
+        h, w = frame.shape
+        (h0, w0), (h1, w1) = self.min_hw, self.max_hw
+        if not (h0 <= h <= h1 and w0 <= w <= w1):
+            raise FrameError(f"frame size {h}x{w} is outside the engine's profile {h0}x{w0} .. {h1}x{w1}")
+        return np.ascontiguousarray(frame)
+
+
+class Handle(abc.ABC):
+    """A submitted frame; :meth:`result` blocks until its output is ready."""
+
+    @abc.abstractmethod
+    def result(self) -> np.ndarray:
+        """The despeckled ``uint8 (H, W)`` frame."""
+
+
+class _DoneHandle(Handle):
+    def __init__(self, out: np.ndarray) -> None:
+        self._out = out
+
+    def result(self) -> np.ndarray:
+        return self._out
+
+
+class Despeckler(abc.ABC):
+    """Base class of the backends.  Subclasses implement :meth:`_infer` (and, where the
+    hardware can overlap work, :meth:`submit`)."""
+
+    #: registry name of the backend, e.g. ``"onnxruntime"``.
+    name: str = "base"
+
+    def __init__(self, spec: InputSpec | None = None, in_flight: int = 2) -> None:
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be >= 1, got {in_flight}")
+        self.input_spec = spec or InputSpec()
+        self.in_flight = in_flight
+        self._closed = False
+
+    @abc.abstractmethod
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        """Despeckle one frame already validated by ``input_spec.check``."""
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:
+        """Despeckle one ``uint8 (H, W)`` frame and return a new ``uint8 (H, W)`` frame."""
+        self._check_open()
+        return self._infer(self.input_spec.check(frame))
+
+    def submit(self, frame: np.ndarray) -> Handle:
+        """Queue one frame; the default computes it at once (backends with a device override this)."""
+        return _DoneHandle(self.infer(frame))
+
+    def map(self, frames) -> list[np.ndarray]:
+        """Despeckle an iterable of frames through :meth:`submit`, keeping ``in_flight`` pending."""
+        pending: deque[Handle] = deque()
+        out: list[np.ndarray] = []
+        for frame in frames:
+            pending.append(self.submit(frame))
+            if len(pending) >= self.in_flight:
+                out.append(pending.popleft().result())
+        out.extend(h.result() for h in pending)
+        return out
+
+    def describe(self) -> str:
+        """One line naming the backend and its device, for status lines and logs."""
+        return self.name
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.name} despeckler is closed")
+
+    def close(self) -> None:
+        """Release the backend's resources; further calls raise ``RuntimeError``."""
+        self._closed = True
+
+    def __enter__(self) -> Despeckler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

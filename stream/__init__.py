@@ -1,0 +1,1 @@
+"""Live ZeroMQ chain: frame grabber -> despeckler -> publisher, and a subscriber client."""
