@@ -1,0 +1,1 @@
+"""Despeckler backends; each module imports its heavy dependency itself."""
