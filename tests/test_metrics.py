@@ -1,0 +1,137 @@
+"""Quality metrics on cases with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from benchmarks import metrics as M
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def test_ssnr_of_constant_plus_gaussian_noise(rng):
+    img = 120.0 + 8.0 * rng.standard_normal((160, 160))
+    assert M.ssnr(img) == pytest.approx(120.0 / 8.0, rel=0.05)
+    assert M.enl(img) == pytest.approx(M.ssnr(img) ** 2)
+
+
+def test_ssnr_of_rayleigh_speckle_is_sqrt_pi_over_4_minus_pi(rng):
+    img = rng.rayleigh(30.0, (200, 200))
+    assert M.ssnr(img, window=21) == pytest.approx(math.sqrt(math.pi / (4 - math.pi)), rel=0.05)
+
+
+def test_ssnr_uses_only_windows_inside_the_mask(rng):
+    img = np.full((100, 100), 10.0) + rng.standard_normal((100, 100))
+    img[:, 50:] = 200.0 + 40.0 * rng.standard_normal((100, 50))  # a very different half
+    left = np.zeros(img.shape, bool)
+    left[:, :50] = True
+    assert M.ssnr(img, left, window=9) == pytest.approx(10.0, rel=0.08)
+
+
+def test_ssnr_rejects_a_region_smaller_than_the_window(rng):
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    with pytest.raises(M.MetricError, match="window"):
+        M.ssnr(rng.random((64, 64)), mask, window=15)
+
+
+def test_kl_of_identical_histograms_is_zero_and_positive_otherwise(rng):
+    a = rng.normal(100, 10, (80, 80))
+    assert M.region_kl(a, None, a, None) == 0.0
+    assert M.region_kl(a, None, a + 12, None) > 0.1
+    _, p = M.intensity_pdf(a)
+    _, q = M.intensity_pdf(a + 12)
+    assert M.kl_divergence(p, q) != pytest.approx(M.kl_divergence(q, p), rel=1e-3)  # not symmetric
+
+
+def test_kl_matches_closed_form_for_two_bins():
+    p, q = np.array([0.5, 0.5]), np.array([0.25, 0.75])
+    assert M.kl_divergence(p, q) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
+
+
+def test_intensity_pdf_is_smoothed_and_sums_to_one():
+    img = np.full((10, 10), 42, dtype=np.uint8)
+    centres, p = M.intensity_pdf(img, bins=64)
+    assert p.sum() == pytest.approx(1.0)
+    assert (p > 0).all()
+    assert centres[np.argmax(p)] == pytest.approx(42.0, abs=2.0)
+    assert p.max() == pytest.approx(101 / 164)  # (100 + 1) / (100 + 64)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])
+def test_grain_size_matches_gaussian_blur(rng, sigma):
+    # white noise blurred by a Gaussian of std s has a Gaussian autocovariance of std s*sqrt(2)
+    img = ndimage.gaussian_filter(rng.standard_normal((256, 256)), sigma)
+    expected = 2 * math.sqrt(2 * math.log(2)) * sigma * math.sqrt(2)
+    assert M.speckle_grain_size(img, None, axis=0) == pytest.approx(expected, rel=0.08)
+    assert M.speckle_grain_size(img, None, axis=1) == pytest.approx(expected, rel=0.08)
+
+
+def test_grain_size_grows_with_blur_and_separates_axes(rng):
+    noise = rng.standard_normal((256, 256))
+    mask = np.zeros(noise.shape, bool)
+    mask[40:220, 30:200] = True
+    img = ndimage.gaussian_filter(noise, (1.0, 3.0))
+    axial, lateral = M.speckle_grain_size(img, mask, 0), M.speckle_grain_size(img, mask, 1)
+    assert lateral > 2.5 * axial
+    wider = ndimage.gaussian_filter(noise, (1.0, 4.5))
+    assert M.speckle_grain_size(wider, mask, 1) > 1.3 * lateral
+
+
+def test_grain_size_of_a_flat_region_is_an_error():
+    with pytest.raises(M.MetricError, match="variance"):
+        M.speckle_grain_size(np.ones((32, 32)))
+
+
+def test_cnr_of_known_means_and_stds(rng):
+    a = np.zeros((200, 200), bool)
+    a[:100] = True
+    img = np.where(a, rng.normal(50, 6, a.shape), rng.normal(90, 8, a.shape))
+    assert M.cnr(img, a, ~a) == pytest.approx(40 / math.sqrt(36 + 64), rel=0.05)
+
+
+def test_gcnr_is_zero_for_identical_and_one_for_disjoint(rng):
+    a = np.zeros((100, 100), bool)
+    a[:, ::2] = True
+    img = rng.normal(100, 10, a.shape)
+    same = np.where(a, img, img[:, ::-1])  # the same values on both sides
+    assert M.gcnr(same, a, ~a) < 0.15
+    disjoint = np.where(a, rng.uniform(0, 50, a.shape), rng.uniform(60, 100, a.shape))
+    assert M.gcnr(disjoint, a, ~a) == 1.0
+
+
+def test_ring_mask_surrounds_without_touching():
+    m = np.zeros((40, 40), bool)
+    m[15:25, 15:25] = True
+    ring = M.ring_mask(m, gap=2, width=3)
+    assert not (ring & ndimage.binary_dilation(m, iterations=2)).any()
+    assert ring[15:25, 10].all() and not ring[15:25, 9].any()
+
+
+def test_edge_preservation_is_one_for_identity_and_drops_with_blur(rng):
+    ref = np.zeros((64, 64))
+    ref[:, 32:] = 100.0
+    ref += rng.normal(0, 1, ref.shape)
+    assert M.edge_preservation(ref, ref) == pytest.approx(1.0)
+    assert M.edge_preservation(ref, ndimage.gaussian_filter(ref, 3)) < 0.5
+
+
+def test_psnr_ssim_and_log_correlation(rng):
+    ref = rng.uniform(20, 200, (64, 64))
+    assert M.psnr(ref, ref + 1.0) == pytest.approx(20 * math.log10(255.0), rel=1e-6)
+    assert M.ssim(ref, ref) == pytest.approx(1.0)
+    ech = np.exp(rng.normal(0, 1, (64, 64)))
+    assert M.log_correlation(np.log(ech) * 20 + 100, ech) > 0.95
+    assert abs(M.log_correlation(rng.uniform(0, 255, ech.shape), ech)) < 0.1
+
+
+def test_shape_mismatch_names_the_mask(rng):
+    with pytest.raises(M.MetricError, match="mask_b"):
+        M.cnr(rng.random((8, 8)), np.ones((8, 8), bool), np.ones((4, 4), bool))
