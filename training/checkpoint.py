@@ -1,0 +1,118 @@
+"""Checkpoints: atomic writes, validated reads, and the generator-only export that ships.
+
+Format ``usdespeckle-ckpt-1`` (agreed with the engine): a ``torch.save``'d dict with at least
+
+* ``"format"``: ``"usdespeckle-ckpt-1"``
+* ``"generator"``: the DRNN ``state_dict`` (batch-norm running statistics included)
+* ``"generator_config"``: ``DRNN.config`` (the constructor's keyword arguments)
+* ``"code_version"``: ``git describe`` of the code that wrote it
+
+Training checkpoints add ``"discriminator"``, ``"discriminator_config"``, ``"opt_g"``,
+``"opt_d"``, ``"phase"`` (index), ``"phase_name"``, ``"step"`` (next unit to run in that
+phase), ``"pool"``, ``"rng"``, ``"config"`` (the resolved training config as a plain dict).
+Every value is a tensor, number, string, list or dict, so files load with
+``torch.load(weights_only=True)``: no code runs when a checkpoint is read.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CKPT_FORMAT",
+    "CheckpointError",
+    "atomic_save",
+    "load_checkpoint",
+    "export_generator",
+    "code_version",
+]
+
+CKPT_FORMAT = "usdespeckle-ckpt-1"
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of this project; the message names the file."""
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of this checkout, or ``"unknown"`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def atomic_save(obj: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
+
+    A reader sees either the old file or the complete new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path, require: tuple[str, ...] = ("generator", "generator_config")) -> dict[str, Any]:
+    """Read and validate a checkpoint on the CPU.
+
+    Raises:
+        CheckpointError: missing file, unreadable or corrupt content, a foreign ``format``,
+            or a missing key from ``require``; the message names ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"checkpoint {path}: not a {CKPT_FORMAT} file (format: {found!r})")
+    missing = [k for k in require if k not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing {', '.join(missing)}")
+    return obj
+
+
+def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the generator-only file (what ``weights/drnn.pt`` is) from a training checkpoint.
+
+    Keeps ``format``, ``generator``, ``generator_config``, ``code_version``, ``config`` and
+    the phase position it was taken at; drops D, optimizers, buffer and RNG states.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    keep = ("format", "generator", "generator_config", "code_version", "config", "phase_name", "step")
+    slim = {k: ckpt[k] for k in keep if k in ckpt}
+    slim["generator"] = {k: v.detach().clone().contiguous() for k, v in slim["generator"].items()}
+    return atomic_save(slim, out)

@@ -1,0 +1,88 @@
+"""What a training run writes besides checkpoints: TensorBoard scalars, sample PNGs, a CSV log.
+
+Layout under the run folder::
+
+    RUNDIR/config.yaml          resolved config + code version (written by the trainer)
+    RUNDIR/log.csv              long format: phase, step, unit, wall_s, loss, value
+    RUNDIR/tb/                  TensorBoard event files (scalars ``<phase>/<loss>`` and images)
+    RUNDIR/samples/<phase>_<step>.png   input | output | high-quality (or target) crop, side by side
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["RunLog", "read_log"]
+
+
+def _to_u8(t: torch.Tensor) -> np.ndarray:
+    return (t.detach().float().clamp(0, 1).cpu().numpy()[0] * 255.0 + 0.5).astype(np.uint8)
+
+
+class RunLog:
+    """Scalars to TensorBoard and ``log.csv``; sample triptychs to PNG and TensorBoard.
+
+    Args:
+        run_dir: the run folder.
+        enabled: ``False`` on ranks other than 0 of a distributed run (nothing is written).
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+
+    def scalars(self, phase: str, step: int, unit: int, wall_s: float, losses: dict[str, float]) -> None:
+        """Log one unit's losses (``unit`` counts all units of the run, the TensorBoard x axis)."""
+        if not self.enabled:
+            return
+        for name, value in losses.items():
+            self._writer.add_scalar(f"{phase}/{name}", value, unit)
+        path = self.run_dir / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["phase", "step", "unit", "wall_s", "loss", "value"])
+            for name, value in losses.items():
+                w.writerow([phase, step, unit, f"{wall_s:.1f}", name, f"{value:.6g}"])
+
+    def sample(self, phase: str, step: int, unit: int, images: list[torch.Tensor]) -> Path | None:
+        """Save the first image of each ``(N, 1, H, W)`` tensor side by side (resized to the
+        first one's height) as ``samples/<phase>_<step>.png``."""
+        if not self.enabled:
+            return None
+        tiles = [_to_u8(t[0]) for t in images]
+        h = tiles[0].shape[0]
+        tiles = [t if t.shape[0] == h else cv2.resize(t, (round(t.shape[1] * h / t.shape[0]), h)) for t in tiles]
+        strip = np.concatenate(tiles, axis=1)
+        path = self.run_dir / "samples" / f"{phase}_{step:06d}.png"
+        cv2.imwrite(str(path), strip)
+        self._writer.add_image(f"{phase}/samples", strip[None], unit)
+        return path
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Read ``log.csv`` into ``{(phase, loss): (units, values)}`` (for plotting curves)."""
+    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            units, values = series.setdefault((row["phase"], row["loss"]), ([], []))
+            units.append(int(row["unit"]))
+            values.append(float(row["value"]))
+    return {k: (np.asarray(u), np.asarray(v)) for k, (u, v) in series.items()}

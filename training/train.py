@@ -1,0 +1,81 @@
+"""``python -m training.train``: run a training config (the paper's schedule by default).
+
+Examples::
+
+    python -m training.train --config paper --low D/low --high D/high --out runs/paper
+    python -m training.train --config quick --low D/low --high D/high --out runs/q --set phases.gan.iterations=10
+    python -m training.train --out runs/paper --resume            # continue where it stopped
+    torchrun --nproc_per_node=4 -m training.train --config paper ... --device cuda
+
+Exit status: 0 finished or stopped by ``--max-steps``; 130 stopped by Ctrl-C (a checkpoint
+was written, ``--resume`` continues); 2 bad arguments, config or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.checkpoint import CheckpointError
+from training.config import ConfigError, TrainConfig, load_config
+
+__all__ = ["TrainArgs", "parse_args", "main"]
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The parsed command line."""
+
+    config: str
+    overrides: tuple[str, ...]
+    out: Path
+    low: Path | None
+    high: Path | None
+    pairs: Path | None
+    resume: bool
+    device: str
+    max_steps: int
+    progress: bool
+
+
+def parse_args(argv: list[str] | None = None) -> TrainArgs:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="paper", help="named config (paper, quick, ship) or a YAML file [paper]")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. phases.gan.iterations=100 or model.width=32 (repeatable)")
+    ap.add_argument("--low", type=Path, help="folder of low-quality (small-aperture) images")
+    ap.add_argument("--high", type=Path, help="folder of high-quality (large-aperture) images")
+    ap.add_argument("--pairs", type=Path, help="folder of simulated x_NNN/y_NNN pairs (supervised phase)")
+    ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, samples")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (its config)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="[cpu]")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after N units in this run, with a checkpoint [0: no limit]")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+    if a.max_steps < 0:
+        ap.error("--max-steps must be >= 0")
+    return TrainArgs(a.config, tuple(a.overrides), a.out, a.low, a.high, a.pairs, a.resume, a.device,
+                     a.max_steps, not a.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.batches import DataError
+    from training.trainer import RunOptions, resolve_config, train
+
+    opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress)
+    try:
+        cfg: TrainConfig = resolve_config(load_config(args.config, args.overrides), opts, args.overrides)
+        result = train(cfg, opts)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.status} after {result.units} units; checkpoint {result.checkpoint}"
+          + (f"; generator {result.generator}" if result.generator else ""))
+    return 130 if result.status == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
