@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import abc
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["Despeckler", "Handle", "InputSpec", "FrameError"]
+if TYPE_CHECKING:
+    from engine.pipeline import Pipeline
+
+__all__ = ["Despeckler", "PipelinedDespeckler", "Handle", "InputSpec", "FrameError", "BackendUnavailable"]
 
 
 class FrameError(ValueError):
     """A frame the backend cannot take: wrong dtype, channel count or size outside the profile."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (its library or device is missing)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class Despeckler(abc.ABC):
         """Queue one frame; the default computes it at once (backends with a device override this)."""
         return _DoneHandle(self.infer(frame))
 
-    def map(self, frames) -> list[np.ndarray]:
+    def map(self, frames: Iterable[np.ndarray]) -> list[np.ndarray]:
         """Despeckle an iterable of frames through :meth:`submit`, keeping ``in_flight`` pending."""
         pending: deque[Handle] = deque()
         out: list[np.ndarray] = []
@@ -122,3 +131,26 @@ class Despeckler(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PipelinedDespeckler(Despeckler):
+    """A backend whose frames go through a :class:`engine.pipeline.Pipeline` (a worker thread on a
+    CPU, CUDA slots on a GPU).  Subclasses build their model, then call :meth:`_start`."""
+
+    _pipeline: Pipeline | None = None
+
+    def _start(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def submit(self, frame: np.ndarray) -> Handle:
+        """Validate ``frame`` now (errors surface here) and queue it; results come in submission order."""
+        self._check_open()
+        return self._pipeline.submit(self.input_spec.check(frame))
+
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        return self._pipeline.submit(frame).result()
+
+    def close(self) -> None:
+        if not self._closed and self._pipeline is not None:
+            self._pipeline.close()
+        super().close()

@@ -2,26 +2,31 @@
 
 Backends are imported lazily, so ``import engine`` costs nothing and a missing optional
 dependency (torch, TensorRT, CUDA bindings) only matters to the backend that needs it.
+
+``backend="auto"`` picks, in order: TensorRT when it imports and a CUDA GPU is present, else
+torch on CUDA, else ONNX Runtime on the CPU, and logs which one it chose and why.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
-from engine.base import Despeckler
+from engine.base import BackendUnavailable, Despeckler
 
-__all__ = ["BACKENDS", "create_despeckler", "BackendUnavailable"]
+__all__ = ["BACKENDS", "create_despeckler", "choose_backend", "BackendUnavailable"]
 
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here (its library or device is missing)."""
-
+log = logging.getLogger(__name__)
 
 #: name -> "module:Class"
 BACKENDS: dict[str, str] = {
     "identity": "engine.backends.identity:IdentityDespeckler",
+    "onnxruntime": "engine.backends.onnxruntime:OnnxRuntimeDespeckler",
+    "torch": "engine.backends.torch_backend:TorchDespeckler",
+    "tensorrt": "engine.backends.tensorrt:TensorRTDespeckler",
 }
 
 
@@ -29,7 +34,8 @@ def _load(name: str) -> type[Despeckler]:
     try:
         target = BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}") from None
+        choices = ", ".join(["auto", *sorted(BACKENDS)])
+        raise ValueError(f"unknown backend {name!r}; choose one of: {choices}") from None
     module, _, cls = target.partition(":")
     try:
         mod = importlib.import_module(module)
@@ -38,8 +44,50 @@ def _load(name: str) -> type[Despeckler]:
     return getattr(mod, cls)
 
 
-def create_despeckler(backend: str = "identity", weights: str | Path | None = None, **options: Any) -> Despeckler:
-    """Build the named backend.  ``weights`` is ignored by backends that have none."""
+def _cuda_gpu_count() -> tuple[int, str]:
+    """GPUs visible to the CUDA runtime, and how that was found out (for the log line)."""
+    try:
+        from engine.cuda_slots import check, cudart
+    except ImportError as exc:
+        return 0, f"cuda-python is not installed ({exc})"
+    try:
+        return int(check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")), "cuda-python"
+    except RuntimeError as exc:
+        return 0, str(exc)
+
+
+def choose_backend() -> tuple[str, dict[str, Any], str]:
+    """``(backend, options, reason)`` for ``backend="auto"``; see the module docstring for the order."""
+    reasons = []
+    if importlib.util.find_spec("tensorrt") is None:
+        reasons.append("TensorRT is not installed")
+    else:
+        gpus, how = _cuda_gpu_count()
+        if gpus:
+            return "tensorrt", {}, f"TensorRT is installed and {how} sees {gpus} CUDA GPU(s)"
+        reasons.append(f"TensorRT is installed but no CUDA GPU is visible ({how})")
+    if importlib.util.find_spec("torch") is None:
+        reasons.append("torch is not installed")
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch", {"device": "cuda"}, "; ".join([*reasons, f"torch sees {torch.cuda.get_device_name()}"])
+        reasons.append("torch sees no CUDA GPU")
+    return "onnxruntime", {"device": "cpu"}, "; ".join([*reasons, "ONNX Runtime on the CPU"])
+
+
+def create_despeckler(backend: str = "auto", weights: str | Path | None = None, **options: Any) -> Despeckler:
+    """Build the named backend (``"auto"``: see :func:`choose_backend`).
+
+    ``weights`` defaults to the shipped file the backend needs (``weights/drnn.onnx`` or
+    ``weights/drnn.pt``); the identity backend takes none.  ``options`` go to the backend's
+    constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
+    """
+    if backend == "auto":
+        backend, chosen, reason = choose_backend()
+        options = {**chosen, **options}
+        log.info("backend auto -> %s: %s", backend, reason)
     cls = _load(backend)
     if weights is not None:
         options["weights"] = weights

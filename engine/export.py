@@ -1,0 +1,54 @@
+"""Export a generator checkpoint to ONNX (uint8 frame in, uint8 frame out), verified.
+
+    python -m engine.export --checkpoint weights/drnn.pt --out weights/drnn.onnx
+    python -m engine.export --checkpoint weights/drnn.pt --out weights/drnn_fp16.onnx --fp16
+
+See :mod:`engine.onnx_export` for what the graph contains and how it is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.onnx_export import DEFAULT_OPSET, ParityError, export_checkpoint
+from engine.weights import WeightsError, WeightsNotFound
+
+__all__ = ["ExportConfig", "main"]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: Path
+    out: Path
+    fp16: bool = False
+    opset: int = DEFAULT_OPSET
+    check: bool = True
+
+
+def _parse(argv: list[str] | None) -> ExportConfig:
+    parser = argparse.ArgumentParser(prog="python -m engine.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="generator checkpoint (.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (uint8 I/O kept)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the checker and parity check")
+    args = parser.parse_args(argv)
+    return ExportConfig(args.checkpoint, args.out, args.fp16, args.opset, args.check)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = _parse(argv)
+    try:
+        out = export_checkpoint(config.checkpoint, config.out, fp16=config.fp16, opset=config.opset, check=config.check)
+    except (WeightsError, WeightsNotFound, ParityError) as exc:
+        print(f"engine.export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {'float16' if config.fp16 else 'float32'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""Export a DRNN to ONNX with the uint8 frame contract inside the graph, then verify it.
+
+The exported graph maps input ``frame`` (uint8, shape ``(height, width)``, both dynamic) to output
+``despeckled`` (uint8, same shape) through :class:`engine.torch_model.FrameModel`: batch norm is
+folded into the convolutions before export, and the scale / clip / round / cast steps are ONNX ops,
+so ONNX Runtime, TensorRT and torch all obey one contract.
+
+Two precisions:
+
+* FP32: for ONNX Runtime on a CPU and TensorRT 10 (which picks FP16 kernels itself with
+  ``BuilderFlag.FP16``).
+* FP16 (``fp16=True``): weights and activations in float16, input and output still uint8.  A
+  strongly typed TensorRT network (the only kind in TensorRT 11) takes its precision from these
+  types.  ONNX Runtime on a CPU runs it too (it inserts float32 casts around float16 kernels it
+  lacks), which is how the tests check it.
+
+Each export is checked (``onnx.checker``, no ``BatchNormalization`` node, the uint8 contract) and
+compared with the torch float32 model on random frames (:func:`check_forward`, after timm's
+``onnx_export(check_forward=True)``).  torch, onnx and onnxruntime are imported inside functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.weights import WeightsError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "DEFAULT_OPSET",
+    "FP32_TOLERANCE",
+    "FP16_TOLERANCE",
+    "ParityError",
+    "Parity",
+    "Tolerance",
+    "export_onnx",
+    "export_checkpoint",
+    "check_graph",
+    "check_forward",
+]
+
+INPUT_NAME = "frame"
+OUTPUT_NAME = "despeckled"
+#: ONNX opset: 18 is read by ONNX Runtime >= 1.14 and the TensorRT 10 / 11 parsers.
+DEFAULT_OPSET = 18
+
+
+class ParityError(AssertionError):
+    """An exported model disagrees with the torch model beyond the stated tolerance."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Agreement on uint8 outputs: ``|a - b| <= max_abs`` on at least ``fraction`` of the pixels."""
+
+    max_abs: int
+    fraction: float = 1.0
+
+
+#: FP32 export vs torch: every pixel within 1 grey level (the rounding step may flip at .5).
+FP32_TOLERANCE = Tolerance(max_abs=1, fraction=1.0)
+#: FP16 export vs torch FP32: 99.9 % of pixels within 2 grey levels.
+FP16_TOLERANCE = Tolerance(max_abs=2, fraction=0.999)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far two uint8 outputs are apart: worst pixel and the fraction within the tolerance."""
+
+    max_abs: int
+    fraction_within: float
+    tolerance: Tolerance
+
+    @property
+    def ok(self) -> bool:
+        return self.fraction_within >= self.tolerance.fraction
+
+    @classmethod
+    def measure(cls, a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> Parity:
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        return cls(int(diff.max(initial=0)), float(np.mean(diff <= tolerance.max_abs)), tolerance)
+
+
+def export_onnx(
+    net: nn.Module,
+    out: str | Path,
+    *,
+    fp16: bool = False,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+) -> Path:
+    """Export ``net`` (a DRNN in [0, 1] -> [0, 1]) as a uint8 -> uint8 ONNX model at ``out``.
+
+    With ``check`` the file is verified by :func:`check_graph` and :func:`check_forward` against
+    the float32 torch model; a failed check raises and leaves no file behind.
+    """
+    import onnx
+    import torch
+
+    from engine.files import atomic_write_bytes
+    from engine.torch_model import FrameModel
+
+    out = Path(out)
+    model = FrameModel(net, torch.float16 if fp16 else torch.float32).eval()
+    example = torch.randint(0, 256, (64, 48), dtype=torch.uint8)
+    height, width = torch.export.Dim("height", min=2), torch.export.Dim("width", min=2)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"frame": {0: height, 1: width}},
+            verbose=False,
+        )
+    proto = program.model_proto
+    proto.doc_string = f"usdespeckle DRNN {'float16' if fp16 else 'float32'}: uint8 (H, W) -> uint8 (H, W)"
+    if check:
+        check_graph(proto, name=str(out))
+        reference = FrameModel(net, torch.float32).eval()
+        frames = _random_frames(((64, 64), (37, 53)))
+        check_forward(reference, proto.SerializeToString(), frames, FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
+    atomic_write_bytes(out, proto.SerializeToString())
+    onnx.checker.check_model(str(out))
+    return out
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET, check: bool = True
+) -> Path:
+    """Load the generator of ``checkpoint`` (see :mod:`engine.checkpoint`) and :func:`export_onnx` it."""
+    from engine.checkpoint import load_generator
+
+    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check)
+
+
+def check_graph(proto, name: str = "model") -> None:
+    """Raise :class:`WeightsError` unless ``proto`` is a valid ONNX model that keeps our contract.
+
+    Checks: ``onnx.checker`` (full shape inference), no ``BatchNormalization`` node, one uint8
+    rank-2 input ``frame`` and one uint8 rank-2 output ``despeckled`` with symbolic dimensions.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise WeightsError(f"{name}: onnx.checker rejects the model: {exc}") from exc
+    ops = {node.op_type for node in proto.graph.node}
+    if "BatchNormalization" in ops:
+        raise WeightsError(f"{name}: batch norm was not folded (BatchNormalization node in the graph)")
+    for role, values, expected in (("input", proto.graph.input, INPUT_NAME), ("output", proto.graph.output, OUTPUT_NAME)):
+        if len(values) != 1 or values[0].name != expected:
+            raise WeightsError(f"{name}: expected one {role} named {expected!r}, found {[v.name for v in values]}")
+        tensor = values[0].type.tensor_type
+        dims = tensor.shape.dim
+        if tensor.elem_type != onnx.TensorProto.UINT8 or len(dims) != 2:
+            raise WeightsError(f"{name}: {role} {expected!r} must be uint8 of rank 2")
+        if any(d.HasField("dim_value") for d in dims):
+            raise WeightsError(f"{name}: {role} {expected!r} has fixed dimensions, expected dynamic height/width")
+
+
+def check_forward(
+    reference: nn.Module, onnx_model: bytes | str | Path, frames: Sequence[np.ndarray], tolerance: Tolerance
+) -> list[Parity]:
+    """Run ``frames`` through ``reference`` (torch, uint8 -> uint8) and the ONNX model in ONNX Runtime
+    on the CPU; raise :class:`ParityError` if any frame misses ``tolerance``.  Returns each frame's
+    :class:`Parity`."""
+    import onnxruntime as ort
+    import torch
+
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    report = []
+    for frame in frames:
+        with torch.inference_mode():
+            expected = reference(torch.from_numpy(frame)).numpy()
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: frame})
+        parity = Parity.measure(expected, got, tolerance)
+        if not parity.ok:
+            raise ParityError(
+                f"ONNX output differs from torch on a {frame.shape[0]}x{frame.shape[1]} frame: "
+                f"{parity.fraction_within:.4%} of pixels within {tolerance.max_abs} grey level(s), "
+                f"need {tolerance.fraction:.4%} (worst {parity.max_abs})"
+            )
+        report.append(parity)
+    return report
+
+
+def _random_frames(shapes: Sequence[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in shapes]

@@ -1,0 +1,71 @@
+"""The deployable form of the DRNN: batch norm folded, uint8 frame in, uint8 frame out.
+
+Every backend shares one contract (see :mod:`engine.base`).  :class:`FrameModel` puts the
+pre- and post-processing inside the network so that the ONNX export, the TensorRT engine and
+the torch backend all compute exactly::
+
+    x   = float(frame) / 255                      (H, W) uint8 -> (1, 1, H, W) in [0, 1]
+    y   = DRNN(x)                                 (1, 1, H, W), computed in ``dtype``
+    out = uint8(round(255 * clip(float32(y), 0, 1)))
+
+The scale back to grey levels is done in float32 even for a float16 network, so the only
+float16 error is the network's own.  This module imports torch: load it only where torch is.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = ["FrameModel", "fold_batchnorm", "count_batchnorm"]
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every ``Conv2d -> BatchNorm2d`` pair fused into one conv.
+
+    For a conv ``W, b`` followed by batch norm ``(gamma, beta, mu, var, eps)``, with
+    ``s = gamma / sqrt(var + eps)`` per output channel: ``W' = s * W`` and ``b' = s * (b - mu) + beta``
+    (``b = 0`` when the conv has no bias).  The batch norm becomes ``nn.Identity``.  Pairs are found
+    inside ``nn.Sequential`` containers, which is where the DRNN keeps them.  ``model`` is unchanged.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (_, first), (bn_name, second) in zip(children, children[1:], strict=False):
+            if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+                fused = fuse_conv_bn_eval(first, second)
+                first.weight, first.bias = fused.weight, fused.bias
+                setattr(module, bn_name, nn.Identity())
+    return folded
+
+
+def count_batchnorm(model: nn.Module) -> int:
+    """Number of ``BatchNorm2d`` modules left in ``model``."""
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+class FrameModel(nn.Module):
+    """``uint8 (H, W)`` frame in, ``uint8 (H, W)`` despeckled frame out (formula in the module doc).
+
+    Args:
+        net: the DRNN (or any ``(1, 1, H, W) -> (1, 1, H, W)`` network with outputs in [0, 1]);
+            it is copied, batch norm folded and cast to ``dtype``.
+        dtype: the network's compute precision, ``torch.float32`` or ``torch.float16``.
+    """
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"FrameModel dtype must be float32 or float16, got {dtype}")
+        self.dtype = dtype
+        self.net = fold_batchnorm(net).to(dtype)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        x = frame.to(self.dtype).div(255.0).unsqueeze(0).unsqueeze(0)
+        y = self.net(x).squeeze(0).squeeze(0).to(torch.float32)
+        return y.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

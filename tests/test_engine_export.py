@@ -1,0 +1,116 @@
+"""ONNX export: contract, batch-norm folding, parity with torch (FP32 and FP16), bad checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="export needs torch (the [train] extra)")
+onnx = pytest.importorskip("onnx", reason="export needs onnx (the [train] extra)")
+import onnxruntime as ort  # noqa: E402
+from engine_testutil import make_checkpoint, random_frames  # noqa: E402
+
+from engine.checkpoint import CheckpointError, load_generator  # noqa: E402
+from engine.export import main as export_main  # noqa: E402
+from engine.onnx_export import (  # noqa: E402
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Parity,
+    check_graph,
+)
+from engine.torch_model import FrameModel, count_batchnorm, fold_batchnorm  # noqa: E402
+from engine.weights import WeightsError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    ckpt = make_checkpoint(root / "drnn.pt")
+    assert export_main(["--checkpoint", str(ckpt), "--out", str(root / "drnn.onnx")]) == 0
+    assert export_main(["--checkpoint", str(ckpt), "--out", str(root / "drnn_fp16.onnx"), "--fp16"]) == 0
+    return {"ckpt": ckpt, "fp32": root / "drnn.onnx", "fp16": root / "drnn_fp16.onnx"}
+
+
+def _ort(path: Path, frame: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: frame})[0]
+
+
+def test_fold_batchnorm_keeps_the_function(tmp_path: Path) -> None:
+    net = load_generator(make_checkpoint(tmp_path / "g.pt", seed=3))
+    folded = fold_batchnorm(net)
+    assert count_batchnorm(net) > 0 and count_batchnorm(folded) == 0
+    x = torch.rand(1, 1, 40, 36)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_graph_keeps_the_uint8_contract(exported: dict[str, Path]) -> None:
+    for key in ("fp32", "fp16"):
+        model = onnx.load(str(exported[key]))
+        check_graph(model, name=key)
+        assert "BatchNormalization" not in {n.op_type for n in model.graph.node}
+    fp16_types = {init.data_type for init in onnx.load(str(exported["fp16"])).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in fp16_types
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (37, 53), (96, 40)])
+def test_fp32_export_matches_torch(exported: dict[str, Path], shape: tuple[int, int]) -> None:
+    reference = FrameModel(load_generator(exported["ckpt"])).eval()
+    for frame in random_frames(2, shape, seed=shape[0]):
+        with torch.inference_mode():
+            expected = reference(torch.from_numpy(frame)).numpy()
+        got = _ort(exported["fp32"], frame)
+        assert got.dtype == np.uint8 and got.shape == shape
+        parity = Parity.measure(expected, got, FP32_TOLERANCE)
+        assert parity.ok, parity
+
+
+def test_fp16_export_runs_on_cpu_and_agrees(exported: dict[str, Path]) -> None:
+    frame = random_frames(1, (64, 80), seed=7)[0]
+    fp32, fp16 = _ort(exported["fp32"], frame), _ort(exported["fp16"], frame)
+    assert fp16.dtype == np.uint8 and fp16.shape == frame.shape
+    parity = Parity.measure(fp32, fp16, FP16_TOLERANCE)
+    assert parity.ok, parity
+    assert not np.array_equal(fp32, frame)  # the model does change the image
+
+
+def test_check_graph_rejects_unfolded_batchnorm_and_float_io(tmp_path: Path) -> None:
+    net = load_generator(make_checkpoint(tmp_path / "g.pt")).eval()
+    x = torch.rand(1, 1, 32, 32)
+    raw = tmp_path / "raw.onnx"
+    torch.onnx.export(net, (x,), str(raw), dynamo=True, external_data=False, optimize=False, verbose=False)
+    with pytest.raises(WeightsError, match="raw.onnx: batch norm was not folded"):
+        check_graph(onnx.load(str(raw)), name=str(raw))
+    float_io = tmp_path / "float_io.onnx"
+    torch.onnx.export(fold_batchnorm(net), (x,), str(float_io), dynamo=True, external_data=False, verbose=False)
+    with pytest.raises(WeightsError, match="float_io.onnx: expected one input named 'frame'"):
+        check_graph(onnx.load(str(float_io)), name=str(float_io))
+
+
+def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt.*missing key"):
+        load_generator(foreign)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        load_generator(corrupt)
+    wrong_format = tmp_path / "wrong.pt"
+    torch.save({"format": "other-1", "generator": {}, "generator_config": {}}, wrong_format)
+    with pytest.raises(CheckpointError, match="other-1"):
+        load_generator(wrong_format)
+    mismatched = tmp_path / "mismatch.pt"
+    payload = torch.load(make_checkpoint(tmp_path / "ok.pt"), weights_only=True)
+    payload["generator_config"]["width"] = 16
+    torch.save(payload, mismatched)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_generator(mismatched)
+    assert export_main(["--checkpoint", str(foreign), "--out", str(tmp_path / "x.onnx")]) != 0
+    assert "foreign.pt" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
