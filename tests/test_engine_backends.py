@@ -1,0 +1,134 @@
+"""The CPU backends behind one interface: parity, odd sizes, order of pipelined results, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="making test weights needs torch (the [train] extra)")
+from engine_testutil import make_checkpoint, random_frames  # noqa: E402
+
+from engine import weights as weights_module  # noqa: E402
+from engine.base import FrameError, InputSpec  # noqa: E402
+from engine.onnx_export import export_checkpoint  # noqa: E402
+from engine.registry import create_despeckler  # noqa: E402
+from engine.weights import WeightsError, WeightsNotFound  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("backends")
+    ckpt = make_checkpoint(root / "drnn.pt", seed=1)
+    return {"pt": ckpt, "onnx": export_checkpoint(ckpt, root / "drnn.onnx")}
+
+
+@pytest.fixture(scope="module")
+def ort_despeckler(model_files: dict[str, Path]):
+    with create_despeckler("onnxruntime", model_files["onnx"], threads=1) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def torch_despeckler(model_files: dict[str, Path]):
+    with create_despeckler("torch", model_files["pt"], device="cpu", threads=1) as d:
+        yield d
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (64, 32), (16, 16)])
+def test_onnxruntime_and_torch_agree_on_any_size(ort_despeckler, torch_despeckler, shape: tuple[int, int]) -> None:
+    frame = random_frames(1, shape, seed=sum(shape))[0]
+    a, b = ort_despeckler.infer(frame), torch_despeckler.infer(frame)
+    assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape == shape
+    assert int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
+def test_new_frame_size_mid_stream(ort_despeckler) -> None:
+    sizes = [(32, 48), (48, 32), (33, 35)]
+    frames = [random_frames(1, s, seed=i)[0] for i, s in enumerate(sizes)]
+    outs = ort_despeckler.map([*frames, frames[0]])  # back to the first size after two others
+    assert [o.shape for o in outs] == [*sizes, sizes[0]]
+    np.testing.assert_array_equal(outs[3], outs[0])
+    np.testing.assert_array_equal(outs[2], ort_despeckler.infer(frames[2]))
+
+
+@pytest.mark.parametrize("backend", ["ort_despeckler", "torch_despeckler"])
+def test_pipelined_results_come_back_in_submission_order(request: pytest.FixtureRequest, backend: str) -> None:
+    despeckler = request.getfixturevalue(backend)
+    frames = random_frames(12, (32, 40), seed=5)
+    one_by_one = [despeckler.infer(f) for f in frames]
+    assert len({o.tobytes() for o in one_by_one}) == len(frames)  # every frame gives its own output
+    handles = [despeckler.submit(f) for f in frames]  # more than in_flight: submit must wait, not drop
+    for handle, expected in zip(handles[::-1], one_by_one[::-1], strict=True):  # resolve out of order
+        np.testing.assert_array_equal(handle.result(), expected)
+    mapped = despeckler.map(frames)
+    for got, expected in zip(mapped, one_by_one, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (np.zeros((32, 32), np.float32), "dtype must be uint8"),
+        (np.zeros((32, 32, 3), np.uint8), "grey-scale"),
+        (np.zeros((8, 32), np.uint8), "outside the engine's profile"),
+        ([[0, 1], [2, 3]], "numpy array"),
+    ],
+)
+def test_bad_frames_raise_frame_error(ort_despeckler, torch_despeckler, frame, message: str) -> None:
+    for despeckler in (ort_despeckler, torch_despeckler):
+        with pytest.raises(FrameError, match=message):
+            despeckler.infer(frame)
+        with pytest.raises(FrameError, match=message):
+            despeckler.submit(frame)
+
+
+def test_profile_is_configurable(model_files: dict[str, Path]) -> None:
+    spec = InputSpec(min_hw=(32, 32), max_hw=(64, 64))
+    with create_despeckler("onnxruntime", model_files["onnx"], spec=spec, threads=1) as d:
+        assert d.infer(np.zeros((64, 32), np.uint8)).shape == (64, 32)
+        with pytest.raises(FrameError, match="65x32 is outside"):
+            d.infer(np.zeros((65, 32), np.uint8))
+
+
+def test_corrupt_and_foreign_models_are_refused(tmp_path: Path, model_files: dict[str, Path]) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(model_files["onnx"].read_bytes()[:200])
+    with pytest.raises(WeightsError, match="corrupt.onnx"):
+        create_despeckler("onnxruntime", corrupt)
+    foreign = tmp_path / "foreign.onnx"
+    net = torch.nn.Conv2d(1, 1, 3, padding=1).eval()
+    torch.onnx.export(net, (torch.rand(1, 1, 8, 8),), str(foreign), dynamo=True, external_data=False, verbose=False)
+    with pytest.raises(WeightsError, match="foreign.onnx: not a despeckler export"):
+        create_despeckler("onnxruntime", foreign)
+    with pytest.raises(WeightsError, match=r"drnn.pt: the onnxruntime backend needs an \.onnx"):
+        create_despeckler("onnxruntime", model_files["pt"])
+    with pytest.raises(WeightsNotFound, match="nothing.onnx"):
+        create_despeckler("onnxruntime", tmp_path / "nothing.onnx")
+
+
+def test_missing_default_weights_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights_module, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(WeightsNotFound, match="python -m engine.export"):
+        create_despeckler("onnxruntime")
+    with pytest.raises(WeightsNotFound, match="drnn.pt"):
+        create_despeckler("torch", device="cpu")
+
+
+def test_auto_on_a_cpu_machine_picks_onnxruntime(model_files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: auto would not pick the CPU backend")
+    with caplog.at_level("INFO", logger="engine.registry"):
+        despeckler = create_despeckler("auto", model_files["onnx"], threads=1)
+    with despeckler:
+        assert despeckler.name == "onnxruntime"
+        assert "onnxruntime" in despeckler.describe() and "cpu" in despeckler.describe()
+        assert "backend auto -> onnxruntime" in caplog.text and "no CUDA GPU" in caplog.text
+    with pytest.raises(RuntimeError, match="closed"):
+        despeckler.infer(np.zeros((32, 32), np.uint8))
+
+
+def test_unknown_backend_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'.*onnxruntime"):
+        create_despeckler("tensorflow")
