@@ -1,0 +1,128 @@
+"""Flags shared by ``python -m stream.run``, ``stream.grabber`` and ``stream.despeckler``, and the
+functions that turn parsed flags into the frozen configs of :mod:`stream.config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
+from stream.protocol import Limits
+from stream.roi import Region, parse_region
+
+__all__ = [
+    "add_source_args",
+    "add_despeckle_args",
+    "add_common_args",
+    "source_config",
+    "chain_config",
+    "grabber_config",
+    "setup_logging",
+]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"256"`` -> (256, 256); ``"240x320"`` -> (240, 320) as (H, W)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    h, w = (_positive_int(p) for p in (parts * 2)[:2])
+    return h, w
+
+
+def _region(text: str) -> Region:
+    try:
+        return parse_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("source")
+    g.add_argument("--source", default="sim", help="sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://... | tcp://HOST:PORT (default: sim)")
+    g.add_argument("--fps", type=_positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)")
+    g.add_argument("--size", type=_size, default=(256, 256), help="sim frame size, N or HxW (default: 256)")
+    g.add_argument("--seed", type=int, default=0, help="sim phantom seed (default: 0)")
+    g.add_argument("--loop", action="store_true", help="start a file or folder again at its end")
+
+
+def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("despeckler and outputs")
+    g.add_argument("--backend", default="auto", help="engine backend: auto, onnxruntime, torch, tensorrt, identity (default: auto)")
+    g.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights)")
+    g.add_argument("--roi", type=_region, default=None, help="x,y,w,h: despeckle only this box (default: whole grey frame, or the image region found on a colour screen)")
+    g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint the despeckled stream is published on (default: tcp://127.0.0.1:5556)")
+    g.add_argument("--igtl", type=_positive_int, default=None, metavar="PORT", help="also serve OpenIGTLink IMAGE messages on 127.0.0.1:PORT (e.g. 18944)")
+    g.add_argument("--record", type=Path, default=None, metavar="PATH", help="record the despeckled stream: PATH.avi (Motion-JPEG) or a folder of PNGs")
+    g.add_argument("--preview", action="store_true", help="show input | despeckled in a window (needs a display and a GUI build of OpenCV)")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
+    g.add_argument("--curve-keys", type=Path, default=None, metavar="DIR", help="encrypt and authenticate with the CURVE keys in DIR (python -m stream.keys)")
+    g.add_argument("--max-dim", type=_positive_int, default=Limits.max_dim, help="largest accepted frame side, pixels (default: %(default)s)")
+    g.add_argument("--max-frame-mb", type=_positive_float, default=Limits.max_pixel_bytes / 2**20, help="largest accepted frame, MiB (default: %(default)s)")
+    g.add_argument("--status", type=_positive_float, default=1.0, metavar="SECONDS", help="status line interval (default: 1)")
+    g.add_argument("-v", "--verbose", action="store_true", help="log every malformed message")
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log lines ``HH:MM:SS message`` on stderr."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_dim=args.max_dim, max_pixel_bytes=int(args.max_frame_mb * 2**20))
+
+
+def source_config(args: argparse.Namespace, spec: str) -> SourceConfig:
+    return SourceConfig(spec=spec, fps=args.fps, size=args.size, loop=args.loop, seed=args.seed)
+
+
+def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
+    output = OutputConfig(publish=args.publish, igtl_port=args.igtl, record=args.record, preview=args.preview)
+    return ChainConfig(
+        source=source,
+        output=output,
+        backend=args.backend,
+        weights=args.weights,
+        roi=args.roi,
+        frames=args.frames,
+        curve_keys=args.curve_keys,
+        limits=_limits(args),
+        status_s=args.status,
+    )
+
+
+def grabber_config(args: argparse.Namespace) -> GrabberConfig:
+    return GrabberConfig(
+        source=source_config(args, args.source),
+        publish=args.publish,
+        frames=args.frames,
+        curve_keys=args.curve_keys,
+        limits=_limits(args),
+        status_s=args.status,
+    )

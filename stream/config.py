@@ -1,0 +1,66 @@
+"""Typed, frozen configurations of the stages; the ``python -m stream.*`` tools build them from flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.protocol import Limits
+from stream.roi import Region
+
+__all__ = ["SourceConfig", "OutputConfig", "ChainConfig", "GrabberConfig", "GRAB_ENDPOINT", "PUBLISH_ENDPOINT"]
+
+#: default endpoint of a stand-alone grabber (``python -m stream.grabber``).
+GRAB_ENDPOINT = "tcp://127.0.0.1:5555"
+#: default endpoint of the despeckled stream.
+PUBLISH_ENDPOINT = "tcp://127.0.0.1:5556"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """``spec``: see :mod:`stream.sources`; ``fps``: pace of files and ``sim`` (frames/s);
+    ``size``: ``(H, W)`` of ``sim`` frames; ``loop``: restart a finite source at its end."""
+
+    spec: str = "sim"
+    fps: float = 30.0
+    size: tuple[int, int] = (256, 256)
+    loop: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where despeckled frames go: the ZeroMQ publisher and the optional extra outputs."""
+
+    publish: str = PUBLISH_ENDPOINT
+    igtl_port: int | None = None
+    record: Path | None = None
+    preview: bool = False
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The despeckler and publisher, plus an in-process grabber unless ``source.spec`` is a
+    ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    backend: str = "auto"
+    weights: Path | None = None
+    roi: Region | None = None
+    frames: int | None = None
+    curve_keys: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    status_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class GrabberConfig:
+    """A stand-alone grabber publishing its source on ``publish``; ``frames``: stop after that many."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    publish: str = GRAB_ENDPOINT
+    frames: int | None = None
+    curve_keys: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    status_s: float = 1.0

@@ -1,0 +1,239 @@
+"""Assemble stages into a running process: :func:`run_chain` (despeckler + publisher, with an
+in-process grabber) and :func:`run_grabber` (a grabber alone).
+
+Start-up checks everything that can be wrong with the command line first (source, weights,
+endpoints, outputs) and returns 1 with a one-line error; nothing hangs.  Then the stages run in
+daemon threads while the calling thread prints the status line every ``status_s`` seconds.
+SIGINT and SIGTERM set one shared stop event: every stage notices it within ``POLL_S`` and the
+process closes its outputs and sockets (``LINGER = 0``) and returns within about a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import cv2
+import zmq
+
+from engine.base import Despeckler
+from engine.registry import create_despeckler
+from stream.config import ChainConfig, GrabberConfig, SourceConfig
+from stream.latest import LatestSlot
+from stream.protocol import Limits
+from stream.security import CurveKeys, SecurityError, start_authenticator
+from stream.sinks import IgtlServer, Preview, Recorder, Sink, SinkError
+from stream.sources import SourceError, first_frame, is_subscription, open_source
+from stream.stages import POLL_S, DespeckleStage, Grabber, Item, Publisher, Receiver
+from stream.stats import Stats
+from stream.transport import TransportError, bind_publisher, connect_subscriber, endpoint_of
+
+__all__ = ["run_chain", "run_grabber", "BackendError"]
+
+log = logging.getLogger("stream")
+
+#: in-process link between the grabber and despeckler threads of ``python -m stream.run``.
+INPROC = "inproc://grabbed"
+#: how long shutdown waits for the stage threads, seconds.
+JOIN_S = 1.0
+#: after a finite source ends, the chain stops once nothing has moved for this long, seconds.
+DRAIN_S = 0.3
+
+
+
+class BackendError(RuntimeError):
+    """``--backend``/``--weights`` name a despeckler that cannot be built here."""
+
+
+#: what start-up reports as a one-line error and exit status 1.
+_STARTUP_ERRORS = (SourceError, TransportError, SecurityError, SinkError, BackendError)
+
+
+class _Threads:
+    """Stage threads sharing one stop event; a stage that raises stops them all."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.threads: dict[str, threading.Thread] = {}
+        self.failed: list[str] = []
+
+    def start(self, name: str, stage: Any) -> None:
+        def body() -> None:
+            try:
+                stage.run(self.stop)
+            except Exception:
+                log.exception("stage %s failed", name)
+                self.failed.append(name)
+                self.stop.set()
+
+        thread = threading.Thread(target=body, name=f"stream-{name}", daemon=True)
+        self.threads[name] = thread
+        thread.start()
+
+    def alive(self, name: str) -> bool:
+        return self.threads[name].is_alive()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s in all for every thread; True if all ended."""
+        deadline = time.monotonic() + timeout
+        for thread in self.threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads.values())
+
+
+def _route_signals(stop: threading.Event, stack: ExitStack) -> None:
+    """Route SIGINT/SIGTERM to ``stop`` (main thread only) until ``stack`` closes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        stack.callback(signal.signal, sig, signal.signal(sig, lambda *_: stop.set()))
+
+
+def _supervise(stop: threading.Event, stats: Stats, threads: _Threads, done: Callable[[], bool], every: float) -> None:
+    """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true."""
+    due = time.monotonic() + every
+    while not stop.wait(POLL_S):
+        if done():
+            return
+        if time.monotonic() >= due:
+            log.info(stats.line())
+            due += every
+
+
+def _grabber(cfg: SourceConfig, sock: zmq.Socket, stats: Stats, frames: int | None, limits: Limits) -> Grabber:
+    source = open_source(cfg.spec, cfg.size, cfg.seed)
+    first, rest = first_frame(source)
+    stats.label = f"source {source.name}"
+    return Grabber(source, itertools.chain([first], rest), sock, stats, cfg.fps, cfg.loop, frames, limits)
+
+
+def _sinks(cfg: ChainConfig, stack: ExitStack) -> list[Sink]:
+    sinks: list[Sink] = []
+    out = cfg.output
+    if out.record is not None:
+        sinks.append(Recorder(out.record, cfg.source.fps))
+    if out.igtl_port is not None:
+        sinks.append(IgtlServer(out.igtl_port))
+    if out.preview:
+        try:
+            sinks.append(Preview())
+        except SinkError as exc:
+            log.warning("%s; going on without it", exc)
+    for sink in sinks:
+        stack.callback(sink.close)
+    return sinks
+
+
+def _open_engine(cfg: ChainConfig) -> Despeckler:
+    try:
+        return create_despeckler(cfg.backend, cfg.weights)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BackendError(f"--backend {cfg.backend}: {exc}") from exc
+
+
+def _authenticate(ctx: zmq.Context, keys: CurveKeys | None, stack: ExitStack) -> None:
+    if keys is not None:
+        stack.callback(start_authenticator(ctx, keys).stop)
+
+
+def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
+    """Run grab (unless subscribing) -> despeckle -> publish until ``stop``, a signal, ``cfg.frames``
+    published frames or the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
+    stop = stop or threading.Event()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
+    stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
+    with ExitStack() as stack:
+        sockets: list[zmq.Socket] = []
+        try:
+            _authenticate(ctx, keys, stack)
+            grabber, upstream = None, cfg.source.spec
+            if not is_subscription(upstream):
+                sockets.append(bind_publisher(ctx, INPROC))
+                grabber, upstream = _grabber(cfg.source, sockets[-1], stats, None, cfg.limits), INPROC
+            engine = _open_engine(cfg)
+            stack.callback(engine.close)
+            sub = connect_subscriber(ctx, upstream, keys, cfg.limits, flag="--source")
+            sockets.append(sub)
+            pub = bind_publisher(ctx, cfg.output.publish, keys)
+            sockets.append(pub)
+            sinks = _sinks(cfg, stack)
+        except _STARTUP_ERRORS as exc:
+            log.error("%s", exc)
+            return _close(sockets, ctx, stack, clean=True, status=1)
+        stats.label = " | ".join(filter(None, [f"backend {engine.describe()}", stats.label]))
+        log.info("publishing despeckled frames on %s", endpoint_of(pub))
+        inbox: LatestSlot[Item] = LatestSlot()
+        outbox: LatestSlot[Item] = LatestSlot()
+        receiver = Receiver(sub, inbox, stats, cfg.limits)
+        despeckle = DespeckleStage(engine, inbox, outbox, stats, cfg.roi)
+        publisher = Publisher(pub, outbox, stats, sinks, cfg.frames, cfg.limits)
+        _route_signals(stop, stack)
+        threads.start("receive", receiver)
+        threads.start("despeckle", despeckle)
+        threads.start("publish", publisher)
+        if grabber is not None:
+            threads.start("grab", grabber)
+
+        def drained() -> bool:
+            """A finite source ended and its last frame went through."""
+            idle = time.monotonic() - receiver.last_arrival > DRAIN_S
+            quiet = inbox.empty() and outbox.empty() and not despeckle.busy and not publisher.busy
+            return grabber is not None and not threads.alive("grab") and idle and quiet
+
+        _supervise(stop, stats, threads, drained, cfg.status_s)
+        return _shutdown(stop, threads, stats, sockets, ctx, stack)
+
+
+def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
+    """Publish ``cfg.source`` on ``cfg.publish`` until ``stop``, a signal, ``cfg.frames`` frames or
+    the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
+    stop = stop or threading.Event()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
+    stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
+    with ExitStack() as stack:
+        sockets: list[zmq.Socket] = []
+        try:
+            _authenticate(ctx, keys, stack)
+            sockets.append(bind_publisher(ctx, cfg.publish, keys))
+            grabber = _grabber(cfg.source, sockets[-1], stats, cfg.frames, cfg.limits)
+        except _STARTUP_ERRORS as exc:
+            log.error("%s", exc)
+            return _close(sockets, ctx, stack, clean=True, status=1)
+        log.info("publishing --source %s on %s", grabber.source.name, endpoint_of(grabber.sock))
+        _route_signals(stop, stack)
+        threads.start("grab", grabber)
+        _supervise(stop, stats, threads, lambda: not threads.alive("grab"), cfg.status_s)
+        return _shutdown(stop, threads, stats, sockets, ctx, stack)
+
+
+def _shutdown(
+    stop: threading.Event, threads: _Threads, stats: Stats, sockets: list[zmq.Socket], ctx: zmq.Context, stack: ExitStack
+) -> int:
+    """Stop the stages, print the last status line, close everything; return the exit status."""
+    stop.set()
+    joined = threads.join(JOIN_S)
+    log.info(stats.line())
+    if not joined:
+        log.warning("a stage did not stop within %.1f s; leaving it behind", JOIN_S)
+    return _close(sockets, ctx, stack, clean=joined, status=1 if threads.failed else 0)
+
+
+def _close(sockets: list[zmq.Socket], ctx: zmq.Context, stack: ExitStack, clean: bool, status: int) -> int:
+    """Close outputs, engine and authenticator (``stack``), then the sockets and the context.
+
+    Sockets still owned by a running thread (``clean`` false) are left to the process exit.
+    """
+    stack.close()
+    if clean:
+        for sock in sockets:
+            sock.close(linger=0)
+        ctx.term()
+    return status

@@ -1,0 +1,96 @@
+"""ZeroMQ CURVE keys: authenticated, encrypted streaming between machines.
+
+Key directory layout (made by ``python -m stream.keys --out DIR``)::
+
+    DIR/server.key         server public key    -> every subscriber (client) needs it
+    DIR/server.key_secret  server key pair      -> only the publishing (binding) stages
+    DIR/client.key         client public key    -> copy of authorized/client.key
+    DIR/client.key_secret  client key pair      -> only the subscribing (connecting) stages
+    DIR/authorized/*.key   public keys the publishers accept; add one file per extra client
+
+A publisher binds as ``curve_server`` and a ZAP authenticator admits only the clients whose public
+key is in ``DIR/authorized``; a subscriber without a listed key pair receives nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+__all__ = ["CurveKeys", "SecurityError", "create_keys", "start_authenticator"]
+
+
+class SecurityError(RuntimeError):
+    """A key directory that lacks a needed key file or holds an unreadable one."""
+
+
+def _load(path: Path) -> tuple[bytes, bytes | None]:
+    if not path.is_file():
+        raise SecurityError(f"--curve-keys: missing key file {path} (make keys with: python -m stream.keys --out DIR)")
+    try:
+        return zmq.auth.load_certificate(path)
+    except (ValueError, OSError) as exc:
+        raise SecurityError(f"--curve-keys: cannot read key file {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The key directory given by ``--curve-keys DIR``."""
+
+    directory: Path
+
+    @property
+    def authorized(self) -> Path:
+        return self.directory / "authorized"
+
+    def apply_server(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (a binding publisher) a CURVE server with the server key pair."""
+        public, secret = _load(self.directory / "server.key_secret")
+        if secret is None:
+            raise SecurityError(f"--curve-keys: {self.directory / 'server.key_secret'} holds no secret key")
+        if not self.authorized.is_dir():
+            raise SecurityError(f"--curve-keys: missing folder of allowed client keys {self.authorized}")
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+
+    def apply_client(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` (a connecting subscriber) a CURVE client of the server key."""
+        server_public, _ = _load(self.directory / "server.key")
+        public, secret = _load(self.directory / "client.key_secret")
+        if secret is None:
+            raise SecurityError(f"--curve-keys: {self.directory / 'client.key_secret'} holds no secret key")
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_serverkey = server_public
+
+
+def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticator:
+    """Start the ZAP handler of ``ctx`` admitting only the public keys in ``keys.authorized``."""
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(keys.authorized))
+    return auth
+
+
+def create_keys(out: Path) -> list[Path]:
+    """Write a server and a client key pair into ``out`` (layout in the module docstring).
+
+    Refuses to overwrite existing keys (raises :class:`SecurityError`).  Returns the files written.
+    """
+    out = Path(out)
+    existing = [p for p in ("server.key_secret", "client.key_secret") if (out / p).exists()]
+    if existing:
+        raise SecurityError(f"--out {out}: already holds {', '.join(existing)}; choose an empty folder")
+    (out / "authorized").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(out, name)
+        written += [Path(public), Path(secret)]
+    written.append(Path(shutil.copy(out / "client.key", out / "authorized" / "client.key")))
+    return written

@@ -1,0 +1,152 @@
+"""Where frames come from: ``--source`` names one of these.
+
+=====================  =====================================================  ======  =====
+``--source``           what                                                   live    paced
+=====================  =====================================================  ======  =====
+``sim`` (default)      the simulator's probe sweep over a phantom             no      yes
+``captureN``           ``cv2.VideoCapture(N)``, a frame grabber or webcam     yes     no
+``rtsp://``/``http://`` a network video stream (FFmpeg, 5 s open/read timeout) yes     no
+a video file           any file OpenCV's FFmpeg reads (``.avi``, ``.mp4``...)  no      yes
+a folder               its image files in name order                          no      yes
+a DICOM file           the frames of a (cine) DICOM file                      no      yes
+=====================  =====================================================  ======  =====
+
+*Live* sources are retried when they stop delivering; the others end (or start again with
+``--loop``).  *Paced* sources are read at ``--fps``; live ones deliver at their own rate.
+``tcp://`` and ``ipc://`` sources are not opened here: the despeckler subscribes to them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["Source", "SourceError", "SourceStalled", "open_source", "first_frame", "is_subscription"]
+
+#: FFmpeg open and read time-outs for network streams, milliseconds.
+STREAM_TIMEOUT_MS = 5000
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read (missing device, file or stream; unreadable data)."""
+
+
+class SourceStalled(SourceError):
+    """A live source that stopped delivering frames; the grabber retries it."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A way to (re)open a stream of frames: ``frames()`` returns a fresh iterator each call."""
+
+    name: str
+    live: bool
+    paced: bool
+    opener: Callable[[], Iterator[np.ndarray]]
+    spacing_mm: tuple[float, float] | None = None
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Open the source and iterate over its frames (``uint8``/``uint16``, grey or BGR)."""
+        return self.opener()
+
+
+def is_subscription(spec: str) -> bool:
+    """True for a source that is another stage's publisher (``tcp://``, ``ipc://``, ``inproc://``)."""
+    return spec.startswith(("tcp://", "ipc://", "inproc://"))
+
+
+def _capture(target: int | str, name: str, live: bool, params: list[int]) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG if params else cv2.CAP_ANY, params)
+    try:
+        if not cap.isOpened():
+            raise (SourceStalled if live else SourceError)(f"--source {name}: cannot open it (no such device or stream?)")
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                if live:
+                    raise SourceStalled(f"--source {name}: stopped delivering frames")
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def _sim(size: tuple[int, int], seed: int) -> Iterator[np.ndarray]:
+    from training.sim import sweep_frames
+
+    yield from sweep_frames(size=size, seed=seed)
+
+
+def _files(path: Path) -> Iterator[np.ndarray]:
+    from training.data import iter_frames
+
+    try:
+        yield from iter_frames(path)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"--source {path}: {exc}") from exc
+
+
+def _dicom_spacing(path: Path) -> tuple[float, float] | None:
+    """``PixelSpacing`` (row, column mm), or the ultrasound region's ``PhysicalDelta`` (cm) * 10."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise SourceError(f"--source {path}: not a readable DICOM file: {exc}") from exc
+    if "PixelSpacing" in ds:
+        row, col = (float(v) for v in ds.PixelSpacing)
+        return row, col
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        r = regions[0]
+        if "PhysicalDeltaX" in r and "PhysicalDeltaY" in r:
+            return abs(float(r.PhysicalDeltaY)) * 10.0, abs(float(r.PhysicalDeltaX)) * 10.0
+    return None
+
+
+def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) -> Source:
+    """Resolve ``--source`` into a :class:`Source` (does not open it yet).
+
+    ``size`` (H, W) and ``seed`` are for ``sim``.  Raises :class:`SourceError` for a path that
+    does not exist or a spec that names nothing known.
+    """
+    if spec == "sim":
+        return Source("sim", live=False, paced=True, opener=lambda: _sim(size, seed))
+    match = re.fullmatch(r"capture(\d+)", spec)
+    if match:
+        index = int(match.group(1))
+        return Source(spec, live=True, paced=False, opener=lambda: _capture(index, spec, True, []))
+    if spec.startswith(("rtsp://", "http://", "https://")):
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        return Source(spec, live=True, paced=False, opener=lambda: _capture(spec, spec, True, params))
+    if is_subscription(spec):
+        raise SourceError(f"--source {spec}: a subscription, not a grabber source")
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://, tcp://)")
+    if path.is_dir():
+        return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path))
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        spacing = _dicom_spacing(path)
+        return Source(path.name, live=False, paced=True, opener=lambda: _files(path), spacing_mm=spacing)
+    return Source(path.name, live=False, paced=True, opener=lambda: _capture(str(path), spec, False, []))
+
+
+def first_frame(source: Source) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """Open ``source`` and read its first frame: ``(frame, iterator over the rest)``.
+
+    Raises :class:`SourceError` (a one-line reason) if it cannot be opened or delivers nothing.
+    """
+    frames = source.frames()
+    try:
+        frame = next(frames)
+    except StopIteration:
+        raise SourceError(f"--source {source.name}: holds no frames") from None
+    return frame, frames

@@ -1,0 +1,258 @@
+"""The stages of the chain, each the body of one thread: grab, receive, despeckle, publish.
+
+::
+
+    Grabber   source --(paced)--> encode --> PUB
+    Receiver  SUB --> decode --> [latest slot]            (malformed messages counted, skipped)
+    Despeckle [latest slot] --> roi.despeckle_frame --> [latest slot]
+    Publisher [latest slot] --> encode --> PUB, recorder, OpenIGTLink, preview
+
+Every loop waits with a time-out of at most ``POLL_S`` and checks the shared ``stop`` event, so
+setting it ends all stages within a fraction of a second.  A stage that falls behind only ever
+sees the newest frame: older ones are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.base import Despeckler, FrameError
+from stream.latest import LatestSlot
+from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, decode_frame, encode_frame
+from stream.roi import Region, despeckle_frame
+from stream.sinks import Sink, SinkError
+from stream.sources import Source, SourceError, SourceStalled
+from stream.stats import Stats
+from stream.transport import receive
+
+__all__ = ["Item", "Grabber", "Receiver", "DespeckleStage", "Publisher", "POLL_S", "HOST"]
+
+log = logging.getLogger(__name__)
+
+#: longest wait of any stage before it checks the stop event again, seconds.
+POLL_S = 0.1
+#: this machine's name: monotonic clock readings are comparable only between stages on one host.
+HOST = socket.gethostname()
+#: back-off between attempts to reopen a live source: 0.5 s, doubled per failure, at most 8 s.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 8.0
+
+
+@dataclass
+class Item:
+    """A frame moving between threads: the pixels, the header and the frame before despeckling."""
+
+    image: np.ndarray
+    meta: dict[str, Any]
+    source: np.ndarray | None = None
+
+
+def _stamp(meta: dict[str, Any], stage: str) -> None:
+    meta.setdefault("stamps", {})[stage] = time.time_ns()
+
+
+def latency_ms(meta: dict[str, Any]) -> float:
+    """Capture-to-now in ms: monotonic clock on the capturing host, wall clock across hosts."""
+    if meta["host"] == HOST:
+        return (time.monotonic_ns() - meta["capture_mono_ns"]) / 1e6
+    return (time.time_ns() - meta["capture_wall_ns"]) / 1e6
+
+
+@dataclass
+class Grabber:
+    """Read a source, at ``fps`` if the source is paced, and publish each frame on ``sock``.
+
+    A live source that stalls is reopened with exponential back-off (counted as ``reconnects``);
+    a finite source ends the stage, or starts again when ``loop`` is set.
+    """
+
+    source: Source
+    frames: Iterator[np.ndarray]
+    sock: zmq.Socket
+    stats: Stats
+    fps: float = 30.0
+    loop: bool = False
+    max_frames: int | None = None
+    limits: Limits = DEFAULT_LIMITS
+    seq: int = 0
+
+    def run(self, stop: threading.Event) -> None:
+        period = 1.0 / self.fps if self.source.paced and self.fps > 0 else 0.0
+        due = time.monotonic()
+        retry = RETRY_FIRST_S
+        while not stop.is_set() and (self.max_frames is None or self.seq < self.max_frames):
+            try:
+                frame = next(self.frames)
+            except StopIteration:
+                if not self.loop:
+                    log.info("--source %s: end of stream after %d frames", self.source.name, self.seq)
+                    return
+                self.frames = self.source.frames()
+                continue
+            except SourceStalled as exc:
+                self.stats.add("reconnects")
+                log.warning("%s; retrying in %.1f s", exc, retry)
+                if stop.wait(retry):
+                    return
+                retry = min(2 * retry, RETRY_MAX_S)
+                self.frames = self.source.frames()
+                continue
+            except SourceError as exc:
+                self.stats.add("errors")
+                log.error("%s; end of stream", exc)
+                return
+            retry = RETRY_FIRST_S
+            if period:
+                due += period
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    return
+                due = max(due, time.monotonic() - period)
+            self.publish(frame)
+
+    def publish(self, frame: np.ndarray) -> None:
+        """Stamp, encode and send one frame (an unencodable frame is counted in ``errors``)."""
+        meta = {
+            "seq": self.seq,
+            "source": self.source.name,
+            "host": HOST,
+            "capture_mono_ns": time.monotonic_ns(),
+            "capture_wall_ns": time.time_ns(),
+            "stamps": {},
+            "spacing_mm": list(self.source.spacing_mm) if self.source.spacing_mm else None,
+        }
+        _stamp(meta, "grab")
+        self.seq += 1
+        try:
+            parts = encode_frame(frame, meta, self.limits)
+        except ProtocolError as exc:
+            self.stats.add("errors")
+            log.warning("--source %s: frame %d refused: %s", self.source.name, meta["seq"], exc)
+            return
+        self.sock.send_multipart(parts, copy=False)
+        self.stats.add("grabbed")
+
+
+@dataclass
+class Receiver:
+    """Take frames off a ``SUB`` socket into a latest-frame slot; count malformed ones and gaps."""
+
+    sock: zmq.Socket
+    slot: LatestSlot[Item]
+    stats: Stats
+    limits: Limits = DEFAULT_LIMITS
+    last_seq: dict[str, int] = field(default_factory=dict)
+    last_arrival: float = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            parts = receive(self.sock, int(POLL_S * 1000))
+            if parts is None:
+                continue
+            self.last_arrival = time.monotonic()
+            try:
+                image, meta = decode_frame(parts, self.limits)
+            except ProtocolError as exc:
+                self.stats.add("malformed")
+                log.debug("malformed message: %s", exc)
+                continue
+            self._count_gap(meta)
+            _stamp(meta, "receive")
+            self.stats.add("in")
+            if self.slot.put(Item(image, meta)):
+                self.stats.add("dropped")
+
+    def _count_gap(self, meta: dict[str, Any]) -> None:
+        """Frames the sender numbered but we never saw (a restarted sender starts a new count)."""
+        last = self.last_seq.get(meta["source"])
+        if last is not None and meta["seq"] > last + 1:
+            self.stats.add("gaps", meta["seq"] - last - 1)
+        self.last_seq[meta["source"]] = meta["seq"]
+
+
+@dataclass
+class DespeckleStage:
+    """Despeckle the newest received frame; frames it cannot take are counted in ``errors``."""
+
+    engine: Despeckler
+    inbox: LatestSlot[Item]
+    outbox: LatestSlot[Item]
+    stats: Stats
+    region: Region | None = None
+    busy: bool = False
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            item = self.inbox.get(POLL_S)
+            if item is None:
+                continue
+            self.busy = True
+            try:
+                self.process(item)
+            finally:
+                self.busy = False
+
+    def process(self, item: Item) -> None:
+        start = time.perf_counter()
+        try:
+            out = despeckle_frame(item.image, self.engine.infer, self.region)
+        except FrameError as exc:
+            self.stats.add("errors")
+            log.warning("frame %s from %s refused: %s", item.meta["seq"], item.meta["source"], exc)
+            return
+        self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
+        _stamp(item.meta, "despeckle")
+        if self.outbox.put(Item(out, item.meta, item.image)):
+            self.stats.add("dropped")
+
+
+@dataclass
+class Publisher:
+    """Publish despeckled frames on ``sock`` and hand them to the sinks; stop after ``max_frames``."""
+
+    sock: zmq.Socket
+    inbox: LatestSlot[Item]
+    stats: Stats
+    sinks: list[Sink] = field(default_factory=list)
+    max_frames: int | None = None
+    limits: Limits = DEFAULT_LIMITS
+    published: int = 0
+    busy: bool = False
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            item = self.inbox.get(POLL_S)
+            if item is None:
+                continue
+            self.busy = True
+            try:
+                self.publish(item)
+            finally:
+                self.busy = False
+            if self.max_frames is not None and self.published >= self.max_frames:
+                log.info("published %d frames (--frames); stopping", self.published)
+                stop.set()
+
+    def publish(self, item: Item) -> None:
+        _stamp(item.meta, "publish")
+        parts = encode_frame(item.image, item.meta, self.limits)
+        self.sock.send_multipart(parts, copy=False)
+        self.stats.observe("latency", latency_ms(item.meta))
+        self.stats.add("out")
+        self.published += 1
+        for sink in list(self.sinks):
+            try:
+                sink.write(item.source if item.source is not None else item.image, item.image, item.meta)
+            except SinkError as exc:
+                self.stats.add("errors")
+                log.error("%s; this output is switched off", exc)
+                self.sinks.remove(sink)
+                sink.close()
