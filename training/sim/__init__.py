@@ -1,0 +1,41 @@
+"""Two-probe ultrasound simulator: liver phantoms imaged by a small- and a large-aperture probe.
+
+Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not import torch.
+
+* :func:`make_phantom` -> :class:`Phantom` (echogenicity, scatterers, masks);
+* :func:`image_phantom` -> ``uint8 (H, W)`` B-mode image for a :class:`ProbeModel`
+  (:data:`LOW_PROBE`, :data:`HIGH_PROBE`);
+* :func:`simulate_pair` -> ``(x, y, truth)``: both probes, the same scatterers;
+* :func:`sweep_frames` -> endless frames of a probe sweeping over one phantom (live demo);
+* :func:`write_dataset` -> the ``low/``, ``high/`` and ``eval/`` folders of ``python -m training.simulate``.
+"""
+
+from __future__ import annotations
+
+from training.sim.cine import sweep_frames, write_cine
+from training.sim.dataset import SimulateConfig, run, simulate_pair, write_dataset, write_figure
+from training.sim.imaging import SimulationError, complex_envelope, image_phantom, log_compress
+from training.sim.phantom import MASK_NAMES, Phantom, make_phantom
+from training.sim.probe import HIGH_PROBE, LOW_PROBE, PROBES, ProbeModel, probe_by_name
+
+__all__ = [
+    "ProbeModel",
+    "LOW_PROBE",
+    "HIGH_PROBE",
+    "PROBES",
+    "probe_by_name",
+    "Phantom",
+    "MASK_NAMES",
+    "make_phantom",
+    "image_phantom",
+    "complex_envelope",
+    "log_compress",
+    "SimulationError",
+    "simulate_pair",
+    "sweep_frames",
+    "write_cine",
+    "write_dataset",
+    "write_figure",
+    "SimulateConfig",
+    "run",
+]

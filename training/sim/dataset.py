@@ -1,0 +1,216 @@
+"""Data sets from the simulator: unpaired ``low/`` and ``high/`` images, a paired ``eval/`` set.
+
+Layout written by :func:`write_dataset` (and ``python -m training.simulate``)::
+
+    OUT/low/low_NNNNN.png       small-aperture probe, one random phantom each
+    OUT/high/high_NNNNN.png     large-aperture probe, other random phantoms (unpaired)
+    OUT/eval/x_NNN.png          with paired=True: phantom NNN seen by the low probe,
+    OUT/eval/y_NNN.png          ... by the high probe (the same scatterers),
+    OUT/eval/truth_NNN.npz      ... and its truth: echogenicity (float32) and bool masks
+    OUT/simulate.yaml           the resolved settings, probes and simulator version
+
+Every image has its own seed, derived from ``seed`` with :class:`numpy.random.SeedSequence`,
+so any one image can be regenerated alone and the three sets never share a phantom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from training.sim.cine import write_cine
+from training.sim.imaging import image_phantom
+from training.sim.phantom import Phantom, make_phantom
+from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel
+
+__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "simulate_pair", "write_dataset", "write_figure", "run"]
+
+#: bumped whenever a change alters the images a seed produces.
+SIMULATOR_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Everything ``python -m training.simulate`` does, resolved.
+
+    Attributes:
+        out: data set folder, or ``None`` to write no data set.
+        count: images per probe in ``low/`` and ``high/``.
+        size: image ``(H, W)`` in pixels.
+        seed: master seed.
+        paired: also write the paired ``eval/`` set.
+        eval_count: pairs in ``eval/`` (``None``: ``count``).
+        jitter: spread of probe parameters and pixel size (0: the presets; 1: plausible range).
+        pixel_mm: pixel spacing (mm) before jitter.
+        cine: video file of a probe sweep, or ``None``.
+        cine_frames: frames in the video.
+        figure: PNG file showing low, high and truth side by side, or ``None``.
+    """
+
+    out: Path | None = None
+    count: int = 40
+    size: tuple[int, int] = (256, 256)
+    seed: int = 0
+    paired: bool = False
+    eval_count: int | None = None
+    jitter: float = 0.0
+    pixel_mm: float = 0.25
+    cine: Path | None = None
+    cine_frames: int = 150
+    figure: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
+            raise ValueError(f"count and eval_count must be >= 0, got {self.count} and {self.eval_count}")
+        if min(self.size) < 16:
+            raise ValueError(f"size must be at least 16x16 pixels, got {self.size[0]}x{self.size[1]}")
+        if not 0.0 <= self.jitter <= 2.0:
+            raise ValueError(f"jitter must be in [0, 2], got {self.jitter}")
+        if not 0.05 <= self.pixel_mm <= 2.0:
+            raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
+        if self.cine_frames < 1:
+            raise ValueError(f"cine_frames must be >= 1, got {self.cine_frames}")
+
+
+def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
+
+
+def _draw(rng: np.random.Generator, size: tuple[int, int], pixel_mm: float, jitter: float,
+          probes: tuple[ProbeModel, ...]) -> tuple[Phantom, list[ProbeModel]]:
+    """A phantom and the probes that image it, both jittered by ``jitter``."""
+    if jitter > 0:
+        pixel_mm = pixel_mm * float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
+        probes = tuple(p.jittered(rng, jitter) for p in probes)
+    return make_phantom(rng, size, pixel_mm), list(probes)
+
+
+def simulate_pair(
+    seed: int | np.random.SeedSequence = 0,
+    size: int | tuple[int, int] = (256, 256),
+    *,
+    jitter: float = 0.0,
+    pixel_mm: float = 0.25,
+    low: ProbeModel = LOW_PROBE,
+    high: ProbeModel = HIGH_PROBE,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """One phantom seen by both probes: ``(x, y, truth)``.
+
+    ``x`` (low probe) and ``y`` (high probe) are ``uint8 (H, W)`` images of the same scatterers;
+    ``truth`` holds ``echogenicity`` (float32, parenchyma ~ 1) and the bool masks ``vessels``,
+    ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.
+    """
+    rng = np.random.default_rng(seed)
+    phantom, (p_low, p_high) = _draw(rng, _as_size(size), pixel_mm, jitter, (low, high))
+    return image_phantom(phantom, p_low, rng), image_phantom(phantom, p_high, rng), phantom.truth()
+
+
+def _single(seed: np.random.SeedSequence, size: tuple[int, int], pixel_mm: float, jitter: float,
+            probe: ProbeModel) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    phantom, (p,) = _draw(rng, size, pixel_mm, jitter, (probe,))
+    return image_phantom(phantom, p, rng)
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write image {path}")
+
+
+def write_dataset(
+    out_dir: str | Path,
+    count: int = 40,
+    size: int | tuple[int, int] = 256,
+    seed: int = 0,
+    paired: bool = False,
+    *,
+    eval_count: int | None = None,
+    jitter: float = 0.0,
+    pixel_mm: float = 0.25,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
+
+    Returns the number of files written per folder.  See the module docstring for the layout.
+    """
+    cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
+                         eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm)
+    out = Path(out_dir)
+    n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
+    low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
+    jobs = [("low", s, i) for i, s in enumerate(low_seeds.spawn(count))]
+    jobs += [("high", s, i) for i, s in enumerate(high_seeds.spawn(count))]
+    jobs += [("eval", s, i) for i, s in enumerate(eval_seeds.spawn(n_eval))]
+    for name in {job[0] for job in jobs}:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    written = {"low": 0, "high": 0, "eval": 0}
+    for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
+        if kind == "eval":
+            x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm)
+            _imwrite(out / "eval" / f"x_{i:03d}.png", x)
+            _imwrite(out / "eval" / f"y_{i:03d}.png", y)
+            np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
+        else:
+            probe = LOW_PROBE if kind == "low" else HIGH_PROBE
+            _imwrite(out / kind / f"{kind}_{i:05d}.png", _single(ss, cfg.size, pixel_mm, jitter, probe))
+        written[kind] += 1
+    manifest = {
+        "simulator_version": SIMULATOR_VERSION,
+        "config": {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                   for k, v in asdict(replace(cfg, eval_count=n_eval)).items()},
+        "probes": {"low": asdict(LOW_PROBE), "high": asdict(HIGH_PROBE)},
+        "written": written,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "simulate.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return written
+
+
+def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256)) -> Path:
+    """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
+
+    The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
+    lesions (red), specular interfaces (yellow) and the homogeneous parenchyma (green).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x, y, truth = simulate_pair(seed, size)
+    fig = Figure(figsize=(12, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(x, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title(f"low probe: {LOW_PROBE.center_mhz} MHz, D = {LOW_PROBE.aperture_mm:g} mm")
+    axes[1].imshow(y, cmap="gray", vmin=0, vmax=255)
+    axes[1].set_title(f"high probe: {HIGH_PROBE.center_mhz} MHz, D = {HIGH_PROBE.aperture_mm:g} mm")
+    axes[2].imshow(10 * np.log10(np.maximum(truth["echogenicity"], 1e-4)), cmap="gray", vmin=-40, vmax=15)
+    for key, colour in (("vessels", "cyan"), ("lesions", "red"), ("interfaces", "yellow"), ("parenchyma", "lime")):
+        if truth[key].any():
+            axes[2].contour(truth[key].astype(np.float32), levels=[0.5], colors=colour, linewidths=0.8)
+    axes[2].set_title("truth: echogenicity (dB) and masks")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def run(config: SimulateConfig) -> dict[str, int]:
+    """Do what ``config`` asks: data set, video, figure.  Returns the files written per kind."""
+    written: dict[str, int] = {}
+    if config.out is not None:
+        written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
+                                     eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm))
+    if config.cine is not None:
+        written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
+    if config.figure is not None:
+        write_figure(config.figure, config.seed, config.size)
+        written["figure"] = 1
+    return written

@@ -1,0 +1,351 @@
+"""Random liver phantoms: an echogenicity map, a field of random scatterers, ground-truth masks.
+
+A phantom covers a rectangle of tissue seen from above: rows are depth, columns are the
+lateral position, both sampled every ``pixel_mm`` millimetres; the first visible row lies
+``top_mm`` below the skin.  A hidden margin on every side lets the imaging model convolve
+without edge effects.
+
+Echogenicity ``E`` (unitless) is the mean backscattered power relative to normal liver
+parenchyma (``E = 1``).  The tissue holds
+
+* parenchyma: ``E = exp(s1 * n1 + s2 * n2)``, ``n1`` a smooth field (scale ~15-40 mm),
+  ``n2`` a fine texture (scale ~0.8-3 mm), each of unit variance;
+* the abdominal wall above a curved liver capsule: layers of fat and muscle with lateral
+  striation, fascia lines between them, and the capsule itself as a bright specular line;
+* vessels: anechoic lumens (``E`` ~ 0.0003-0.005), seen as elliptic cross-sections or as curved,
+  tapering, sometimes branching tubes; some (portal veins) with a bright echogenic wall;
+* lesions: irregular blobs with soft edges, hypo- (``E`` x 0.15-0.6) or hyperechoic
+  (``E`` x 1.6-4), some with a hypoechoic halo;
+* sometimes the diaphragm: a bright curved band near the bottom.
+
+Scatterers live on a grid ``upsample`` times finer in depth than the pixels (fine enough to
+carry the radio-frequency signal): each sample is ``sqrt(E) * N(0, 1)`` (Gaussian amplitudes,
+whose sums give Rayleigh-distributed envelopes), plus coherent reflectors of constant amplitude
+along the specular interfaces.  The phantom keeps the Fourier transform of this field along
+depth, which every probe then filters (:mod:`training.sim.imaging`); two probes imaging one
+phantom see the same scatterers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import fft
+
+__all__ = ["Phantom", "make_phantom", "MASK_NAMES", "MIN_SOUND_SPEED_M_S"]
+
+#: the boolean masks every phantom carries (plus ``"liver"`` and ``"interfaces"``).
+MASK_NAMES = ("vessels", "lesions", "structures", "parenchyma")
+#: slowest speed of sound a probe may assume; sets how fine the scatterer grid must be.
+MIN_SOUND_SPEED_M_S = 1450.0
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """Tissue for the imaging model (arrays include the hidden margin).
+
+    Attributes:
+        echogenicity: float32 ``(Ht, Wt)`` mean backscattered power, parenchyma ~ 1.
+        masks: bool ``(Ht, Wt)`` maps: ``vessels``, ``lesions``, ``interfaces``, ``structures``
+            (their union), ``liver`` and ``parenchyma`` (liver at least ``margin_mm`` away from
+            every structure).
+        spectrum: complex64 ``(Wt, n_bins)``, the FFT along depth of the fine scatterer field
+            (bins ``j`` at spatial frequency ``j / (Ht * pixel_mm)`` cycles/mm).
+        pixel_mm: pixel spacing, both directions (mm).
+        top_mm: depth of the first visible row below the skin (mm).
+        margin: hidden ``(rows, columns)`` on each side of the visible window.
+        upsample: fine depth samples per pixel of the scatterer grid.
+        attenuation_db_cm_mhz: tissue attenuation (dB / cm / MHz, one way).
+    """
+
+    echogenicity: np.ndarray
+    masks: dict[str, np.ndarray]
+    spectrum: np.ndarray
+    pixel_mm: float
+    top_mm: float
+    margin: tuple[int, int]
+    upsample: int
+    attenuation_db_cm_mhz: float
+    params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Visible ``(H, W)`` in pixels."""
+        my, mx = self.margin
+        ht, wt = self.echogenicity.shape
+        return ht - 2 * my, wt - 2 * mx
+
+    def depth_mm(self) -> np.ndarray:
+        """Depth (mm) of every row of the full grid, margins included."""
+        ht = self.echogenicity.shape[0]
+        return self.top_mm + (np.arange(ht, dtype=np.float64) - self.margin[0]) * self.pixel_mm
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """The visible window of a full-grid array."""
+        (my, mx), (h, w) = self.margin, self.size
+        return array[my : my + h, mx : mx + w]
+
+    def truth(self) -> dict[str, np.ndarray]:
+        """Ground truth of the visible window: ``echogenicity`` (float32) and the bool masks."""
+        out = {"echogenicity": np.ascontiguousarray(self.crop(self.echogenicity))}
+        out.update({name: np.ascontiguousarray(self.crop(m)) for name, m in self.masks.items()})
+        return out
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: tuple[float, float]) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian field with correlation lengths ``scale_px`` (rows, cols)."""
+    h, w = shape
+    ch = max(2, math.ceil(h / max(scale_px[0], 1.0)) + 1)
+    cw = max(2, math.ceil(w / max(scale_px[1], 1.0)) + 1)
+    coarse = rng.standard_normal((ch, cw)).astype(np.float32)
+    out = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    out -= out.mean()
+    return out / max(float(out.std()), 1e-6)
+
+
+def _curve(rng: np.random.Generator, width: int, y0: float, bend_px: float) -> np.ndarray:
+    """A smooth random curve ``y(x)``: a parabola of random sign plus a gentle sine."""
+    x = np.linspace(-1.0, 1.0, width)
+    xc = rng.uniform(-0.5, 0.5)
+    y = y0 + bend_px * rng.uniform(-1.0, 1.0) * (x - xc) ** 2
+    y += 0.25 * bend_px * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * x + rng.uniform(0, 2 * np.pi))
+    return y
+
+
+def _band(dist: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian line profile ``exp(-d^2 / (2 sigma^2))`` of a signed distance map."""
+    return np.exp(-0.5 * (dist / sigma_px) ** 2, dtype=np.float32)
+
+
+def _tube_path(rng: np.random.Generator, shape: tuple[int, int], start: np.ndarray, heading: float,
+               length_px: float) -> np.ndarray:
+    """A smooth random walk of ``length_px`` from ``start`` (x, y) with slowly turning heading."""
+    steps = max(4, int(length_px / 6))
+    turn = np.cumsum(rng.normal(0.0, 0.08, steps)) + rng.uniform(-0.02, 0.02) * np.arange(steps)
+    angles = heading + turn
+    step = length_px / steps
+    pts = start + np.cumsum(np.stack([np.cos(angles), np.sin(angles)], axis=1) * step, axis=0)
+    return np.vstack([start, pts])
+
+
+def _draw_vessels(rng: np.random.Generator, shape: tuple[int, int], px: float,
+                  liver_top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lumen and wall fractions in [0, 1] (float32) for 1-6 random vessels."""
+    h, w = shape
+    lumen = np.zeros(shape, np.uint8)
+    wall = np.zeros(shape, np.uint8)
+    shift = 4  # cv2 fixed-point bits: sub-pixel drawing
+    scale = 1 << shift
+    for _ in range(int(rng.integers(1, 7))):
+        walled = rng.random() < 0.45
+        t = max(1, round(rng.uniform(0.5, 1.3) / px))
+        cx = rng.uniform(0.05, 0.95) * w
+        cy_min = float(liver_top[int(np.clip(cx, 0, w - 1))]) + 3.0 / px
+        if cy_min >= h - 4:
+            continue
+        cy = rng.uniform(cy_min, h - 1)
+        if rng.random() < 0.5:  # cross-section: an ellipse
+            a = rng.uniform(1.5, 8.0) / px
+            b = a / rng.uniform(1.0, 1.8)
+            ang = rng.uniform(0, 180)
+            centre = (int(cx * scale), int(cy * scale))
+            if walled:
+                cv2.ellipse(wall, centre, (int((a + t) * scale), int((b + t) * scale)), ang, 0, 360, 255, -1,
+                            cv2.LINE_AA, shift)
+            cv2.ellipse(lumen, centre, (int(a * scale), int(b * scale)), ang, 0, 360, 255, -1, cv2.LINE_AA, shift)
+            continue
+        width = rng.uniform(2.0, 10.0) / px  # longitudinal: a curved, tapering tube with branches
+        path = _tube_path(rng, shape, np.array([cx, cy]), rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * w)
+        branches = [(path, width)]
+        for _ in range(int(rng.integers(0, 3))):
+            i = int(rng.integers(1, len(path) - 1))
+            d = path[i] - path[i - 1]
+            heading = math.atan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
+            branches.append((_tube_path(rng, shape, path[i], heading, rng.uniform(0.2, 0.5) * w),
+                             width * rng.uniform(0.4, 0.8)))
+        for pts, wid in branches:
+            taper = np.linspace(1.0, rng.uniform(0.5, 1.0), len(pts) - 1)
+            for k in range(len(pts) - 1):
+                seg = (pts[k : k + 2] * scale).astype(np.int32).reshape(-1, 1, 2)
+                thick = max(1, round(wid * taper[k]))
+                if walled:
+                    cv2.polylines(wall, [seg], False, 255, thick + 2 * t, cv2.LINE_AA, shift)
+                cv2.polylines(lumen, [seg], False, 255, thick, cv2.LINE_AA, shift)
+    lum = lumen.astype(np.float32) / 255.0
+    return lum, np.clip(wall.astype(np.float32) / 255.0 - lum, 0.0, 1.0)
+
+
+def _draw_lesions(rng: np.random.Generator, shape: tuple[int, int], px: float, liver_top: np.ndarray,
+                  echo: np.ndarray) -> np.ndarray:
+    """Multiply ``echo`` in place by 0-3 lesions; return their union (fraction in [0, 1])."""
+    h, w = shape
+    union = np.zeros(shape, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(int(rng.choice([0, 1, 1, 2, 3]))):
+        r0 = rng.uniform(3.0, 15.0) / px
+        cx = rng.uniform(0.1, 0.9) * w
+        cy_min = float(liver_top[int(np.clip(cx, 0, w - 1))]) + r0
+        if cy_min >= h - 2:
+            continue
+        cy = rng.uniform(cy_min, max(cy_min + 1, h - 0.3 * r0))
+        theta = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        radius = r0 * (1 + sum(rng.uniform(0, 0.12) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+                               for k in range(2, 6)))
+        radius *= np.where(np.cos(theta - rng.uniform(0, 2 * np.pi)) > 0, 1.0, rng.uniform(0.7, 1.0))
+        poly = np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
+        canvas = np.zeros(shape, np.uint8)
+        cv2.fillPoly(canvas, [(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        body = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.2, 1.5) / px)
+        if rng.random() < 0.5:
+            contrast = rng.uniform(0.15, 0.6)
+        else:
+            contrast = rng.uniform(1.6, 4.0)
+        texture = np.exp(0.3 * _smooth_noise(rng, shape, (1.5 / px, 1.5 / px)))
+        factor = 1.0 + body * (contrast * texture - 1.0)
+        if rng.random() < 0.3:  # hypoechoic halo around a "target" lesion
+            dist = np.hypot(xx - cx, yy - cy) - r0
+            halo = _band(dist - rng.uniform(0.8, 2.0) / px, rng.uniform(0.5, 1.2) / px) * (1 - body)
+            factor *= 1.0 - 0.6 * halo
+            body = np.maximum(body, halo)
+        echo *= factor
+        union = np.maximum(union, body)
+    return union
+
+
+def make_phantom(
+    rng: np.random.Generator,
+    size: tuple[int, int] = (256, 256),
+    pixel_mm: float = 0.25,
+    top_mm: float | None = None,
+    *,
+    max_mhz: float = 6.5,
+    margin_mm: tuple[float, float] = (3.0, 10.0),
+    parenchyma_margin_mm: float = 3.0,
+) -> Phantom:
+    """Draw a random liver phantom whose visible window is ``size = (H, W)`` pixels.
+
+    Args:
+        rng: source of randomness.
+        size: visible ``(H, W)`` in pixels.
+        pixel_mm: pixel spacing (mm).
+        top_mm: depth of the first visible row (mm); random in 5..35 mm when ``None``.
+        max_mhz: highest probe centre frequency this phantom must support (MHz); sets the
+            depth oversampling of the scatterer grid.
+        margin_mm: hidden (depth, lateral) margin on each side (mm); must exceed the widest
+            lateral beam's reach (3 sigma).
+        parenchyma_margin_mm: distance (mm) that the ``parenchyma`` mask keeps from structures.
+    """
+    h, w = int(size[0]), int(size[1])
+    if h < 8 or w < 8:
+        raise ValueError(f"phantom size must be at least 8x8 pixels, got {h}x{w}")
+    if not pixel_mm > 0:
+        raise ValueError(f"pixel_mm must be positive, got {pixel_mm}")
+    px = float(pixel_mm)
+    top = float(rng.uniform(5.0, 35.0)) if top_mm is None else float(top_mm)
+    my, mx = (math.ceil(m / px) for m in margin_mm)
+    ht, wt = h + 2 * my, w + 2 * mx
+    shape = (ht, wt)
+    rows = np.arange(ht, dtype=np.float32)[:, None]
+
+    # Parenchyma: smooth variation times fine texture.
+    s1, s2 = rng.uniform(0.08, 0.35), rng.uniform(0.05, 0.35)
+    fine = rng.uniform(0.8, 3.0) / px
+    echo = np.exp(s1 * _smooth_noise(rng, shape, (rng.uniform(15, 40) / px,) * 2)
+                  + s2 * _smooth_noise(rng, shape, (fine, fine * rng.uniform(1.0, 2.0))))
+
+    # Liver capsule and abdominal wall above it (absent in 20 % of windows).
+    interfaces = np.zeros(shape, np.float32)
+    specular: list[tuple[np.ndarray, float]] = []
+    if rng.random() < 0.8:
+        capsule = _curve(rng, wt, my + rng.uniform(0.05, 0.35) * h, rng.uniform(0.0, 0.15) * h)
+        d = capsule[None, :] - rows  # pixels above the capsule
+        wall_echo = np.full(shape, rng.uniform(0.3, 0.6), np.float32)
+        striae = np.exp(0.35 * _smooth_noise(rng, shape, (0.8 / px, rng.uniform(6, 20) / px)))
+        edge = 0.0
+        for level in rng.uniform(0.25, 1.0, size=4):
+            thick = rng.uniform(3.0, 12.0) / px
+            wall_echo[(d > edge) & (d <= edge + thick)] = level
+            interfaces = np.maximum(interfaces, _band(d - edge - thick, rng.uniform(0.15, 0.4) / px)
+                                    * rng.uniform(0.3, 0.8))
+            edge += thick
+        liver = np.clip(0.5 - d, 0.0, 1.0)
+        echo = echo * liver + wall_echo * striae * (1.0 - liver)
+        interfaces = np.maximum(interfaces * (1.0 - liver), _band(d, rng.uniform(0.2, 0.5) / px))
+        specular.append((capsule, rng.uniform(2.0, 6.0)))
+        echo += rng.uniform(4.0, 15.0) * interfaces
+    else:
+        capsule = np.full(wt, -1.0)
+        liver = np.ones(shape, np.float32)
+
+    # Diaphragm near the bottom of deep windows (30 %).
+    if rng.random() < 0.3:
+        dia = _curve(rng, wt, my + rng.uniform(0.75, 0.95) * h, -rng.uniform(0.05, 0.2) * h)
+        dd = rows - dia[None, :]
+        below = np.clip(dd + 0.5, 0.0, 1.0)
+        band = _band(dd, rng.uniform(0.4, 1.0) / px)
+        echo = echo * (1 - below) + below * rng.uniform(0.1, 0.3) * echo + rng.uniform(8.0, 25.0) * band
+        liver = liver * (1 - below)
+        interfaces = np.maximum(interfaces, band)
+        specular.append((dia, rng.uniform(3.0, 8.0)))
+
+    lesions = _draw_lesions(rng, shape, px, capsule + 1.0 / px, echo) * liver
+    lumen, wall = _draw_vessels(rng, shape, px, capsule + 1.0 / px)
+    lumen, wall = lumen * liver, wall * liver
+    blood = rng.uniform(0.0003, 0.005)
+    echo = echo * (1 - lumen) + blood * lumen
+    echo = echo * (1 - wall) + rng.uniform(3.0, 6.0) * wall
+    interfaces = np.maximum(interfaces, wall)
+
+    masks = {"vessels": lumen > 0.5, "lesions": lesions > 0.5, "interfaces": interfaces > 0.5}
+    masks["structures"] = masks["vessels"] | masks["lesions"] | masks["interfaces"]
+    masks["liver"] = liver > 0.5
+    free = (masks["liver"] & ~masks["structures"]).astype(np.uint8)
+    dist_px = cv2.distanceTransform(free, cv2.DIST_L2, 3)
+    masks["parenchyma"] = dist_px * px >= parenchyma_margin_mm
+
+    echo = echo.astype(np.float32)
+    spectrum, upsample = _scatterer_spectrum(rng, echo, specular, px, max_mhz)
+    return Phantom(
+        echogenicity=echo,
+        masks=masks,
+        spectrum=spectrum,
+        pixel_mm=px,
+        top_mm=top,
+        margin=(my, mx),
+        upsample=upsample,
+        attenuation_db_cm_mhz=float(rng.uniform(0.4, 0.65)),
+        params={"parenchyma_sigma": float(s1), "texture_sigma": float(s2), "blood_echogenicity": float(blood)},
+    )
+
+
+def _scatterer_spectrum(rng: np.random.Generator, echo: np.ndarray, specular: list[tuple[np.ndarray, float]],
+                        px: float, max_mhz: float) -> tuple[np.ndarray, int]:
+    """FFT along depth of ``sqrt(E) * N(0, 1)`` on the fine grid plus the specular reflectors.
+
+    The fine grid has ``a`` samples per pixel, ``a > 2 * px * k_max + 1`` where
+    ``k_max = 2 * max_mhz / c_min`` (cycles/mm) is the highest two-way spatial frequency of
+    the RF echo, so that the band ``k0 +- 1 / (2 px)`` of any probe lies below the Nyquist limit.
+    Only the bins up to that band are kept.
+    """
+    ht, wt = echo.shape
+    k_max = 2.0 * max_mhz / (MIN_SOUND_SPEED_M_S * 1e-3)  # cycles / mm
+    upsample = math.ceil(2.0 * px * k_max + 2.0)
+    n_fine = upsample * ht
+    amp = np.repeat(np.sqrt(echo).T, upsample, axis=1)  # (Wt, n_fine): depth is the fast axis
+    field_ = rng.standard_normal((wt, n_fine), dtype=np.float32)
+    field_ *= amp
+    cols = np.arange(wt)
+    for curve, strength in specular:  # coherent reflectors: one per column, split between 2 samples
+        pos = (np.asarray(curve) + 0.5) * upsample
+        i0 = np.floor(pos).astype(np.int64)
+        frac = (pos - i0).astype(np.float32)
+        amp_spec = strength * math.sqrt(upsample)
+        for idx, wgt in ((i0, 1.0 - frac), (i0 + 1, frac)):
+            ok = (idx >= 0) & (idx < n_fine)
+            field_[cols[ok], idx[ok]] += amp_spec * wgt[ok]
+    n_bins = min(n_fine // 2 + 1, math.ceil((k_max + 1.0 / px) * ht * px) + 2)
+    spectrum = fft.rfft(field_, axis=1, workers=1)[:, :n_bins]
+    return spectrum.astype(np.complex64), upsample

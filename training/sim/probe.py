@@ -1,0 +1,151 @@
+"""Transducer models: the two probes of the paper and the beam widths their physics implies.
+
+Units: megahertz (MHz) for frequencies, millimetres (mm) for lengths, decibels (dB) for
+levels, metres per second (m/s) for the speed of sound.
+
+Wavelength ``lambda = c / f0`` (``c`` in mm/s, ``f0`` in Hz), e.g. 0.44 mm at 3.5 MHz.
+
+Axial resolution: the transmitted pulse is a Gaussian-windowed cosine whose amplitude
+spectrum has a -6 dB full width ``B * f0`` (``B``: fractional bandwidth).  Its envelope,
+mapped to depth (two-way travel, ``z = c t / 2``), has a full width at half maximum
+
+    FWHM_axial = 2 ln 2 * lambda / (pi * B)                                 (mm)
+
+Lateral resolution: a focused aperture of width ``D`` has a beam FWHM ``lambda * z / D`` at
+depth ``z``; the receive aperture grows with depth only up to the F-number ``F_min``
+(``D_eff(z) = min(D, z / F_min)``), and away from the fixed transmit focus ``z_f`` the two-way
+beam widens geometrically by ``beta * D_eff * |1 - z / z_f|`` (dynamic receive focusing keeps
+``beta`` small).  The two widths add in quadrature:
+
+    FWHM_lateral(z) = sqrt((lambda * z / D_eff(z))**2 + (beta * D_eff(z) * (1 - z / z_f))**2)
+
+A small aperture (the phased array) therefore gives a wide, depth-growing beam and laterally
+elongated speckle; a large aperture (the convex array) gives fine speckle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+__all__ = ["ProbeModel", "LOW_PROBE", "HIGH_PROBE", "PROBES", "probe_by_name"]
+
+
+@dataclass(frozen=True)
+class ProbeModel:
+    """Physical parameters of one ultrasound probe and its B-mode processing chain.
+
+    Attributes:
+        name: label used for folders and logs.
+        center_mhz: centre frequency ``f0`` of the pulse (MHz).
+        bandwidth: -6 dB fractional bandwidth ``B`` of the pulse spectrum (unitless, e.g. 0.6).
+        aperture_mm: active aperture width ``D`` (mm).
+        focus_mm: transmit focal depth ``z_f`` (mm).
+        f_number_min: smallest receive F-number ``F_min`` (unitless); the receive aperture is
+            ``min(D, z / F_min)``.
+        defocus: ``beta``, geometric widening of the two-way beam away from the transmit focus
+            (unitless fraction of the effective aperture).
+        dynamic_range_db: displayed dynamic range of the log compression (dB).
+        noise_db: electronic noise power at the receiver, relative to the mean echo power of
+            unit-echogenicity tissue at zero depth (dB).
+        tgc_db_cm_mhz: attenuation the time-gain compensation assumes (dB / cm / MHz, one way).
+        gain: target grey level (0..255) of the median echo after log compression.
+        sound_speed_m_s: speed of sound ``c`` (m/s).
+    """
+
+    name: str
+    center_mhz: float
+    bandwidth: float
+    aperture_mm: float
+    focus_mm: float
+    f_number_min: float
+    defocus: float = 0.1
+    dynamic_range_db: float = 60.0
+    noise_db: float = -75.0
+    tgc_db_cm_mhz: float = 0.5
+    gain: float = 120.0
+    sound_speed_m_s: float = 1540.0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "center_mhz": self.center_mhz,
+            "bandwidth": self.bandwidth,
+            "aperture_mm": self.aperture_mm,
+            "focus_mm": self.focus_mm,
+            "f_number_min": self.f_number_min,
+            "dynamic_range_db": self.dynamic_range_db,
+            "sound_speed_m_s": self.sound_speed_m_s,
+        }
+        for key, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"probe {self.name!r}: {key} must be a positive number, got {value}")
+        if self.bandwidth >= 2.0:
+            raise ValueError(f"probe {self.name!r}: bandwidth must be < 2 (fractional), got {self.bandwidth}")
+        if not 0 <= self.gain <= 255:
+            raise ValueError(f"probe {self.name!r}: gain must be a grey level in [0, 255], got {self.gain}")
+
+    @property
+    def wavelength_mm(self) -> float:
+        """``lambda = c / f0`` in mm."""
+        return self.sound_speed_m_s / (self.center_mhz * 1e3)
+
+    @property
+    def axial_fwhm_mm(self) -> float:
+        """Envelope FWHM of the pulse in depth: ``2 ln2 * lambda / (pi * B)`` (mm)."""
+        return 2.0 * math.log(2.0) * self.wavelength_mm / (math.pi * self.bandwidth)
+
+    def lateral_fwhm_mm(self, depth_mm: np.ndarray | float) -> np.ndarray:
+        """Two-way lateral beam FWHM (mm) at ``depth_mm`` (see the module docstring)."""
+        z = np.maximum(np.asarray(depth_mm, dtype=np.float64), 0.5)
+        d_eff = np.minimum(self.aperture_mm, z / self.f_number_min)
+        diffraction = self.wavelength_mm * z / d_eff
+        geometric = self.defocus * d_eff * (1.0 - z / self.focus_mm)
+        return np.sqrt(diffraction**2 + geometric**2)
+
+    def jittered(self, rng: np.random.Generator, amount: float = 1.0) -> ProbeModel:
+        """A copy with parameters drawn around these values (``amount = 1``: a plausible spread).
+
+        Relative spreads at ``amount = 1``: centre frequency +-12 %, bandwidth +-15 %, aperture
+        +-20 %, focus +-30 %, F-number +-20 %; dynamic range 50..70 dB; gain +-20 grey levels;
+        noise +-8 dB; speed of sound 1480..1600 m/s.
+        """
+
+        def rel(value: float, spread: float) -> float:
+            return float(value * (1.0 + amount * spread * rng.uniform(-1.0, 1.0)))
+
+        return replace(
+            self,
+            center_mhz=rel(self.center_mhz, 0.12),
+            bandwidth=min(rel(self.bandwidth, 0.15), 1.2),
+            aperture_mm=rel(self.aperture_mm, 0.20),
+            focus_mm=rel(self.focus_mm, 0.30),
+            f_number_min=rel(self.f_number_min, 0.20),
+            defocus=rel(self.defocus, 0.5),
+            dynamic_range_db=float(self.dynamic_range_db + amount * rng.uniform(-10.0, 10.0)),
+            noise_db=float(self.noise_db + amount * rng.uniform(-8.0, 8.0)),
+            gain=float(np.clip(self.gain + amount * rng.uniform(-20.0, 20.0), 40.0, 215.0)),
+            sound_speed_m_s=float(np.clip(rel(self.sound_speed_m_s, 0.04), 1480.0, 1600.0)),
+        )
+
+
+#: Small-aperture phased array (X7-2t-like, 2-7 MHz): coarse, laterally elongated speckle.
+LOW_PROBE = ProbeModel(
+    name="low", center_mhz=3.5, bandwidth=0.6, aperture_mm=12.0, focus_mm=60.0, f_number_min=1.0
+)
+#: Large-aperture convex array (RAB6-D-like, 2-8 MHz): fine speckle.
+HIGH_PROBE = ProbeModel(
+    name="high", center_mhz=4.5, bandwidth=0.7, aperture_mm=60.0, focus_mm=60.0, f_number_min=2.0
+)
+PROBES: dict[str, ProbeModel] = {"low": LOW_PROBE, "high": HIGH_PROBE}
+
+
+def probe_by_name(probe: str | ProbeModel) -> ProbeModel:
+    """``"low"`` / ``"high"`` -> the preset; a :class:`ProbeModel` passes through."""
+    if isinstance(probe, ProbeModel):
+        return probe
+    try:
+        return PROBES[probe]
+    except KeyError:
+        raise ValueError(f"unknown probe {probe!r}; choose one of: {', '.join(PROBES)}") from None
