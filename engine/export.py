@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.checkpoint import CheckpointError
 from engine.onnx_export import DEFAULT_OPSET, ParityError, export_checkpoint
 from engine.weights import WeightsError, WeightsNotFound
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = _parse(argv)
     try:
         out = export_checkpoint(config.checkpoint, config.out, fp16=config.fp16, opset=config.opset, check=config.check)
-    except (WeightsError, WeightsNotFound, ParityError) as exc:
+    except (CheckpointError, WeightsError, WeightsNotFound, ParityError) as exc:
         print(f"engine.export: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {'float16' if config.fp16 else 'float32'})")

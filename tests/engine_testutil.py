@@ -12,7 +12,7 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
     running statistics and affine terms (so folding them is really tested)."""
     import torch
 
-    from engine.checkpoint import save_generator
+    from training.checkpoint import CKPT_FORMAT, atomic_save
     from training.models import DRNN
 
     gen = torch.Generator().manual_seed(seed)
@@ -27,7 +27,8 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
                 module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
                 module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 module.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-    return save_generator(model.eval(), path)
+    payload = {"format": CKPT_FORMAT, "generator": model.state_dict(), "generator_config": model.config}
+    return atomic_save(payload, path)
 
 
 def random_frames(count: int, shape: tuple[int, int] = (48, 64), seed: int = 0) -> list[np.ndarray]:
