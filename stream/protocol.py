@@ -29,6 +29,7 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "check_meta",
+    "SequenceTracker",
 ]
 
 PROTOCOL_VERSION = 1
@@ -206,3 +207,19 @@ def _buffer(part: Any, index: int) -> memoryview:
     if not view.c_contiguous:
         raise ProtocolError(f"message part {index} is not a contiguous buffer")
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+class SequenceTracker:
+    """Counts the frames a receiver missed, from the ``seq`` numbers of each ``source``.
+
+    A sequence number at or below the last one means the sender restarted: counting begins anew.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def update(self, meta: Mapping[str, Any]) -> int:
+        """Record a decoded header; return how many frames were skipped before it."""
+        last = self._last.get(meta["source"])
+        self._last[meta["source"]] = meta["seq"]
+        return meta["seq"] - last - 1 if last is not None and meta["seq"] > last + 1 else 0

@@ -31,6 +31,8 @@ __all__ = ["Source", "SourceError", "SourceStalled", "open_source", "first_frame
 #: FFmpeg open and read time-outs for network streams, milliseconds.
 STREAM_TIMEOUT_MS = 5000
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+#: pixel size of the simulator's frames, mm.
+SIM_PIXEL_MM = 0.25
 
 
 class SourceError(RuntimeError):
@@ -80,7 +82,7 @@ def _capture(target: int | str, name: str, live: bool, params: list[int]) -> Ite
 def _sim(size: tuple[int, int], seed: int) -> Iterator[np.ndarray]:
     from training.sim import sweep_frames
 
-    yield from sweep_frames(size=size, seed=seed)
+    yield from sweep_frames(size=size, seed=seed, pixel_mm=SIM_PIXEL_MM)
 
 
 def _files(path: Path) -> Iterator[np.ndarray]:
@@ -118,7 +120,7 @@ def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) ->
     does not exist or a spec that names nothing known.
     """
     if spec == "sim":
-        return Source("sim", live=False, paced=True, opener=lambda: _sim(size, seed))
+        return Source("sim", live=False, paced=True, opener=lambda: _sim(size, seed), spacing_mm=(SIM_PIXEL_MM, SIM_PIXEL_MM))
     match = re.fullmatch(r"capture(\d+)", spec)
     if match:
         index = int(match.group(1))

@@ -27,7 +27,7 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from stream.latest import LatestSlot
-from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, decode_frame, encode_frame
+from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, SequenceTracker, decode_frame, encode_frame
 from stream.roi import Region, despeckle_frame
 from stream.sinks import Sink, SinkError
 from stream.sources import Source, SourceError, SourceStalled
@@ -149,7 +149,7 @@ class Receiver:
     slot: LatestSlot[Item]
     stats: Stats
     limits: Limits = DEFAULT_LIMITS
-    last_seq: dict[str, int] = field(default_factory=dict)
+    sequence: SequenceTracker = field(default_factory=SequenceTracker)
     last_arrival: float = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -164,19 +164,13 @@ class Receiver:
                 self.stats.add("malformed")
                 log.debug("malformed message: %s", exc)
                 continue
-            self._count_gap(meta)
+            gaps = self.sequence.update(meta)
+            if gaps:
+                self.stats.add("gaps", gaps)
             _stamp(meta, "receive")
             self.stats.add("in")
             if self.slot.put(Item(image, meta)):
                 self.stats.add("dropped")
-
-    def _count_gap(self, meta: dict[str, Any]) -> None:
-        """Frames the sender numbered but we never saw (a restarted sender starts a new count)."""
-        last = self.last_seq.get(meta["source"])
-        if last is not None and meta["seq"] > last + 1:
-            self.stats.add("gaps", meta["seq"] - last - 1)
-        self.last_seq[meta["source"]] = meta["seq"]
-
 
 @dataclass
 class DespeckleStage:
