@@ -1,0 +1,625 @@
+"""The paper's quality comparison (Table I, Fig. 4) on the project's data, DRNN against the baselines.
+
+Two kinds of input:
+
+* paired (``--eval DIR``, the simulator's ``eval/`` folder): ``x_NNN.png`` (small-aperture
+  probe), ``y_NNN.png`` (large-aperture probe, same scatterers) and ``truth_NNN.npz``
+  (``echogenicity`` and bool masks; the region is ``parenchyma`` unless ``--roi`` is given,
+  the contrast target the ``vessels`` lumen).  Every metric applies.
+* unpaired (``--x DIR --y DIR``, your own images): regions from ``--roi`` (``x,y,w,h`` or a
+  mask image) and ``--roi-y``; KL(y, x_hat) compares with the pooled PDF of all y images; the
+  contrast metrics need ``--target``.  Reference-based metrics (SSIM, PSNR, log-correlation)
+  are left empty.
+
+Every method (the DRNN through :func:`engine.registry.create_despeckler`, and the baselines
+of :mod:`benchmarks.baselines`) runs on every x image; the per-image metrics are averaged
+(mean over the images where they are defined) and the run time per image is the median.
+Writes ``quality.md``, ``quality.csv`` and ``quality_fig4.png`` to ``--out``.
+
+    python -m benchmarks.quality --eval data/sim/eval --out runs/quality --markdown benchmarks/QUALITY.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks import metrics as M
+from benchmarks.baselines import BASELINES, get_baseline
+
+__all__ = [
+    "QualityConfig",
+    "QualityError",
+    "QualityRun",
+    "Sample",
+    "MethodResult",
+    "evaluate",
+    "run_quality",
+    "load_eval",
+    "load_unpaired",
+    "main",
+]
+
+#: the paper's Table I (other images: compare orderings, not values): SSNR x_hat, KL(x, x_hat), KL(y, x_hat).
+PAPER_TABLE_I: tuple[tuple[str, float, float, float], ...] = (
+    ("Input (no filter)", 7.2990, 0.0, 0.7512),
+    ("DPAD", 9.7542, 31.7018, 31.5043),
+    ("OBNLM", 25.529, 9.5010, 0.9810),
+    ("SBF", 20.5514, 8.8660, 1.5440),
+    ("RTAD", 9.3614, 1.9490, 0.7325),
+    ("ADMSS", 7.3641, 0.3242, 0.7547),
+    ("EAGF", 19.3142, 5.4180, 1.0210),
+    ("EPPRSRAD", 7.5651, 0.3428, 0.7183),
+    ("Proposed (DRNN)", 12.016, 3.0570, 0.2107),
+)
+PAPER_REFERENCE_SSNR = 18.2451
+
+#: (key, Markdown header, format) of the table's columns after the method name.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ssnr", "SSNR x̂", ".3f"),
+    ("kl_x", "KL(x, x̂)", ".4f"),
+    ("kl_y", "KL(y, x̂)", ".4f"),
+    ("enl", "ENL", ".1f"),
+    ("grain_axial", "grain axial (px)", ".2f"),
+    ("grain_lateral", "grain lateral (px)", ".2f"),
+    ("cnr", "CNR", ".3f"),
+    ("gcnr", "gCNR", ".3f"),
+    ("beta", "β", ".3f"),
+    ("ssim", "SSIM", ".4f"),
+    ("psnr", "PSNR (dB)", ".2f"),
+    ("log_corr", "log-corr", ".4f"),
+    ("ms", "ms / image", ".1f"),
+)
+#: std (pixels) of the Laplacian of Gaussian in the table's edge preservation beta.
+BETA_SIGMA = 2.0
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class QualityError(RuntimeError):
+    """The evaluation cannot start: a missing folder, unreadable region, missing weights."""
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Everything one evaluation run needs; built by :func:`main` from the command line."""
+
+    out: Path
+    eval_dir: Path | None = None
+    x_dir: Path | None = None
+    y_dir: Path | None = None
+    roi: str | None = None
+    roi_y: str | None = None
+    target: str | None = None
+    methods: tuple[str, ...] = tuple(BASELINES)
+    drnn: bool = True
+    backend: str = "auto"
+    weights: Path | None = None
+    limit: int | None = None
+    bins: int = M.DEFAULT_BINS
+    window: int = M.DEFAULT_SSNR_WINDOW
+    markdown: Path | None = None
+    figure_index: int = 0
+
+
+@dataclass
+class Sample:
+    """One input image with its region; ``y``/``truth`` only for paired data."""
+
+    name: str
+    x: np.ndarray
+    region: np.ndarray
+    y: np.ndarray | None = None
+    truth: dict[str, np.ndarray] | None = None
+    target: np.ndarray | None = None
+
+
+@dataclass
+class MethodResult:
+    """The per-image metric values and run times of one method."""
+
+    name: str
+    label: str
+    note: str = ""
+    values: dict[str, list[float]] = field(default_factory=dict)
+    failures: int = 0
+
+    def add(self, key: str, fn: Callable[[], float]) -> None:
+        """Record ``fn()``; a :class:`~benchmarks.metrics.MetricError` counts as a failure (NaN)."""
+        try:
+            value = fn()
+        except M.MetricError:
+            value, self.failures = math.nan, self.failures + 1
+        self.values.setdefault(key, []).append(value)
+
+    def summary(self) -> dict[str, float]:
+        """Mean of each metric over the images where it is finite (median for ``ms``)."""
+        out = {}
+        for key, _, _ in COLUMNS:
+            v = np.asarray(self.values.get(key, []), dtype=np.float64)
+            v = v[np.isfinite(v)] if key != "ssnr" else v[~np.isnan(v)]
+            out[key] = float(np.median(v) if key == "ms" else np.mean(v)) if v.size else math.nan
+        return out
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise QualityError(f"cannot read image {path}")
+    return img
+
+
+def _region(spec: str | None, shape: tuple[int, int], flag: str) -> np.ndarray | None:
+    """``x,y,w,h`` (pixels) or a mask image (non-zero = inside) -> bool mask of ``shape``."""
+    if spec is None:
+        return None
+    parts = spec.split(",")
+    if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
+        x, y, w, h = (int(p) for p in parts)
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
+            raise QualityError(f"{flag} {spec}: rectangle outside the {shape[1]}x{shape[0]} image")
+        mask = np.zeros(shape, bool)
+        mask[y : y + h, x : x + w] = True
+        return mask
+    mask = _read_grey(Path(spec)) > 0
+    if mask.shape != shape:
+        raise QualityError(
+            f"{flag} {spec}: mask is {mask.shape[1]}x{mask.shape[0]}, images are {shape[1]}x{shape[0]}"
+        )
+    if not mask.any():
+        raise QualityError(f"{flag} {spec}: mask is empty")
+    return mask
+
+
+def load_eval(
+    folder: Path, limit: int | None = None, roi: str | None = None
+) -> tuple[list[Sample], list[str]]:
+    """The simulator's paired evaluation set; returns ``(samples, why each skipped item was skipped)``."""
+    xs = sorted(Path(folder).glob("x_*.png"))
+    if not xs:
+        raise QualityError(f"--eval {folder}: no x_NNN.png files")
+    samples, skipped = [], []
+    for xp in xs[:limit]:
+        stem = xp.stem[2:]
+        try:
+            x, y = _read_grey(xp), _read_grey(xp.with_name(f"y_{stem}.png"))
+            with np.load(xp.with_name(f"truth_{stem}.npz")) as npz:
+                truth = {k: npz[k] for k in npz.files}
+            region = _region(roi, x.shape, "--roi")
+            region = truth["parenchyma"].astype(bool) if region is None else region
+        except (OSError, KeyError, ValueError, QualityError) as exc:
+            skipped.append(_skip(xp, exc))
+            continue
+        samples.append(Sample(stem, x, region, y, truth, truth.get("vessels")))
+    return samples, skipped
+
+
+def _skip(path: Path, exc: Exception) -> str:
+    """Report a skipped item on stderr and return the message."""
+    msg = f"skipping {path.name}: {exc}"
+    tqdm.write(msg, file=sys.stderr)
+    return msg
+
+
+def _image_files(folder: Path, flag: str) -> list[Path]:
+    files = (
+        sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if Path(folder).is_dir()
+        else []
+    )
+    if not files:
+        raise QualityError(f"{flag} {folder}: no images ({', '.join(_IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_unpaired(cfg: QualityConfig) -> tuple[list[Sample], list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Your own images: ``(x samples, [(y image, y region)], why each skipped item was skipped)``."""
+    if cfg.roi is None:
+        raise QualityError("--x/--y need --roi x,y,w,h or --roi MASK.png (a homogeneous region)")
+    samples, refs, skipped = [], [], []
+    for flag, folder in (("--x", cfg.x_dir), ("--y", cfg.y_dir)):
+        for path in _image_files(folder, flag)[: cfg.limit]:
+            try:
+                img = _read_grey(path)
+                if flag == "--x":
+                    region = _region(cfg.roi, img.shape, "--roi")
+                    samples.append(
+                        Sample(path.stem, img, region, target=_region(cfg.target, img.shape, "--target"))
+                    )
+                else:
+                    refs.append((img, _region(cfg.roi_y or cfg.roi, img.shape, "--roi-y")))
+            except QualityError as exc:
+                skipped.append(_skip(path, exc))
+    if not samples or not refs:
+        raise QualityError(f"no usable {'x' if not samples else 'y'} images; {skipped[0] if skipped else ''}")
+    return samples, refs, skipped
+
+
+def _drnn(cfg: QualityConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """The DRNN as ``uint8 -> uint8`` through the engine, or a :class:`QualityError` saying why not."""
+    from engine.registry import BackendUnavailable, create_despeckler
+
+    try:
+        despeckler = create_despeckler(cfg.backend, weights=cfg.weights)
+    except (FileNotFoundError, BackendUnavailable, RuntimeError, ValueError) as exc:
+        raise QualityError(
+            f"DRNN unavailable ({exc}); pass --weights PATH, or --no-drnn for the baselines only"
+        ) from exc
+    return despeckler.infer
+
+
+def _score(
+    res: MethodResult,
+    out: np.ndarray,
+    s: Sample,
+    pdf_y: np.ndarray,
+    cfg: QualityConfig,
+    is_reference: bool = False,
+) -> None:
+    """Append every metric of output ``out`` of sample ``s`` to ``res``."""
+    r = s.region
+    _, pdf_x = M.intensity_pdf(s.x, r, cfg.bins)
+    _, pdf_o = M.intensity_pdf(out, r, cfg.bins)
+    res.add("ssnr", lambda: M.ssnr(out, r, cfg.window))
+    res.add("enl", lambda: M.enl(out, r, cfg.window))
+    res.add("kl_x", lambda: M.kl_divergence(pdf_x, pdf_o))
+    res.add("kl_y", lambda: M.kl_divergence(pdf_y, pdf_o))
+    res.add("grain_axial", lambda: M.speckle_grain_size(out, r, 0))
+    res.add("grain_lateral", lambda: M.speckle_grain_size(out, r, 1))
+    if s.target is not None and s.target.any():
+        within = r if s.truth is None else s.truth.get("liver", r)
+        ring = M.ring_mask(s.target, within=within)
+        res.add("cnr", lambda: M.cnr(out, s.target, ring))
+        res.add("gcnr", lambda: M.gcnr(out, s.target, ring))
+    truth = s.truth or {}
+    if "echogenicity" in truth:
+        log_e = np.log(np.maximum(truth["echogenicity"], 1e-3))
+        res.add("beta", lambda: M.edge_preservation(log_e, out, truth.get("liver"), BETA_SIGMA))
+        res.add("log_corr", lambda: M.log_correlation(out, truth["echogenicity"], truth.get("liver")))
+    else:
+        res.add("beta", lambda: M.edge_preservation(s.x, out, None, BETA_SIGMA))
+    if s.y is not None and not is_reference:
+        res.add("ssim", lambda: M.ssim(s.y, out))
+        res.add("psnr", lambda: M.psnr(s.y, out))
+
+
+@dataclass
+class QualityRun:
+    """What :func:`run_quality` measured: one :class:`MethodResult` per row, the figure's images."""
+
+    results: list[MethodResult]
+    figure: dict[str, np.ndarray]
+    paired: bool
+    images: int
+    bad: int
+    drnn_note: str
+
+
+def evaluate(cfg: QualityConfig) -> QualityRun:
+    """Run every method on every image and score it (writes nothing)."""
+    for name in cfg.methods:
+        get_baseline(name)  # unknown names fail before any work
+    paired = cfg.eval_dir is not None
+    if paired:
+        samples, skipped = load_eval(cfg.eval_dir, cfg.limit, cfg.roi)
+        if not samples:
+            raise QualityError(f"no usable images in --eval {cfg.eval_dir}; {skipped[0]}")
+        refs = [(s.y, s.region) for s in samples]
+    else:
+        samples, refs, skipped = load_unpaired(cfg)
+    pooled_y = np.mean([M.intensity_pdf(y, m, cfg.bins)[1] for y, m in refs], axis=0)
+
+    methods: list[tuple[str, str, str, Callable[[np.ndarray], np.ndarray]]] = [
+        ("input", "Input (no filter)", "", np.copy)
+    ]
+    if paired:
+        methods.append(("reference", "Reference y (high probe)", "", lambda x: x))
+    if cfg.drnn:
+        methods.append(("drnn", "DRNN (this project)", "", _drnn(cfg)))
+    for name in cfg.methods:
+        b = get_baseline(name)
+        methods.append((b.name, b.display, b.note if b.approximation else "", b))
+    fig_sample = samples[min(cfg.figure_index, len(samples) - 1)]
+    figure = {"x": fig_sample.x, "region": fig_sample.region}
+    if fig_sample.y is not None:
+        figure["y"] = fig_sample.y
+    results = []
+    with tqdm(total=len(methods) * len(samples), desc="quality", unit="image") as bar:
+        for key, label, note, fn in methods:
+            res = MethodResult(key, label, note)
+            for s in samples:
+                bar.set_postfix_str(key)
+                src = s.y if key == "reference" else s.x
+                t0 = time.perf_counter()
+                out = np.copy(src) if key == "reference" else fn(src)
+                res.values.setdefault("ms", []).append(
+                    1e3 * (time.perf_counter() - t0) if key != "reference" else math.nan
+                )
+                pdf_y = M.intensity_pdf(s.y, s.region, cfg.bins)[1] if paired else pooled_y
+                _score(res, out, s, pdf_y, cfg, key == "reference")
+                if s is fig_sample and key not in ("input", "reference"):
+                    figure[key] = out
+                bar.update()
+            results.append(res)
+    drnn_note = "" if cfg.drnn else "DRNN not run (--no-drnn)"
+    return QualityRun(results, figure, paired, len(samples), len(skipped), drnn_note)
+
+
+def run_quality(cfg: QualityConfig, command: Sequence[str] = ()) -> QualityRun:
+    """:func:`evaluate`, then :func:`write_outputs`; ``command`` (the CLI arguments) goes in the report."""
+    run = evaluate(cfg)
+    write_outputs(run, cfg, command)
+    return run
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "—" if math.isnan(value) else ("inf" if math.isinf(value) else format(value, spec))
+
+
+def markdown_table(run: QualityRun) -> str:
+    """Table I in Markdown, with this project's extra columns."""
+    head = "| Method | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    rule = "| --- |" + " ---: |" * len(COLUMNS)
+    rows = [head, rule]
+    for res in run.results:
+        s = res.summary()
+        rows.append(f"| {res.label} | " + " | ".join(_fmt(s[k], f) for k, _, f in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] = ()) -> str:
+    """The whole Markdown page: provenance, our table, notes, and the paper's Table I."""
+    mode = (
+        f"paired simulator set `{cfg.eval_dir}`"
+        if run.paired
+        else f"unpaired images `{cfg.x_dir}` / `{cfg.y_dir}`"
+    )
+    h, w = run.figure["x"].shape
+    lines = [
+        "# Quality: the paper's Table I on this project's data",
+        "",
+        f"Generated by `python -m benchmarks.quality {' '.join(command)}` on "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_git_commit()}`, "
+        f"{platform.processor() or platform.machine()} ({platform.system()}), Python {platform.python_version()}.",
+        "",
+        f"Data: {mode}, {run.images} images of {w}x{h} (first image's size)"
+        + (f", {run.bad} unreadable item(s) skipped" if run.bad else "")
+        + ". Means over the images; run time is the median per image on this machine's CPU.",
+    ]
+    if run.drnn_note:
+        lines += ["", f"**{run.drnn_note}.**"]
+    lines += ["", markdown_table(run), "", "Notes:", ""]
+    lines += [
+        f"- Region: {'the `parenchyma` mask of the simulator truth' if cfg.roi is None else f'`{cfg.roi}`'}; "
+        f"SSNR averages mean/std over {cfg.window}x{cfg.window} windows inside it; ENL = SSNR².",
+        f"- KL(p‖q) = Σ p ln(p/q) in nats over {cfg.bins} grey-level bins with Laplace smoothing; "
+        "KL(x, x̂) = KL(p_x ‖ p_x̂), KL(y, x̂) = KL(p_y ‖ p_x̂)"
+        + (" with y the paired high-probe image." if run.paired else " with p_y pooled over all y images."),
+        "- Grain: FWHM of the autocovariance in the region (axial = rows, lateral = columns).",
+        "- CNR/gCNR: vessel lumen against a 6-pixel ring around it (paired), or `--target` against its ring.",
+        "- β: correlation of Laplacians with "
+        + ("the reference y" if run.paired else "the input x")
+        + " (Sattar et al.).",
+        "- SSIM/PSNR against y; log-corr: Pearson correlation of ln(x̂ + 1) with ln(true echogenicity) in the liver.",
+        "- `*`: an approximation of the published method (see `docs/quality.md`):",
+    ]
+    lines += [f"  - {r.label}: {r.note}" for r in run.results if r.note]
+    failures = [f"{r.label} {r.failures}" for r in run.results if r.failures]
+    if failures:
+        lines.append(
+            "- Metric values left out (undefined on an image, e.g. a flat region): "
+            + ", ".join(failures)
+            + "."
+        )
+    lines += [
+        "",
+        "## The paper's Table I, for orientation",
+        "",
+        "Mishra et al. measured these on two liver images of their own scanners (one region each), not on "
+        "this data: compare the orderings, not the values.",
+        f"Their reference image y has SSNR {PAPER_REFERENCE_SSNR}.",
+        "",
+        "| Method | SSNR x̂ | KL(x, x̂) | KL(y, x̂) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {n} | {a} | {b} | {c} |" for n, a, b, c in PAPER_TABLE_I]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(run: QualityRun, path: Path) -> None:
+    """One row per method: its summary values at full precision and its approximation note."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "label", *[k for k, _, _ in COLUMNS], "approximation_note"])
+        for res in run.results:
+            s = res.summary()
+            writer.writerow([res.name, res.label, *[repr(s[k]) for k, _, _ in COLUMNS], res.note])
+
+
+def write_figure(run: QualityRun, cfg: QualityConfig, path: Path) -> None:
+    """Fig. 4: input, reference and each output, each above its PDF overlaid on those of x and y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_data = run.figure
+    region = fig_data["region"]
+    panels = [("x", "input x")] + ([("y", "reference y")] if "y" in fig_data else [])
+    panels += [(r.name, r.label) for r in run.results if r.name in fig_data and r.name not in ("x", "y")]
+    cols = min(len(panels), 5)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(
+        2 * rows,
+        cols,
+        figsize=(3.0 * cols, 5.2 * rows),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1.6] * rows},
+    )
+    centres, pdf_x = M.intensity_pdf(fig_data["x"], region, cfg.bins)
+    width = centres[1] - centres[0]
+    pdf_y = M.intensity_pdf(fig_data["y"], region, cfg.bins)[1] if "y" in fig_data else None
+    for i in range(rows * cols):
+        ax_img, ax_pdf = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        if i >= len(panels):
+            ax_img.axis("off")
+            ax_pdf.axis("off")
+            continue
+        key, label = panels[i]
+        img = fig_data[key]
+        ax_img.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax_img.contour(region, levels=[0.5], colors="yellow", linewidths=0.6)
+        ax_img.set_title(label, fontsize=9)
+        ax_img.set_xticks([])
+        ax_img.set_yticks([])
+        ax_pdf.plot(centres, pdf_x / width, color="tab:red", lw=1, label="x")
+        if pdf_y is not None:
+            ax_pdf.plot(centres, pdf_y / width, color="tab:green", lw=1, label="y")
+        if key not in ("x", "y"):
+            ax_pdf.plot(
+                centres, M.intensity_pdf(img, region, cfg.bins)[1] / width, color="k", lw=1.3, label="x̂"
+            )
+        ax_pdf.set_xlim(0, 255)
+        ax_pdf.tick_params(labelsize=7)
+        ax_pdf.legend(fontsize=7, frameon=False)
+        ax_pdf.set_xlabel("grey level", fontsize=7)
+    fig.suptitle("Despeckled outputs and grey-level PDFs in the region (yellow)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(run: QualityRun, cfg: QualityConfig, command: Sequence[str] = ()) -> None:
+    """``quality.md``, ``quality.csv``, ``quality_fig4.png`` in ``cfg.out`` (and ``cfg.markdown``)."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    report = markdown_report(run, cfg, command)
+    (cfg.out / "quality.md").write_text(report)
+    if cfg.markdown is not None:
+        cfg.markdown.parent.mkdir(parents=True, exist_ok=True)
+        cfg.markdown.write_text(report)
+    write_csv(run, cfg.out / "quality.csv")
+    write_figure(run, cfg, cfg.out / "quality_fig4.png")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
+    """Command line -> :class:`QualityConfig`."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--eval",
+        type=Path,
+        dest="eval_dir",
+        help="paired simulator folder (x_NNN.png, y_NNN.png, truth_NNN.npz)",
+    )
+    src.add_argument(
+        "--x", type=Path, dest="x_dir", help="folder of low-quality images (unpaired; needs --y and --roi)"
+    )
+    p.add_argument("--y", type=Path, dest="y_dir", help="folder of high-quality reference images (unpaired)")
+    p.add_argument("--roi", help="homogeneous region of the x images: x,y,w,h in pixels, or a mask image")
+    p.add_argument("--roi-y", help="region of the y images (default: --roi)")
+    p.add_argument(
+        "--target", help="unpaired: region for CNR/gCNR against its surroundings (x,y,w,h or mask)"
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(BASELINES),
+        help=f"comma-separated baselines (default: all: {','.join(BASELINES)})",
+    )
+    p.add_argument("--no-drnn", action="store_true", help="run the baselines only")
+    p.add_argument(
+        "--backend", default="auto", help="engine backend for the DRNN (auto, onnxruntime, torch, tensorrt)"
+    )
+    p.add_argument(
+        "--weights", type=Path, help="DRNN weights (default: the shipped weights/drnn.onnx or .pt)"
+    )
+    p.add_argument("--limit", type=int, help="use the first N images only")
+    p.add_argument(
+        "--bins", type=int, default=M.DEFAULT_BINS, help="histogram bins over 0..255 (default %(default)s)"
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=M.DEFAULT_SSNR_WINDOW,
+        help="SSNR window side, odd (default %(default)s)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/quality"), help="output folder (default %(default)s)"
+    )
+    p.add_argument(
+        "--markdown", type=Path, help="also write the Markdown report here (e.g. benchmarks/QUALITY.md)"
+    )
+    p.add_argument(
+        "--figure-index", type=int, default=0, help="which image the figure shows (default %(default)s)"
+    )
+    a = p.parse_args(argv)
+    if a.x_dir is not None and a.y_dir is None:
+        p.error("--x needs --y (a folder of reference images)")
+    if a.limit is not None and a.limit < 1:
+        p.error(f"--limit must be >= 1, got {a.limit}")
+    methods = tuple(m.strip().lower() for m in a.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown:
+        p.error(f"--methods: unknown {', '.join(unknown)}; choose from {','.join(BASELINES)}")
+    return QualityConfig(
+        out=a.out,
+        eval_dir=a.eval_dir,
+        x_dir=a.x_dir,
+        y_dir=a.y_dir,
+        roi=a.roi,
+        roi_y=a.roi_y,
+        target=a.target,
+        methods=methods,
+        drnn=not a.no_drnn,
+        backend=a.backend,
+        weights=a.weights,
+        limit=a.limit,
+        bins=a.bins,
+        window=a.window,
+        markdown=a.markdown,
+        figure_index=a.figure_index,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_args(argv)
+    try:
+        run = run_quality(cfg, argv)
+    except QualityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(run))
+    print(
+        f"wrote {cfg.out / 'quality.md'}, quality.csv, quality_fig4.png"
+        + (f" and {cfg.markdown}" if cfg.markdown else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""``python -m benchmarks.quality`` on tiny real inputs: simulator pairs, image folders, a tiny ONNX DRNN."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.quality import PAPER_TABLE_I, main
+from training.sim import simulate_pair
+
+
+def _write_eval(folder: Path, seeds: tuple[int, ...] = (1, 2), size: int = 96) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, seed in enumerate(seeds):
+        x, y, truth = simulate_pair(seed, size)
+        cv2.imwrite(str(folder / f"x_{i:03d}.png"), x)
+        cv2.imwrite(str(folder / f"y_{i:03d}.png"), y)
+        np.savez_compressed(folder / f"truth_{i:03d}.npz", **truth)
+    return folder
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_eval(tmp_path_factory.mktemp("sim") / "eval")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch", reason="exporting a DRNN needs torch")
+    from engine.onnx_export import export_onnx
+    from training.models import DRNN
+
+    torch.manual_seed(0)
+    return export_onnx(
+        DRNN(width=4, blocks=1, convs_per_block=1).eval(), tmp_path_factory.mktemp("w") / "tiny.onnx"
+    )
+
+
+def test_paired_run_writes_table_csv_and_figure(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    out, md = tmp_path / "out", tmp_path / "QUALITY.md"
+    rc = main(["--eval", str(eval_dir), "--no-drnn", "--methods", "srad,median", "--window", "7",
+               "--out", str(out), "--markdown", str(md)])  # fmt: skip
+    assert rc == 0
+    rows = _rows(out / "quality.csv")
+    assert list(rows) == ["input", "reference", "srad", "median"]
+    assert float(rows["input"]["kl_x"]) == 0.0 and float(rows["reference"]["kl_y"]) == 0.0
+    assert float(rows["srad"]["ssnr"]) > 1.5 * float(rows["input"]["ssnr"])  # despeckling raises SSNR
+    assert float(rows["srad"]["kl_x"]) > 0.0
+    assert math.isnan(float(rows["reference"]["ssim"]))  # y against itself is left out
+    assert 0.0 < float(rows["median"]["ssim"]) < 1.0 and float(rows["median"]["ms"]) > 0.0
+    # the reference probe's grain is finer laterally than the input probe's (the simulator's point)
+    assert float(rows["reference"]["grain_lateral"]) < float(rows["input"]["grain_lateral"])
+    report = md.read_text()
+    assert report == (out / "quality.md").read_text()
+    assert "DRNN not run (--no-drnn)" in report and "| SRAD |" in report
+    assert all(name in report for name, *_ in PAPER_TABLE_I) and "orderings" in report
+    fig = cv2.imread(str(out / "quality_fig4.png"))
+    assert fig is not None and fig.shape[1] > 600
+    assert "| Median |" in capsys.readouterr().out
+
+
+def test_drnn_runs_through_the_engine(eval_dir: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    rc = main(["--eval", str(eval_dir), "--backend", "onnxruntime", "--weights", str(tiny_onnx),
+               "--methods", "eagf", "--window", "7", "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    rows = _rows(tmp_path / "quality.csv")
+    assert list(rows) == ["input", "reference", "drnn", "eagf"]
+    assert rows["eagf"]["label"] == "EAGF*" and rows["eagf"]["approximation_note"]
+    assert float(rows["drnn"]["ms"]) > 0.0 and math.isfinite(float(rows["drnn"]["kl_x"]))
+
+
+def test_missing_weights_name_the_file_and_the_way_out(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nope.onnx"
+    rc = main(
+        [
+            "--eval",
+            str(eval_dir),
+            "--backend",
+            "onnxruntime",
+            "--weights",
+            str(missing),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and str(missing) in err and "--no-drnn" in err
+    assert err.count("\n") == 1
+
+
+def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
+    xs, ys = tmp_path / "x", tmp_path / "y"
+    xs.mkdir()
+    ys.mkdir()
+    for seed in (3, 4):
+        x, y, _ = simulate_pair(seed, 80)
+        cv2.imwrite(str(xs / f"a{seed}.png"), x)
+        cv2.imwrite(str(ys / f"b{seed}.jpg"), y)
+    (xs / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    rc = main(["--x", str(xs), "--y", str(ys), "--roi", "10,20,50,40", "--target", "30,30,12,12",
+               "--no-drnn", "--methods", "median", "--window", "7", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = _rows(out / "quality.csv")
+    assert list(rows) == ["input", "median"]
+    assert math.isnan(float(rows["median"]["ssim"])) and math.isnan(float(rows["median"]["log_corr"]))
+    assert math.isfinite(float(rows["median"]["kl_y"])) and math.isfinite(float(rows["median"]["cnr"]))
+    assert "1 unreadable item(s) skipped" in (out / "quality.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--roi", "90,0,20,20"], "--roi 90,0,20,20: rectangle outside"),
+        (["--methods", "srad,bogus"], "--methods: unknown bogus"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(eval_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        rc = main(["--eval", str(eval_dir), "--no-drnn", "--out", str(tmp_path), *extra])
+        raise SystemExit(rc)
+    assert exc_info.value.code == 2
+    assert message in capsys.readouterr().err
