@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-
-import cv2
 
 
 class DataError(ValueError):
@@ -88,7 +87,7 @@ class ImageSet:
 
     def crops(self, positions: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Cut ``size x size`` crops at ``positions``; ``(n, 1, size, size)`` float32 in [0, 1]."""
-        batch = np.stack([self.images[i][t : t + size, l : l + size] for i, t, l in positions])
+        batch = np.stack([self.images[i][t : t + size, c : c + size] for i, t, c in positions])
         return torch.from_numpy(batch).to(device).unsqueeze(1).float().div_(255.0)
 
 
