@@ -11,13 +11,20 @@ mapped to depth (two-way travel, ``z = c t / 2``), has a full width at half maxi
 
     FWHM_axial = 2 ln 2 * lambda / (pi * B)                                 (mm)
 
-Lateral resolution: a focused aperture of width ``D`` has a beam FWHM ``lambda * z / D`` at
-depth ``z``; the receive aperture grows with depth only up to the F-number ``F_min``
-(``D_eff(z) = min(D, z / F_min)``), and away from the fixed transmit focus ``z_f`` the two-way
-beam widens geometrically by ``beta * D_eff * |1 - z / z_f|`` (dynamic receive focusing keeps
-``beta`` small).  The two widths add in quadrature:
+Lateral resolution (Gaussian beams; the pulse-echo beam is the product of the transmit and
+receive beams, so their widths combine as ``w^-2 = w_tx^-2 + w_rx^-2``):
 
-    FWHM_lateral(z) = sqrt((lambda * z / D_eff(z))**2 + (beta * D_eff(z) * (1 - z / z_f))**2)
+* receive, dynamically focused at every depth, aperture ``D_rx(z) = min(D, z / F_rx)``::
+
+      w_rx(z) = sqrt(2) * lambda * z / D_rx(z)
+
+* transmit, focused at ``z_f`` with aperture ``D_tx = min(D, z_f / F_tx)``: diffraction at the
+  focus, the geometric cone ``D_tx * |1 - z / z_f|`` away from it::
+
+      w_tx(z) = sqrt((sqrt(2) * lambda * z / D_tx)**2 + (D_tx * (1 - z / z_f))**2)
+
+* pulse-echo: ``FWHM_lateral(z) = (w_tx^-2 + w_rx^-2)^(-1/2)``, which at the focus of a
+  fully open aperture is ``lambda * z / D``.
 
 A small aperture (the phased array) therefore gives a wide, depth-growing beam and laterally
 elongated speckle; a large aperture (the convex array) gives fine speckle.
@@ -43,10 +50,10 @@ class ProbeModel:
         bandwidth: -6 dB fractional bandwidth ``B`` of the pulse spectrum (unitless, e.g. 0.6).
         aperture_mm: active aperture width ``D`` (mm).
         focus_mm: transmit focal depth ``z_f`` (mm).
-        f_number_min: smallest receive F-number ``F_min`` (unitless); the receive aperture is
-            ``min(D, z / F_min)``.
-        defocus: ``beta``, geometric widening of the two-way beam away from the transmit focus
-            (unitless fraction of the effective aperture).
+        f_number_min: smallest receive F-number ``F_rx`` (unitless); the receive aperture is
+            ``min(D, z / F_rx)``.
+        tx_f_number: transmit F-number ``F_tx`` (unitless); the transmit aperture is
+            ``min(D, z_f / F_tx)``.
         dynamic_range_db: displayed dynamic range of the log compression (dB).
         noise_db: electronic noise power at the receiver, relative to the mean echo power of
             unit-echogenicity tissue at zero depth (dB).
@@ -61,7 +68,7 @@ class ProbeModel:
     aperture_mm: float
     focus_mm: float
     f_number_min: float
-    defocus: float = 0.1
+    tx_f_number: float = 1.0
     dynamic_range_db: float = 60.0
     noise_db: float = -75.0
     tgc_db_cm_mhz: float = 0.5
@@ -75,6 +82,7 @@ class ProbeModel:
             "aperture_mm": self.aperture_mm,
             "focus_mm": self.focus_mm,
             "f_number_min": self.f_number_min,
+            "tx_f_number": self.tx_f_number,
             "dynamic_range_db": self.dynamic_range_db,
             "sound_speed_m_s": self.sound_speed_m_s,
         }
@@ -97,18 +105,20 @@ class ProbeModel:
         return 2.0 * math.log(2.0) * self.wavelength_mm / (math.pi * self.bandwidth)
 
     def lateral_fwhm_mm(self, depth_mm: np.ndarray | float) -> np.ndarray:
-        """Two-way lateral beam FWHM (mm) at ``depth_mm`` (see the module docstring)."""
+        """Pulse-echo lateral beam FWHM (mm) at ``depth_mm`` (see the module docstring)."""
         z = np.maximum(np.asarray(depth_mm, dtype=np.float64), 0.5)
-        d_eff = np.minimum(self.aperture_mm, z / self.f_number_min)
-        diffraction = self.wavelength_mm * z / d_eff
-        geometric = self.defocus * d_eff * (1.0 - z / self.focus_mm)
-        return np.sqrt(diffraction**2 + geometric**2)
+        lam = math.sqrt(2.0) * self.wavelength_mm
+        d_rx = np.minimum(self.aperture_mm, z / self.f_number_min)
+        d_tx = min(self.aperture_mm, self.focus_mm / self.tx_f_number)
+        w_rx = lam * z / d_rx
+        w_tx = np.hypot(lam * z / d_tx, d_tx * (1.0 - z / self.focus_mm))
+        return 1.0 / np.sqrt(w_tx**-2 + w_rx**-2)
 
     def jittered(self, rng: np.random.Generator, amount: float = 1.0) -> ProbeModel:
         """A copy with parameters drawn around these values (``amount = 1``: a plausible spread).
 
         Relative spreads at ``amount = 1``: centre frequency +-12 %, bandwidth +-15 %, aperture
-        +-20 %, focus +-30 %, F-number +-20 %; dynamic range 50..70 dB; gain +-20 grey levels;
+        +-20 %, focus +-30 %, F-numbers +-20 %; dynamic range 50..70 dB; gain +-20 grey levels;
         noise +-8 dB; speed of sound 1480..1600 m/s.
         """
 
@@ -122,7 +132,7 @@ class ProbeModel:
             aperture_mm=rel(self.aperture_mm, 0.20),
             focus_mm=rel(self.focus_mm, 0.30),
             f_number_min=rel(self.f_number_min, 0.20),
-            defocus=rel(self.defocus, 0.5),
+            tx_f_number=rel(self.tx_f_number, 0.20),
             dynamic_range_db=float(self.dynamic_range_db + amount * rng.uniform(-10.0, 10.0)),
             noise_db=float(self.noise_db + amount * rng.uniform(-8.0, 8.0)),
             gain=float(np.clip(self.gain + amount * rng.uniform(-20.0, 20.0), 40.0, 215.0)),
@@ -136,7 +146,8 @@ LOW_PROBE = ProbeModel(
 )
 #: Large-aperture convex array (RAB6-D-like, 2-8 MHz): fine speckle.
 HIGH_PROBE = ProbeModel(
-    name="high", center_mhz=4.5, bandwidth=0.7, aperture_mm=60.0, focus_mm=60.0, f_number_min=2.0
+    name="high", center_mhz=4.5, bandwidth=0.7, aperture_mm=60.0, focus_mm=60.0, f_number_min=1.5,
+    tx_f_number=2.0,
 )
 PROBES: dict[str, ProbeModel] = {"low": LOW_PROBE, "high": HIGH_PROBE}
 

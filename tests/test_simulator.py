@@ -1,0 +1,197 @@
+"""The two-probe simulator: physics measured on its images, data set layout, CLI, video."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.metrics import speckle_grain_size
+from training.sim import (
+    HIGH_PROBE,
+    LOW_PROBE,
+    ProbeModel,
+    SimulationError,
+    image_phantom,
+    make_phantom,
+    simulate_pair,
+    sweep_frames,
+    write_cine,
+    write_dataset,
+    write_figure,
+)
+from training.simulate import main
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    return [simulate_pair(seed, (192, 192)) for seed in SEEDS]
+
+
+def test_importing_the_simulator_and_readers_needs_no_torch() -> None:
+    code = "import sys, training.sim, training.data, training.simulate; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+
+
+def test_pair_types_and_truth(pairs) -> None:
+    x, y, truth = pairs[0]
+    assert x.dtype == y.dtype == np.uint8 and x.shape == y.shape == (192, 192)
+    assert truth["echogenicity"].dtype == np.float32 and truth["echogenicity"].shape == (192, 192)
+    for key in ("vessels", "lesions", "structures", "parenchyma"):
+        assert truth[key].dtype == np.bool_ and truth[key].shape == (192, 192)
+    assert not (truth["parenchyma"] & truth["structures"]).any()
+    assert truth["parenchyma"].mean() > 0.2  # mostly homogeneous liver
+    assert np.all(truth["structures"][truth["vessels"] | truth["lesions"]])
+
+
+def test_same_seed_same_images_other_seed_other_images() -> None:
+    a, b = simulate_pair(5, 64), simulate_pair(5, 64)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], simulate_pair(6, 64)[0])
+
+
+def test_low_probe_speckle_is_at_least_1_6_times_coarser_laterally(pairs) -> None:
+    ratios = []
+    for x, y, truth in pairs:
+        mask = truth["parenchyma"]
+        ratios.append(speckle_grain_size(x, mask, axis=1) / speckle_grain_size(y, mask, axis=1))
+    assert min(ratios) >= 1.6, ratios
+
+
+def test_low_probe_speckle_widens_with_depth() -> None:
+    phantom = make_phantom(np.random.default_rng(4), (256, 128), top_mm=10.0)
+    image = image_phantom(phantom, LOW_PROBE, np.random.default_rng(0))
+    mask = phantom.truth()["parenchyma"]
+    top, bottom = mask.copy(), mask.copy()
+    top[128:], bottom[:128] = False, False
+    assert speckle_grain_size(image, bottom, axis=1) > 1.5 * speckle_grain_size(image, top, axis=1)
+
+
+def test_vessels_are_dark_in_both_images(pairs) -> None:
+    checked = 0
+    for x, y, truth in pairs:
+        vessels = cv2.erode(truth["vessels"].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        if vessels.sum() < 50:
+            continue
+        checked += 1
+        for image in (x, y):
+            assert image[vessels].mean() < 0.5 * image[truth["parenchyma"]].mean()
+    assert checked >= 1
+
+
+def test_paired_images_share_structures_unpaired_do_not(pairs) -> None:
+    def smooth(im: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(im.astype(np.float32), (0, 0), 6).ravel()
+
+    (x0, y0, _), (x1, _, _) = pairs[0], pairs[1]
+    paired = np.corrcoef(smooth(x0), smooth(y0))[0, 1]
+    unpaired = np.corrcoef(smooth(x1), smooth(y0))[0, 1]
+    assert paired > 0.7 and paired > unpaired + 0.3, (paired, unpaired)
+
+
+def test_beam_width_formula() -> None:
+    lam = LOW_PROBE.wavelength_mm
+    assert lam == pytest.approx(1540.0 / 3.5e3)
+    # at the focus the beam is diffraction limited: lambda * z / D
+    assert LOW_PROBE.lateral_fwhm_mm(60.0) == pytest.approx(lam * 60.0 / 12.0)
+    depths = np.linspace(10, 120, 12)
+    assert np.all(np.diff(LOW_PROBE.lateral_fwhm_mm(depths[depths >= 60])) > 0)
+    deep = depths[depths >= 40]
+    assert np.all(LOW_PROBE.lateral_fwhm_mm(deep) > 2.0 * HIGH_PROBE.lateral_fwhm_mm(deep))
+    # pulse-echo = transmit x receive: never wider than the dynamically focused receive beam
+    assert np.all(LOW_PROBE.lateral_fwhm_mm(depths) <= np.sqrt(2) * lam * depths / np.minimum(12.0, depths))
+    assert HIGH_PROBE.axial_fwhm_mm < LOW_PROBE.axial_fwhm_mm
+
+
+def test_jittered_probes_stay_plausible() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = LOW_PROBE.jittered(rng)
+        assert 3.5 * 0.88 <= p.center_mhz <= 3.5 * 1.12 and 9.6 <= p.aperture_mm <= 14.4
+        assert 0 <= p.gain <= 255 and p.dynamic_range_db >= 50
+    x, y, _ = simulate_pair(1, 64, jitter=1.0)
+    assert x.shape == y.shape == (64, 64)
+
+
+def test_bad_probe_and_too_high_frequency_are_rejected() -> None:
+    with pytest.raises(ValueError, match="aperture_mm"):
+        ProbeModel("bad", center_mhz=3.0, bandwidth=0.5, aperture_mm=-1.0, focus_mm=50.0, f_number_min=1.0)
+    phantom = make_phantom(np.random.default_rng(0), (32, 32), max_mhz=4.0)
+    with pytest.raises(SimulationError, match="max_mhz"):
+        image_phantom(phantom, ProbeModel("hf", 12.0, 0.6, 20.0, 30.0, 1.0), np.random.default_rng(0))
+
+
+def test_sweep_frames_move_slowly_over_one_image() -> None:
+    frames = sweep_frames(size=(64, 96), seed=3, speed_px=1.0, breathing_px=0)
+    a, b = next(frames), next(frames)
+    assert a.dtype == np.uint8 and a.shape == (64, 96)
+    assert np.array_equal(a[:, 1:], b[:, :-1])  # one pixel to the side, same speckle
+    later = [next(frames) for _ in range(400)]
+    assert len({f.tobytes() for f in later}) > 50
+    again = sweep_frames(size=(64, 96), seed=3, speed_px=1.0, breathing_px=0)
+    assert np.array_equal(next(again), a)
+
+
+def test_write_cine_reads_back(tmp_path: Path) -> None:
+    assert write_cine(tmp_path / "sweep.avi", frames=12, size=(64, 64)) == 12
+    capture = cv2.VideoCapture(str(tmp_path / "sweep.avi"))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape[:2] == (64, 64)
+    with pytest.raises(SimulationError, match="suffix"):
+        write_cine(tmp_path / "sweep.gif", frames=2, size=(32, 32))
+
+
+def test_write_dataset_layout_and_reproducibility(tmp_path: Path) -> None:
+    written = write_dataset(tmp_path / "a", count=2, size=48, seed=7, paired=True, progress=False)
+    assert written == {"low": 2, "high": 2, "eval": 2}
+    names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.*"))
+    assert names == ["eval/truth_000.npz", "eval/truth_001.npz", "eval/x_000.png", "eval/x_001.png",
+                     "eval/y_000.png", "eval/y_001.png", "high/high_00000.png", "high/high_00001.png",
+                     "low/low_00000.png", "low/low_00001.png", "simulate.yaml"]
+    with np.load(tmp_path / "a" / "eval" / "truth_000.npz") as truth:
+        assert {"echogenicity", "vessels", "lesions", "structures", "parenchyma"} <= set(truth.files)
+    write_dataset(tmp_path / "b", count=2, size=48, seed=7, paired=False, progress=False)
+    assert not (tmp_path / "b" / "eval").exists()
+    low_a = cv2.imread(str(tmp_path / "a" / "low" / "low_00001.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(low_a, cv2.imread(str(tmp_path / "b" / "low" / "low_00001.png"), cv2.IMREAD_UNCHANGED))
+    assert not np.array_equal(low_a, cv2.imread(str(tmp_path / "a" / "low" / "low_00000.png")))
+
+
+def test_cli_writes_data_figure_and_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--out", str(tmp_path / "d"), "--count", "1", "--size", "48x64", "--paired", "--jitter", "0.5",
+            "--figure", str(tmp_path / "fig.png"), "--cine", str(tmp_path / "c.avi"), "--cine-frames", "5"]
+    assert main(argv) == 0
+    assert cv2.imread(str(tmp_path / "d" / "eval" / "x_000.png"), cv2.IMREAD_UNCHANGED).shape == (48, 64)
+    assert cv2.imread(str(tmp_path / "fig.png")) is not None
+    assert "cine_frames: 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--count", "x", "--out", "d"], "--count"),
+        (["--size", "8", "--out", "d"], "--size"),
+        (["--jitter", "5", "--out", "d"], "jitter"),
+        ([], "nothing to do"),
+    ],
+)
+def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+
+
+def test_figure_is_written(tmp_path: Path) -> None:
+    path = write_figure(tmp_path / "f.png", seed=0, size=64)
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[1] > 2 * image.shape[0]
