@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,16 +103,20 @@ class Despeckler(abc.ABC):
         """Queue one frame; the default computes it at once (backends with a device override this)."""
         return _DoneHandle(self.infer(frame))
 
-    def map(self, frames: Iterable[np.ndarray]) -> list[np.ndarray]:
-        """Despeckle an iterable of frames through :meth:`submit`, keeping ``in_flight`` pending."""
+    def imap(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Despeckle ``frames`` lazily through :meth:`submit`, keeping up to ``in_flight`` pending,
+        so reading the next frames overlaps the model.  Yields results in input order."""
         pending: deque[Handle] = deque()
-        out: list[np.ndarray] = []
         for frame in frames:
             pending.append(self.submit(frame))
             if len(pending) >= self.in_flight:
-                out.append(pending.popleft().result())
-        out.extend(h.result() for h in pending)
-        return out
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def map(self, frames: Iterable[np.ndarray]) -> list[np.ndarray]:
+        """Despeckle an iterable of frames (see :meth:`imap`) into a list."""
+        return list(self.imap(frames))
 
     def describe(self) -> str:
         """One line naming the backend and its device, for status lines and logs."""

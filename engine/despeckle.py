@@ -1,0 +1,73 @@
+"""Despeckle image files, folders, DICOM files and videos into an output folder, keeping names.
+
+    python -m engine.despeckle scans/ clip.avi study.dcm --output despeckled/
+    python -m engine.despeckle x_012.png --output out/ --backend onnxruntime --weights weights/drnn.onnx
+
+Exit status 0 when every file was despeckled, 1 when any failed (each is reported), 2 when no
+despeckler could be built.  See :mod:`engine.offline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.base import BackendUnavailable
+from engine.offline import despeckle_files
+from engine.registry import BACKENDS, create_despeckler
+from engine.weights import WeightsError, WeightsNotFound
+
+__all__ = ["DespeckleConfig", "main", "run"]
+
+
+@dataclass(frozen=True)
+class DespeckleConfig:
+    inputs: tuple[Path, ...]
+    output: Path
+    backend: str = "auto"
+    weights: Path | None = None
+    recursive: bool = False
+    threads: int | None = None
+
+
+def _parse(argv: list[str] | None) -> DespeckleConfig:
+    parser = argparse.ArgumentParser(prog="python -m engine.despeckle", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="pictures, DICOM files, videos or folders")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="folder to write the despeckled files to")
+    parser.add_argument("--backend", default="auto", choices=["auto", *sorted(b for b in BACKENDS if b != "identity")],
+                        help="inference backend (default: auto = TensorRT > torch CUDA > ONNX Runtime CPU)")
+    parser.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights/drnn.*)")
+    parser.add_argument("--recursive", "-r", action="store_true", help="also despeckle files in sub-folders")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
+    args = parser.parse_args(argv)
+    return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads)
+
+
+def run(config: DespeckleConfig) -> int:
+    """Build the despeckler, despeckle every input, print a summary; returns the exit status."""
+    options = {} if config.threads is None or config.backend == "tensorrt" else {"threads": config.threads}
+    try:
+        despeckler = create_despeckler(config.backend, config.weights, **options)
+    except (BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
+        print(f"engine.despeckle: {exc}", file=sys.stderr)
+        return 2
+    with despeckler:
+        print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
+        report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive)
+    print(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}; "
+          f"{len(report.failed)} failed")
+    for failure in report.failed:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(_parse(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Offline despeckling of pictures, folders, DICOM files and videos (python -m engine.despeckle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+torch = pytest.importorskip("torch", reason="making test weights needs torch (the [train] extra)")
+from engine_testutil import make_checkpoint, random_frames  # noqa: E402
+
+from engine.despeckle import main as despeckle_main  # noqa: E402
+from engine.onnx_export import export_checkpoint  # noqa: E402
+from engine.registry import create_despeckler  # noqa: E402
+from training.data import read_frames  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("offline")
+    return export_checkpoint(make_checkpoint(root / "drnn.pt", seed=2), root / "drnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def despeckler(onnx_model: Path):
+    with create_despeckler("onnxruntime", onnx_model, threads=1) as d:
+        yield d
+
+
+def _write_dicom(path: Path, frames: np.ndarray) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientName, ds.SeriesDescription = "US", "Phantom^Test", "liver sweep"
+    ds.set_pixel_data(frames, photometric_interpretation="MONOCHROME2", bits_stored=8)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_pictures_folders_dicom_and_video(tmp_path: Path, onnx_model: Path, despeckler,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in"
+    (src / "scans").mkdir(parents=True)
+    frames = random_frames(5, (40, 48), seed=11)
+    cv2.imwrite(str(src / "x_012.png"), frames[0])
+    cv2.imwrite(str(src / "scans" / "a.png"), frames[1])
+    cv2.imwrite(str(src / "scans" / "b.bmp"), frames[2])
+    (src / "scans" / "broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(src / "tiny.png"), np.zeros((4, 4), np.uint8))  # below the backend's profile
+    _write_dicom(src / "cine.dcm", np.stack(frames[:3]))
+    writer = cv2.VideoWriter(str(src / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (48, 40))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    out = tmp_path / "out"
+
+    inputs = ["x_012.png", "scans", "cine.dcm", "clip.avi", "tiny.png", "missing.png"]
+    status = despeckle_main([*(str(src / p) for p in inputs), "--output", str(out),
+                             "--backend", "onnxruntime", "--weights", str(onnx_model), "--threads", "1"])
+    captured = capsys.readouterr()
+    assert status == 1  # three bad inputs: reported, and the rest still written
+    assert "5 file(s), 11 frame(s)" in captured.out and "3 failed" in captured.out
+    for name in ("broken.png", "tiny.png", "missing.png"):
+        assert name in captured.err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a.png", "b.bmp", "cine.dcm", "clip.avi", "x_012.png"]
+
+    np.testing.assert_array_equal(cv2.imread(str(out / "x_012.png"), cv2.IMREAD_UNCHANGED), despeckler.infer(frames[0]))
+    np.testing.assert_array_equal(cv2.imread(str(out / "b.bmp"), cv2.IMREAD_UNCHANGED), despeckler.infer(frames[2]))
+
+    ds = pydicom.dcmread(out / "cine.dcm")
+    assert int(ds.NumberOfFrames) == 3 and ds.SeriesDescription == "liver sweep despeckled"
+    assert ds.PatientName == "Phantom^Test" and "DERIVED" in ds.ImageType
+    assert ds.SOPInstanceUID != pydicom.dcmread(src / "cine.dcm").SOPInstanceUID
+    np.testing.assert_array_equal(ds.pixel_array, np.stack(despeckler.map(frames[:3])))
+
+    source_video = list(read_frames(src / "clip.avi"))
+    written_video = list(read_frames(out / "clip.avi"))
+    assert len(written_video) == len(frames) and written_video[0].shape == (40, 48)
+    expected = despeckler.map(source_video)
+    for got, want in zip(written_video, expected, strict=True):  # Motion-JPEG is lossy: compare loosely
+        assert np.mean(np.abs(got.astype(float) - want)) < 6.0
+    assert cv2.VideoCapture(str(out / "clip.avi")).get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+
+
+def test_refuses_to_overwrite_its_input(tmp_path: Path, onnx_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = random_frames(1, (32, 32))[0]
+    cv2.imwrite(str(tmp_path / "x.png"), frame)
+    status = despeckle_main([str(tmp_path / "x.png"), "--output", str(tmp_path), "--backend", "onnxruntime",
+                             "--weights", str(onnx_model)])
+    assert status == 1 and "refusing to overwrite the input" in capsys.readouterr().err
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED), frame)
+
+
+def test_missing_weights_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = despeckle_main([str(tmp_path), "--output", str(tmp_path / "o"), "--backend", "onnxruntime",
+                             "--weights", str(tmp_path / "none.onnx")])
+    assert status == 2 and "none.onnx" in capsys.readouterr().err
