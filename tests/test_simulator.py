@@ -16,6 +16,7 @@ from training.sim import (
     LOW_PROBE,
     ProbeModel,
     SimulationError,
+    complex_envelope,
     image_phantom,
     make_phantom,
     simulate_pair,
@@ -62,6 +63,17 @@ def test_low_probe_speckle_is_at_least_1_6_times_coarser_laterally(pairs) -> Non
         mask = truth["parenchyma"]
         ratios.append(speckle_grain_size(x, mask, axis=1) / speckle_grain_size(y, mask, axis=1))
     assert min(ratios) >= 1.6, ratios
+
+
+def test_envelope_is_rayleigh_in_parenchyma() -> None:
+    """Fully developed speckle: mean / std of the envelope is sqrt(pi / (4 - pi)) = 1.913."""
+    phantom = make_phantom(np.random.default_rng(8), (128, 128))
+    truth = phantom.truth()
+    mask = truth["parenchyma"]
+    for probe in (LOW_PROBE, HIGH_PROBE):
+        env = np.abs(complex_envelope(phantom, probe, np.random.default_rng(0)))[mask]
+        env = env / np.sqrt(truth["echogenicity"][mask])  # remove the tissue's own texture
+        assert env.mean() / env.std() == pytest.approx(np.sqrt(np.pi / (4 - np.pi)), abs=0.08)
 
 
 def test_low_probe_speckle_widens_with_depth() -> None:

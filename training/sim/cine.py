@@ -60,8 +60,9 @@ def sweep_frames(
         )
     rng = np.random.default_rng(seed)
     span = round(travel * w)
-    phantom = make_phantom(rng, (h + 2 * breathing_px, w + span), pixel_mm)
-    image = image_phantom(phantom, probe_by_name(probe), rng)
+    probe = probe_by_name(probe)
+    phantom = make_phantom(rng, (h + 2 * breathing_px, w + span), pixel_mm, max_mhz=probe.center_mhz)
+    image = image_phantom(phantom, probe, rng)
     period = 2 * span / speed_px if span else 1.0
     t = 0
     while True:

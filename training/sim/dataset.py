@@ -87,7 +87,7 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], pixel_mm: float, jitt
     if jitter > 0:
         pixel_mm = pixel_mm * float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
         probes = tuple(p.jittered(rng, jitter) for p in probes)
-    return make_phantom(rng, size, pixel_mm), list(probes)
+    return make_phantom(rng, size, pixel_mm, max_mhz=max(p.center_mhz for p in probes)), list(probes)
 
 
 def simulate_pair(

@@ -57,7 +57,7 @@ def _axial_iq(phantom: Phantom, probe: ProbeModel) -> np.ndarray:
     if hi > phantom.spectrum.shape[1]:
         raise SimulationError(
             f"probe {probe.name!r} at {probe.center_mhz:.2f} MHz needs a finer scatterer grid: "
-            f"make the phantom with max_mhz >= {probe.center_mhz + 1:.1f}"
+            f"make the phantom with max_mhz >= {probe.center_mhz:.2f}"
         )
     k = np.arange(lo, hi) / span_mm
     s = probe.bandwidth * k0 / _FWHM_PER_SIGMA

@@ -14,14 +14,14 @@ parenchyma (``E = 1``).  The tissue holds
   striation, fascia lines between them, and the capsule itself as a bright specular line;
 * vessels: anechoic lumens (``E`` ~ 0.0003-0.005), seen as elliptic cross-sections or as curved,
   tapering, sometimes branching tubes; some (portal veins) with a bright echogenic wall;
-* lesions: irregular blobs with soft edges, hypo- (``E`` x 0.15-0.6) or hyperechoic
-  (``E`` x 1.6-4), some with a hypoechoic halo;
+* lesions: irregular blobs with soft edges, hypo- (``E`` x 0.1-0.5) or hyperechoic
+  (``E`` x 2-6), some with a hypoechoic halo;
 * sometimes the diaphragm: a bright curved band near the bottom.
 
 Scatterers live on a grid ``upsample`` times finer in depth than the pixels (fine enough to
-carry the radio-frequency signal): each sample is ``sqrt(E) * N(0, 1)`` (Gaussian amplitudes,
-whose sums give Rayleigh-distributed envelopes), plus coherent reflectors of constant amplitude
-along the specular interfaces.  The phantom keeps the Fourier transform of this field along
+carry the radio-frequency signal): each sample is ``sqrt(E) * u`` with ``u`` independent,
+zero-mean and of unit variance (sums of many give Gaussian echoes and Rayleigh-distributed
+envelopes), plus coherent reflectors of constant amplitude along the specular interfaces.  The phantom keeps the Fourier transform of this field along
 depth, which every probe then filters (:mod:`training.sim.imaging`); two probes imaging one
 phantom see the same scatterers.
 """
@@ -111,7 +111,7 @@ def _curve(rng: np.random.Generator, width: int, y0: float, bend_px: float) -> n
     x = np.linspace(-1.0, 1.0, width)
     xc = rng.uniform(-0.5, 0.5)
     y = y0 + bend_px * rng.uniform(-1.0, 1.0) * (x - xc) ** 2
-    y += 0.25 * bend_px * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * x + rng.uniform(0, 2 * np.pi))
+    y += 0.1 * bend_px * np.sin(2 * np.pi * rng.uniform(0.2, 0.7) * x + rng.uniform(0, 2 * np.pi))
     return y
 
 
@@ -200,9 +200,9 @@ def _draw_lesions(rng: np.random.Generator, shape: tuple[int, int], px: float, l
         cv2.fillPoly(canvas, [(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
         body = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.2, 1.5) / px)
         if rng.random() < 0.5:
-            contrast = rng.uniform(0.15, 0.6)
+            contrast = rng.uniform(0.1, 0.5)
         else:
-            contrast = rng.uniform(1.6, 4.0)
+            contrast = rng.uniform(2.0, 6.0)
         texture = np.exp(0.3 * _smooth_noise(rng, shape, (1.5 / px, 1.5 / px)))
         factor = 1.0 + body * (contrast * texture - 1.0)
         if rng.random() < 0.3:  # hypoechoic halo around a "target" lesion
@@ -221,8 +221,8 @@ def make_phantom(
     pixel_mm: float = 0.25,
     top_mm: float | None = None,
     *,
-    max_mhz: float = 6.5,
-    margin_mm: tuple[float, float] = (3.0, 10.0),
+    max_mhz: float = 6.0,
+    margin_mm: tuple[float, float] = (3.0, 8.0),
     parenchyma_margin_mm: float = 3.0,
 ) -> Phantom:
     """Draw a random liver phantom whose visible window is ``size = (H, W)`` pixels.
@@ -323,20 +323,24 @@ def make_phantom(
 
 def _scatterer_spectrum(rng: np.random.Generator, echo: np.ndarray, specular: list[tuple[np.ndarray, float]],
                         px: float, max_mhz: float) -> tuple[np.ndarray, int]:
-    """FFT along depth of ``sqrt(E) * N(0, 1)`` on the fine grid plus the specular reflectors.
+    """FFT along depth of ``sqrt(E) * u`` on the fine grid plus the specular reflectors.
 
-    The fine grid has ``a`` samples per pixel, ``a > 2 * px * k_max + 1`` where
-    ``k_max = 2 * max_mhz / c_min`` (cycles/mm) is the highest two-way spatial frequency of
-    the RF echo, so that the band ``k0 +- 1 / (2 px)`` of any probe lies below the Nyquist limit.
-    Only the bins up to that band are kept.
+    ``u`` are independent zero-mean, unit-variance scatterer amplitudes (uniform on 256
+    levels, fast to draw); every resolution cell sums well over a hundred of them, so the
+    echo is Gaussian (central limit theorem) and its envelope Rayleigh-distributed.
+
+    The fine grid has ``a = floor(2 px k_max + 1) + 1`` samples per pixel, where
+    ``k_max = 2 max_mhz / c_min`` (cycles/mm) is the highest two-way spatial frequency of a
+    probe's centre frequency, so that the band ``k0 +- 1 / (2 px)`` lies below the Nyquist
+    limit ``a / (2 px)``.  Only the bins up to that band are kept.
     """
     ht, wt = echo.shape
     k_max = 2.0 * max_mhz / (MIN_SOUND_SPEED_M_S * 1e-3)  # cycles / mm
-    upsample = math.ceil(2.0 * px * k_max + 2.0)
+    upsample = math.floor(2.0 * px * k_max + 1.0) + 1
     n_fine = upsample * ht
-    amp = np.repeat(np.sqrt(echo).T, upsample, axis=1)  # (Wt, n_fine): depth is the fast axis
-    field_ = rng.standard_normal((wt, n_fine), dtype=np.float32)
-    field_ *= amp
+    field_ = np.frombuffer(rng.bytes(wt * n_fine), np.int8).astype(np.float32).reshape(wt, n_fine)
+    unit = 1.0 / math.sqrt((256.0**2 - 1.0) / 12.0)  # standard deviation of the 256 levels
+    field_.reshape(wt, ht, upsample)[...] *= (np.sqrt(echo) * unit).T[:, :, None]
     cols = np.arange(wt)
     for curve, strength in specular:  # coherent reflectors: one per column, split between 2 samples
         pos = (np.asarray(curve) + 0.5) * upsample
