@@ -1,0 +1,201 @@
+"""The trainer end to end on the quick config: all phases, exact resume, Ctrl-C, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
+
+from training.checkpoint import CKPT_FORMAT, CheckpointError, atomic_save, export_generator, load_checkpoint  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.models import DRNN  # noqa: E402
+from training.sim import write_dataset  # noqa: E402
+from training.train import main  # noqa: E402
+from training.trainer import RunOptions, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sim")
+    write_dataset(root, count=3, size=(48, 64), seed=5, paired=True, eval_count=3, jitter=1.0, progress=False)
+    return root
+
+
+def _opts(data: Path, out: Path, **kw) -> RunOptions:
+    return RunOptions(out=out, low=data / "low", high=data / "high", progress=False, **kw)
+
+
+def _generator(path: Path) -> dict:
+    return load_checkpoint(path)["generator"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def full_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    result = train(load_config("quick"), _opts(data, out))
+    assert result.status == "finished" and result.generator is not None
+    return out
+
+
+def test_quick_config_runs_every_phase_and_writes_outputs(full_run: Path) -> None:
+    cfg = load_config("quick")
+    assert (full_run / "generator.pt").is_file()
+    for p in cfg.phases:
+        assert (full_run / "checkpoints" / f"after_{p.name}.pt").is_file()
+    text = (full_run / "config.yaml").read_text()
+    assert text.startswith("# code_version: ") and load_config(full_run / "config.yaml") == cfg
+    log = (full_run / "log.csv").read_text()
+    for name in ("g_pretrain", "d_pretrain", "gan", "d_loss", "adv", "ms_ssim"):
+        assert name in log
+    samples = sorted((full_run / "samples").glob("*.png"))
+    assert {s.name.split("_0")[0] for s in samples} == {"g_pretrain", "d_pretrain", "gan"}
+    assert cv2.imread(str(samples[0]), cv2.IMREAD_GRAYSCALE).shape[0] > 0
+    assert any((full_run / "tb").iterdir())
+
+
+def test_checkpoint_contents_and_generator_export(full_run: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(full_run / "checkpoints" / "last.pt")
+    assert ckpt["format"] == CKPT_FORMAT
+    for key in ("discriminator", "discriminator_config", "opt_g", "opt_d", "pool", "rng", "config", "code_version"):
+        assert key in ckpt
+    assert ckpt["phase"] == 3 and ckpt["config"]["phases"][2]["kind"] == "gan"
+    slim_path = export_generator(full_run / "checkpoints" / "last.pt", tmp_path / "g.pt")
+    slim = load_checkpoint(slim_path)
+    assert "discriminator" not in slim and "opt_g" not in slim
+    assert slim_path.stat().st_size < (full_run / "checkpoints" / "last.pt").stat().st_size / 2
+    g = DRNN(**slim["generator_config"])
+    g.load_state_dict(slim["generator"])
+    assert _same(g.state_dict(), ckpt["generator"])
+
+
+def test_training_changes_the_generator(full_run: Path) -> None:
+    torch.manual_seed(load_config("quick").seed)
+    cfg = load_config("quick").model
+    init = DRNN(cfg.width, cfg.blocks, cfg.convs_per_block, cfg.stem_kernel, cfg.head_kernel).state_dict()
+    trained = _generator(full_run / "generator.pt")
+    assert not torch.equal(init["stem.0.weight"], trained["stem.0.weight"])
+
+
+@pytest.mark.parametrize("stop_after", [3, 9, 11])  # inside g_pretrain, at the d_pretrain/gan boundary, inside gan
+def test_resume_after_stop_gives_identical_weights(data: Path, full_run: Path, tmp_path: Path, stop_after: int) -> None:
+    cfg = load_config("quick")
+    first = train(cfg, _opts(data, tmp_path, max_steps=stop_after))
+    assert first.status == "stopped" and first.units == stop_after
+    assert first.generator is None
+    second = train(cfg, _opts(data, tmp_path, resume=True))
+    assert second.status == "finished"
+    assert second.units == sum(p.steps() for p in cfg.phases) - stop_after
+    assert _same(_generator(tmp_path / "generator.pt"), _generator(full_run / "generator.pt"))
+    d_a = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["discriminator"]
+    d_b = load_checkpoint(full_run / "checkpoints" / "last.pt")["discriminator"]
+    assert _same(d_a, d_b)
+
+
+def test_supervised_phase_on_pairs(data: Path, tmp_path: Path) -> None:
+    cfg = load_config("quick", ["phases.0.kind=supervised", "phases.0.weights={l1: 1.0, hist: 0.5, spectrum: 0.01}",
+                                "phases.1.epochs=1", "phases.gan.iterations=1"])
+    result = train(cfg, RunOptions(out=tmp_path, low=data / "low", high=data / "high", pairs=data / "eval", progress=False))
+    assert result.status == "finished"
+    log = (tmp_path / "log.csv").read_text()
+    assert ",spectrum," in log and ",hist," in log  # only the supervised phase has these terms here
+
+
+def test_cli_runs_and_reports_bad_input(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    common = ["--config", "quick", "--no-progress", "--set", "phases.gan.iterations=1"]
+    assert main([*common, "--low", str(data / "low"), "--high", str(data / "high"), "--out", str(tmp_path / "ok")]) == 0
+    assert "finished" in capsys.readouterr().out
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["--low", str(tmp_path / "missing"), "--high", str(data / "high")], "missing"),
+        (["--low", str(empty), "--high", str(data / "high")], "empty"),
+        (["--low", str(data / "low")], "--high"),
+        (["--low", str(data / "low"), "--high", str(data / "high"), "--set", "phases.0.crop=80"], "smaller than the 80x80"),
+        (["--low", str(data / "low"), "--high", str(data / "high"), "--set", "phases.0.lr_g=abc"], "phases[0].lr_g"),
+        (["--low", str(data / "low"), "--high", str(data / "high"), "--set", "phases.0.kind=supervised"], "--pairs"),
+    ]
+    for extra, culprit in cases:
+        assert main([*common, *extra, "--out", str(tmp_path / "bad")]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and culprit in err and err.count("\n") == 1, err
+
+
+def test_resume_refuses_corrupt_and_foreign_checkpoints(data: Path, full_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    last = tmp_path / "checkpoints" / "last.pt"
+    args = ["--config", "quick", "--no-progress", "--low", str(data / "low"), "--high", str(data / "high"),
+            "--out", str(tmp_path), "--resume"]
+    last.parent.mkdir(parents=True)
+    last.write_bytes((full_run / "checkpoints" / "last.pt").read_bytes()[:5000])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(last) in err and "corrupt" in err
+    torch.save({"format": "someone-else-1", "state": torch.zeros(2)}, last)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(last) in err and "not a usdespeckle-ckpt-1 file" in err
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
+    train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
+    with pytest.raises(ConfigError, match="does not fit this run"):
+        train(load_config("quick", ["model.width=4"]), _opts(data, tmp_path, resume=True))
+
+
+def test_atomic_save_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = atomic_save({"format": CKPT_FORMAT, "x": torch.arange(3)}, tmp_path / "a" / "c.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))
+
+
+def test_ctrl_c_saves_and_exits_130(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.train", "--config", "quick", "--no-progress", "--low", str(data / "low"),
+           "--high", str(data / "high"), "--out", str(out), "--set", "phases.gan.iterations=100000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "checkpoints" / "after_d_pretrain.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["phase_name"] == "gan" and ckpt["step"] >= 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel with the gloo backend: 2 ranks, only rank 0 writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "training.train",
+           "--config", "quick", "--no-progress", "--low", str(data / "low"), "--high", str(data / "high"),
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "generator.pt").is_file()
+    assert len(list((tmp_path / "tb").iterdir())) == 1
+    assert np.isfinite(float(load_checkpoint(tmp_path / "generator.pt")["generator"]["stem.0.weight"].abs().sum()))
