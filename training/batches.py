@@ -10,30 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """TEMPORARY until training.data lands."""
-
-
-def read_folder(folder):
-    files = sorted(Path(folder).glob("*.png"))
-    if not Path(folder).is_dir():
-        raise DataError(f"{folder}: no such folder")
-    if not files:
-        raise DataError(f"{folder}: no images")
-    return [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
-
-
-def read_pairs(folder):
-    xs = sorted(Path(folder).glob("x_*.png"))
-    if not xs:
-        raise DataError(f"{folder}: no x_NNN.png")
-    return ([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in xs],
-            [cv2.imread(str(f.with_name("y" + f.name[1:])), cv2.IMREAD_GRAYSCALE) for f in xs])
+from training.data import DataError, cut, random_positions, read_folder, read_pairs, window_positions
 
 __all__ = ["ImageSet", "load_images", "load_pairs"]
 
@@ -67,46 +47,24 @@ class ImageSet:
             )
 
     def random_positions(self, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` crops of ``size``: image uniform, top-left uniform inside it; ``(n, 3)`` int64."""
-        img = rng.integers(len(self.images), size=n)
-        tops = rng.integers(self.shapes[img, 0] - size + 1)
-        lefts = rng.integers(self.shapes[img, 1] - size + 1)
-        return np.stack([img, tops, lefts], axis=1).astype(np.int64)
+        """``n`` random crops of ``size`` (:func:`training.data.random_positions`); ``(n, 3)``."""
+        return random_positions(self.shapes, size, n, rng)
 
     def window_positions(self, size: int, overlap: float) -> np.ndarray:
-        """Every crop of a moving window with stride ``round(size * (1 - overlap))`` (the last
-        row and column flush with the image edge); ``(m, 3)`` int64."""
-        stride = max(1, round(size * (1.0 - overlap)))
-        rows = []
-        for i, (h, w) in enumerate(self.shapes):
-            tops = _starts(int(h), size, stride)
-            lefts = _starts(int(w), size, stride)
-            grid = np.stack(np.meshgrid(tops, lefts, indexing="ij"), axis=-1).reshape(-1, 2)
-            rows.append(np.column_stack([np.full(len(grid), i), grid]))
-        return np.concatenate(rows).astype(np.int64)
+        """Every moving-window crop (:func:`training.data.window_positions`); ``(m, 3)``."""
+        return window_positions(self.shapes, size, overlap)
 
     def crops(self, positions: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Cut ``size x size`` crops at ``positions``; ``(n, 1, size, size)`` float32 in [0, 1]."""
-        batch = np.stack([self.images[i][t : t + size, c : c + size] for i, t, c in positions])
-        return torch.from_numpy(batch).to(device).unsqueeze(1).float().div_(255.0)
-
-
-def _starts(length: int, size: int, stride: int) -> np.ndarray:
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return np.asarray(starts)
+        return torch.from_numpy(cut(self.images, positions, size)).to(device).unsqueeze(1).float().div_(255.0)
 
 
 def load_images(folder: str | Path) -> ImageSet:
-    """All images of ``folder`` (see :func:`training.data.read_folder`) as an :class:`ImageSet`."""
+    """All images of ``folder`` (pictures, DICOM, videos: :func:`training.data.read_folder`)."""
     return ImageSet(read_folder(folder), str(folder))
 
 
 def load_pairs(folder: str | Path) -> tuple[ImageSet, ImageSet]:
     """The ``x_NNN`` / ``y_NNN`` pairs of ``folder`` as two aligned :class:`ImageSet` (x, y)."""
     xs, ys = read_pairs(folder)
-    for k, (a, b) in enumerate(zip(xs, ys, strict=True)):
-        if a.shape != b.shape:
-            raise DataError(f"{folder}: pair #{k} has x {a.shape} but y {b.shape}")
     return ImageSet(xs, f"{folder} (x)"), ImageSet(ys, f"{folder} (y)")

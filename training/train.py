@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.batches import DataError
+    from training.data import DataError
     from training.trainer import RunOptions, resolve_config, train
 
     opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress)
