@@ -1,0 +1,122 @@
+"""Latency of the despeckler backends on one frame size: warm-up, then percentiles per frame.
+
+    python -m engine.bench --backends onnxruntime torch --size 256x256 --frames 20
+
+The backends despeckle the same fixed random frames one at a time, taking turns frame by frame
+(``infer``, so the number is latency, not pipelined throughput); the clock is read around each call, which returns only
+when the frame is back in host memory.  Reports p50 / p90 / max in milliseconds and each
+backend's p50 relative to the first backend's.  Without ``--weights`` a randomly initialised
+full-size DRNN (``training.models.DRNN()``, 1.39 MFLOP per pixel) is exported to a temporary
+folder, so the cost is the real architecture's; its output is not a useful image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.base import Despeckler
+from engine.registry import create_despeckler
+from engine.trt_cache import parse_hw
+
+__all__ = ["BenchConfig", "Timing", "bench_backends", "run", "main"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    backends: tuple[str, ...] = ("onnxruntime", "torch")
+    size: tuple[int, int] = (256, 256)
+    frames: int = 20
+    warmup: int = 3
+    threads: int | None = None
+    checkpoint: Path | None = None
+
+
+@dataclass(frozen=True)
+class Timing:
+    backend: str
+    describe: str
+    ms: tuple[float, ...]
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.ms, q))
+
+
+def bench_backends(despecklers: dict[str, Despeckler], frames: list[np.ndarray], warmup: int) -> list[Timing]:
+    """Time ``infer`` of every despeckler on each of ``frames`` after ``warmup`` untimed calls.
+
+    The backends take turns frame by frame, so a change in the machine's load during the run
+    affects all of them alike and their ratio stays meaningful on a shared machine.
+    """
+    for despeckler in despecklers.values():
+        for frame in frames[:warmup]:
+            despeckler.infer(frame)
+    ms: dict[str, list[float]] = {name: [] for name in despecklers}
+    for frame in frames:
+        for name, despeckler in despecklers.items():
+            start = time.perf_counter()
+            despeckler.infer(frame)
+            ms[name].append(1e3 * (time.perf_counter() - start))
+    return [Timing(name, d.describe(), tuple(ms[name])) for name, d in despecklers.items()]
+
+
+def _weights(config: BenchConfig, folder: Path) -> dict[str, Path]:
+    from engine.checkpoint import load_generator
+    from engine.onnx_export import export_onnx
+    from training.checkpoint import CKPT_FORMAT, atomic_save
+    from training.models import DRNN
+
+    if config.checkpoint is None:
+        net = DRNN().eval()
+        ckpt = atomic_save({"format": CKPT_FORMAT, "generator": net.state_dict(), "generator_config": net.config},
+                           folder / "drnn.pt")
+    else:
+        ckpt = config.checkpoint
+        net = load_generator(ckpt)
+    return {"pt": ckpt, "onnx": export_onnx(net, folder / "drnn.onnx", check=False)}
+
+
+def run(config: BenchConfig) -> list[Timing]:
+    """Benchmark every backend of ``config``; prints a table and returns the timings."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, config.size, dtype=np.uint8) for _ in range(config.frames)]
+    options = {} if config.threads is None else {"threads": config.threads}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        weights = _weights(config, Path(tmp))
+        despecklers = {}
+        for backend in config.backends:
+            path = weights["pt"] if backend == "torch" else weights["onnx"]
+            extra = {"device": "cpu", **options} if backend in ("torch", "onnxruntime") else {}
+            despecklers[backend] = stack.enter_context(create_despeckler(backend, path, **extra))
+        timings = bench_backends(despecklers, frames, config.warmup)
+    h, w = config.size
+    print(f"{h}x{w} frames, {config.frames} timed after {config.warmup} warm-up, {platform.processor() or platform.machine()}")
+    base = timings[0].percentile(50)
+    for t in timings:
+        print(f"{t.backend:12s} p50 {t.percentile(50):8.1f} ms  p90 {t.percentile(90):8.1f} ms  "
+              f"max {max(t.ms):8.1f} ms  p50 x{t.percentile(50) / base:5.2f}  [{t.describe}]")
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], help="backends to time, first is the reference")
+    parser.add_argument("--size", type=parse_hw, default=(256, 256), metavar="HxW", help="frame size (default 256x256)")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames per backend (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="generator checkpoint (default: random DRNN())")
+    args = parser.parse_args(argv)
+    run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
