@@ -1,12 +1,13 @@
-"""Atomic file writes: readers never see a half-written model, engine or checkpoint."""
+"""File helpers: atomic writes (readers never see a half-written model or engine) and hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "sha256_file"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -28,3 +29,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

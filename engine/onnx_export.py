@@ -97,11 +97,14 @@ def export_onnx(
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export ``net`` (a DRNN in [0, 1] -> [0, 1]) as a uint8 -> uint8 ONNX model at ``out``.
 
     With ``check`` the file is verified by :func:`check_graph` and :func:`check_forward` against
-    the float32 torch model; a failed check raises and leaves no file behind.
+    the float32 torch model; a failed check raises and leaves no file behind.  ``metadata`` is
+    stored in the model's ``metadata_props`` (with ``precision``), readable from ONNX Runtime's
+    ``get_modelmeta().custom_metadata_map``.
     """
     import onnx
     import torch
@@ -126,7 +129,9 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
-    proto.doc_string = f"usdespeckle DRNN {'float16' if fp16 else 'float32'}: uint8 (H, W) -> uint8 (H, W)"
+    precision = "float16" if fp16 else "float32"
+    proto.doc_string = f"usdespeckle DRNN {precision}: uint8 (H, W) -> uint8 (H, W)"
+    onnx.helper.set_model_props(proto, {"precision": precision, **(metadata or {})})
     if check:
         check_graph(proto, name=str(out))
         reference = FrameModel(net, torch.float32).eval()
@@ -140,10 +145,13 @@ def export_onnx(
 def export_checkpoint(
     checkpoint: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET, check: bool = True
 ) -> Path:
-    """Load the generator of ``checkpoint`` (see :mod:`engine.checkpoint`) and :func:`export_onnx` it."""
+    """Load the generator of ``checkpoint`` (see :mod:`engine.checkpoint`) and :func:`export_onnx` it,
+    recording the checkpoint's sha256 as ``checkpoint_sha256`` in the model's metadata."""
     from engine.checkpoint import load_generator
+    from engine.files import sha256_file
 
-    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check)
+    metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint)}
+    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check, metadata=metadata)
 
 
 def check_graph(proto, name: str = "model") -> None:

@@ -24,9 +24,9 @@ from packaging.version import Version
 from tqdm import tqdm
 
 from engine.cuda_slots import device_properties
-from engine.files import atomic_write_bytes
+from engine.files import atomic_write_bytes, sha256_file
 from engine.onnx_export import INPUT_NAME
-from engine.trt_cache import BuildConfig, EngineCache, EngineKey, Profile, sha256_file
+from engine.trt_cache import BuildConfig, EngineCache, EngineKey, Profile
 from engine.weights import WeightsError, existing_file
 
 __all__ = ["TRT_VERSION", "STRONGLY_TYPED_ONLY", "BuildError", "engine_key", "build_engine", "get_engine"]

@@ -35,7 +35,6 @@ __all__ = [
     "EngineCache",
     "default_cache_dir",
     "parse_hw",
-    "sha256_file",
     "read_engine_file",
 ]
 
@@ -106,15 +105,6 @@ class EngineKey:
     def digest(self) -> str:
         """sha256 of the canonical JSON of the key."""
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.build import parse_config
+from engine.files import sha256_file
 from engine.trt_cache import (
     DEFAULT_PROFILE,
     EngineCache,
@@ -16,7 +17,6 @@ from engine.trt_cache import (
     Profile,
     parse_hw,
     read_engine_file,
-    sha256_file,
 )
 
 

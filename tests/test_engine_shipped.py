@@ -1,0 +1,50 @@
+"""The shipped weights: weights/drnn.onnx (and drnn_fp16.onnx) agree with weights/drnn.pt.
+
+Skipped until the training run has produced ``weights/drnn.pt``; once it exists, its ONNX
+exports must exist too, come from this very checkpoint, and agree with torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from engine.files import sha256_file
+from engine.onnx_export import FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAME, OUTPUT_NAME, Parity
+from engine.weights import WEIGHTS_DIR
+
+CHECKPOINT = WEIGHTS_DIR / "drnn.pt"
+EXPORTS = {"drnn.onnx": FP32_TOLERANCE, "drnn_fp16.onnx": FP16_TOLERANCE}
+
+pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"{CHECKPOINT} is not shipped yet")
+
+
+def _frames() -> list[np.ndarray]:
+    from training.sim import simulate_pair
+
+    rng = np.random.default_rng(0)
+    simulated = [simulate_pair(seed, (64, 96))[0] for seed in (1, 2)]
+    return [rng.integers(0, 256, (48, 64), dtype=np.uint8), rng.integers(0, 256, (37, 53), dtype=np.uint8), *simulated]
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(name: str) -> None:
+    torch = pytest.importorskip("torch", reason="comparing with the checkpoint needs torch")
+    from engine.checkpoint import load_generator
+    from engine.torch_model import FrameModel
+
+    path = WEIGHTS_DIR / name
+    if name != "drnn.onnx" and not path.is_file():
+        pytest.skip(f"{path} is optional and not shipped")
+    assert path.is_file(), f"{path} missing: python -m engine.export --checkpoint {CHECKPOINT} --out {path}"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta.get("checkpoint_sha256") == sha256_file(CHECKPOINT), f"{path} is stale: re-export it from {CHECKPOINT}"
+    reference = FrameModel(load_generator(CHECKPOINT)).eval()
+    for frame in _frames():
+        with torch.inference_mode():
+            expected = reference(torch.from_numpy(frame)).numpy()
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: frame})
+        parity = Parity.measure(expected, got, EXPORTS[name])
+        assert parity.ok, f"{name} on a {frame.shape} frame: {parity}"
