@@ -199,3 +199,21 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "generator.pt").is_file()
     assert len(list((tmp_path / "tb").iterdir())) == 1
     assert np.isfinite(float(load_checkpoint(tmp_path / "generator.pt")["generator"]["stem.0.weight"].abs().sum()))
+
+
+def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None:
+    from training.evaluate import METRICS, check_targets, evaluate, markdown_table
+    from training.evaluate import main as evaluate_main
+    from training.runlog import plot_curves
+
+    res = evaluate(full_run / "generator.pt", data / "eval", progress=False)
+    assert res["n"]["pairs"] == 3 and set(res["g"]) == set(METRICS)
+    assert res["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12) and res["x"]["kl_y"] > 0
+    assert len(check_targets(res)) == 4
+    assert markdown_table(res).count("\n| ") == 3
+    png = plot_curves(full_run / "log.csv", tmp_path / "curves.png")
+    assert cv2.imread(str(png)).shape[1] > 3 * 300  # one panel per phase
+    assert evaluate_main(["--weights", str(full_run / "generator.pt"), "--eval", str(data / "eval"),
+                          "--json", str(tmp_path / "r.json")]) == 0
+    assert (tmp_path / "r.json").is_file()
+    assert evaluate_main(["--weights", str(tmp_path / "none.pt"), "--eval", str(data / "eval")]) == 2

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["RunLog", "read_log"]
+__all__ = ["RunLog", "read_log", "plot_curves"]
 
 
 def _to_u8(t: torch.Tensor) -> np.ndarray:
@@ -86,3 +86,52 @@ def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.nda
             units.append(int(row["unit"]))
             values.append(float(row["value"]))
     return {k: (np.asarray(u), np.asarray(v)) for k, (u, v) in series.items()}
+
+
+def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10) -> Path:
+    """Training curves from ``log.csv``: one panel per phase, every loss term against the run's
+    unit counter, each smoothed by a running mean over ``smooth`` logged points (raw faint)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = read_log(log_csv)
+    phases = list(dict.fromkeys(phase for phase, _ in series))
+    fig = Figure(figsize=(5 * len(phases), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(phases), squeeze=False)[0]
+    for ax, phase in zip(axes, phases, strict=True):
+        for (ph, loss), (units, values) in series.items():
+            if ph != phase:
+                continue
+            k = max(1, min(smooth, len(values)))
+            smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
+            line = ax.plot(units[k - 1 :], smoothed, label=loss)[0]
+            ax.plot(units, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_title(phase)
+        ax.set_xlabel("unit (optimizer step; GAN iteration)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    return out_png
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.runlog --log RUNDIR/log.csv --out curves.png``: plot training curves."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m training.runlog", description="plot the training curves of a run")
+    ap.add_argument("--log", type=Path, required=True, help="a run's log.csv")
+    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
+    ap.add_argument("--smooth", type=int, default=10, help="running-mean length in logged points [10]")
+    a = ap.parse_args(argv)
+    if not a.log.is_file():
+        ap.error(f"--log {a.log}: no such file")
+    print(plot_curves(a.log, a.out, a.smooth))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

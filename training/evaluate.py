@@ -1,0 +1,167 @@
+"""Quality of a trained generator on a paired simulated set (the model card's figures).
+
+For each pair ``(x, y, truth)`` of a ``python -m training.simulate --paired`` folder the
+generator despeckles ``x`` into ``g = G(x)`` and :mod:`benchmarks.metrics` measures ``x``,
+``y`` and ``g``:
+
+* ``grain_lat`` / ``grain_ax``: speckle grain, FWHM (pixels) of the autocovariance along
+  columns / rows inside the homogeneous parenchyma mask;
+* ``kl_y``: ``KL(p_y || p_img)`` of the grey-level PDFs in the parenchyma (64 bins, Laplace);
+* ``cnr``: vessel-to-parenchyma contrast-to-noise ratio ``|mu_v - mu_t| / sqrt(s_v^2 + s_t^2)``,
+  ``t`` a ring of tissue 2..8 pixels around the vessels (liver, not structures);
+* ``log_corr``: Pearson correlation of ``ln(img + 1)`` with ``ln(echogenicity)`` in the liver;
+* ``ssnr``: mean / std in the parenchyma.
+
+:func:`check_targets` compares the means with the project's targets (issue 4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import load_checkpoint
+from training.data import read_pairs, read_truth
+from training.models import DRNN
+
+__all__ = ["load_generator", "despeckle", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+
+#: Metric names in table order.
+METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
+
+
+def load_generator(path: str | Path) -> DRNN:
+    """A DRNN in eval mode from a ``usdespeckle-ckpt-1`` file (training checkpoint or export)."""
+    ckpt = load_checkpoint(path)
+    g = DRNN(**ckpt["generator_config"])
+    g.load_state_dict(ckpt["generator"])
+    return g.eval()
+
+
+@torch.no_grad()
+def despeckle(g: DRNN, image: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W)`` in, ``round(255 * G(image / 255))`` as ``uint8 (H, W)`` out."""
+    x = torch.from_numpy(image).float().div(255.0)[None, None]
+    return (g(x)[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+
+def _safe(fn: Callable[[], float]) -> float:
+    from benchmarks.metrics import MetricError
+
+    try:
+        return fn()
+    except MetricError:
+        return math.nan
+
+
+def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, float]:
+    """The :data:`METRICS` of one image ``img`` (``x``, ``y`` or ``G(x)``) of a pair with reference ``y``."""
+    from benchmarks import metrics as m
+
+    par = truth["parenchyma"]
+    tissue = truth["liver"] & ~truth["structures"]
+    vessels = truth["vessels"]
+    ring = m.ring_mask(vessels, gap=2, width=6, within=tissue)
+    has_vessels = vessels.sum() >= 20 and ring.sum() >= 20
+    return {
+        "grain_lat": _safe(lambda: m.speckle_grain_size(img, par, axis=1)),
+        "grain_ax": _safe(lambda: m.speckle_grain_size(img, par, axis=0)),
+        "kl_y": _safe(lambda: m.region_kl(y, par, img, par)),
+        "cnr": _safe(lambda: m.cnr(img, vessels, ring)) if has_vessels else math.nan,
+        "log_corr": _safe(lambda: m.log_correlation(img, truth["echogenicity"], truth["liver"])),
+        "ssnr": _safe(lambda: m.ssnr(img, par)),
+    }
+
+
+def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Mean of each metric over the pairs of ``eval_dir`` for ``x``, ``y`` and ``g`` (NaNs skipped).
+
+    Returns ``{"x": {...}, "y": {...}, "g": {...}, "n": {"pairs": N}}``.
+    """
+    g = load_generator(weights)
+    xs, ys = read_pairs(eval_dir)
+    truths = read_truth(eval_dir)
+    n = len(xs) if limit <= 0 else min(limit, len(xs))
+    rows: dict[str, list[dict[str, float]]] = {"x": [], "y": [], "g": []}
+    for x, y, truth in tqdm(list(zip(xs, ys, truths, strict=True))[:n], desc="evaluate", disable=not progress):
+        for name, img in (("x", x), ("y", y), ("g", despeckle(g, x))):
+            rows[name].append(image_metrics(img, y, truth))
+    out: dict[str, dict[str, float]] = {
+        name: {k: float(np.nanmean([r[k] for r in rs])) for k in METRICS} for name, rs in rows.items()
+    }
+    out["n"] = {"pairs": n}
+    return out
+
+
+def check_targets(res: dict[str, dict[str, float]]) -> dict[str, tuple[bool, str]]:
+    """The issue's quality targets on the means of :func:`evaluate`: name -> (met, explanation)."""
+    x, y, g = res["x"], res["y"], res["g"]
+    return {
+        "grain": (g["grain_lat"] <= 1.25 * y["grain_lat"],
+                  f"lateral grain G(x) {g['grain_lat']:.2f} px <= 1.25 x y {y['grain_lat']:.2f} = {1.25 * y['grain_lat']:.2f}"),
+        "kl": (g["kl_y"] <= 0.5 * x["kl_y"],
+               f"KL(y, G(x)) {g['kl_y']:.3f} <= 0.5 x KL(y, x) = {0.5 * x['kl_y']:.3f}"),
+        "cnr": (g["cnr"] > x["cnr"] and g["cnr"] >= 0.95 * y["cnr"],
+                f"CNR G(x) {g['cnr']:.3f} > x {x['cnr']:.3f} and >= 0.95 x y = {0.95 * y['cnr']:.3f}"),
+        "log_corr": (g["log_corr"] > x["log_corr"],
+                     f"log-correlation with truth G(x) {g['log_corr']:.3f} > x {x['log_corr']:.3f}"),
+    }
+
+
+def markdown_table(res: dict[str, dict[str, float]]) -> str:
+    """The means as a Markdown table (rows x, y, G(x)) followed by the target checks."""
+    head = "| image | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
+    body = "".join(
+        f"| {label} | " + " | ".join(f"{res[key][k]:.3f}" for k in METRICS) + " |\n"
+        for key, label in (("x", "x (low probe, input)"), ("y", "y (high probe, reference)"), ("g", "G(x) (DRNN)"))
+    )
+    checks = "".join(f"- {'met' if ok else 'NOT met'}: {why}\n" for ok, why in check_targets(res).values())
+    return head + body + "\n" + checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]``."""
+    import argparse
+    import json
+    import sys
+
+    from benchmarks.metrics import MetricError
+    from training.checkpoint import CheckpointError
+    from training.data import DataError
+
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator file(s) (usdespeckle-ckpt-1)")
+    ap.add_argument("--eval", type=Path, required=True, help="paired folder: x_NNN.png, y_NNN.png, truth_NNN.npz")
+    ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only [0: all]")
+    ap.add_argument("--markdown", type=Path, help="write the (last) table here")
+    ap.add_argument("--json", type=Path, help="write every result here")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads [0: default]")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    results = {}
+    try:
+        for w in a.weights:
+            res = evaluate(w, a.eval, a.limit, progress=len(a.weights) == 1)
+            results[str(w)] = res
+            met = sum(ok for ok, _ in check_targets(res).values())
+            print(f"{w}: {met}/4 targets; " + " ".join(f"{k}={res['g'][k]:.3f}" for k in METRICS))
+    except (CheckpointError, DataError, MetricError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown_table(results[str(a.weights[-1])])
+    print(table)
+    if a.markdown:
+        a.markdown.write_text(table)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
