@@ -235,5 +235,5 @@ def _close(sockets: list[zmq.Socket], ctx: zmq.Context, stack: ExitStack, clean:
     if clean:
         for sock in sockets:
             sock.close(linger=0)
-        ctx.term()
+        ctx.destroy(linger=0)
     return status

@@ -53,8 +53,6 @@ class CurveKeys:
         public, secret = _load(self.directory / "server.key_secret")
         if secret is None:
             raise SecurityError(f"--curve-keys: {self.directory / 'server.key_secret'} holds no secret key")
-        if not self.authorized.is_dir():
-            raise SecurityError(f"--curve-keys: missing folder of allowed client keys {self.authorized}")
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
@@ -72,6 +70,8 @@ class CurveKeys:
 
 def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticator:
     """Start the ZAP handler of ``ctx`` admitting only the public keys in ``keys.authorized``."""
+    if not keys.authorized.is_dir():
+        raise SecurityError(f"--curve-keys: missing folder of allowed client keys {keys.authorized}")
     auth = ThreadAuthenticator(ctx)
     auth.start()
     auth.configure_curve(domain="*", location=str(keys.authorized))

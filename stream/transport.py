@@ -37,13 +37,16 @@ def bind_publisher(ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = Non
     sock.sndhwm = HWM
     sock.heartbeat_ivl = HEARTBEAT_MS
     sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
-    if keys is not None and not endpoint.startswith("inproc://"):
-        keys.apply_server(sock)
     try:
+        if keys is not None and not endpoint.startswith("inproc://"):
+            keys.apply_server(sock)
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
         raise TransportError(f"{flag} {endpoint}: cannot bind: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -64,14 +67,17 @@ def connect_subscriber(
     sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
     sock.heartbeat_ttl = HEARTBEAT_TIMEOUT_MS
     sock.maxmsgsize = limits.max_message_bytes
-    if keys is not None and not endpoint.startswith("inproc://"):
-        keys.apply_client(sock)
     sock.subscribe(b"")
     try:
+        if keys is not None and not endpoint.startswith("inproc://"):
+            keys.apply_client(sock)
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
         raise TransportError(f"{flag} {endpoint}: cannot connect: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

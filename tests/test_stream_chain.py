@@ -1,0 +1,196 @@
+"""The chain in this process (threads), with real ZeroMQ sockets on loopback and the identity backend."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from stream.client import Subscriber
+from stream.config import ChainConfig, OutputConfig, SourceConfig
+from stream.pipeline import run_chain
+from stream.protocol import encode_frame
+from stream.security import create_keys
+from stream.sinks import has_display
+from stream.stages import HOST
+
+SIM = SourceConfig(spec="sim", fps=60.0, size=(32, 32))
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextmanager
+def running(cfg: ChainConfig) -> Iterator[list[int]]:
+    """Run the chain in a thread; stop it on exit and check that it stopped within 2 s."""
+    stop, status = threading.Event(), []
+    thread = threading.Thread(target=lambda: status.append(run_chain(cfg, stop)), daemon=True)
+    thread.start()
+    try:
+        yield status
+    finally:
+        stop.set()
+        thread.join(2.0)
+        assert not thread.is_alive(), "the chain did not stop within 2 s"
+
+
+def _config(source: SourceConfig, publish: str, **options) -> ChainConfig:
+    output = OutputConfig(publish=publish, **{k: options.pop(k) for k in ("record", "preview") if k in options})
+    return ChainConfig(source=source, output=output, backend="identity", status_s=0.2, **options)
+
+
+def _wait_status(status: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return status
+
+
+def _last_counts(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert lines, "no status line was logged"
+    return {k: int(v) for k, v in re.findall(r"(dropped|gaps|malformed|errors|reconnects) (\d+)", lines[-1])}
+
+
+def _grabbed_meta(seq: int) -> dict:
+    now = time.time_ns()
+    return {"seq": seq, "source": "test", "host": HOST, "capture_mono_ns": time.monotonic_ns(), "capture_wall_ns": now, "stamps": {}}
+
+
+def test_despeckler_survives_malformed_messages_and_odd_frames(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    grab, publish = free_endpoint(), free_endpoint()
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.linger = 0
+    pub.bind(grab)
+    rng = np.random.default_rng(0)
+    screen = np.zeros((120, 160, 3), np.uint8)
+    screen[20:100, 30:130] = rng.integers(30, 255, size=(80, 100, 1), dtype=np.uint8)
+    screen[50:60, 60:80] = (0, 0, 255)
+    frames = [
+        rng.integers(0, 256, size=(32, 32), dtype=np.uint8),
+        screen,
+        rng.integers(0, 65536, size=(48, 40), dtype=np.uint16),
+        np.zeros((8, 8), np.uint8),  # below the engine's 16x16 minimum: refused, counted
+        rng.integers(0, 256, size=(64, 80), dtype=np.uint8),
+    ]
+    garbage = [[b"junk"], [b"{not json", b""], [b'{"seq": 1}', b"x"], [*encode_frame(frames[0], _grabbed_meta(0))[:1], b"short"]]
+    with running(_config(SourceConfig(spec=grab), publish)) as status, Subscriber(publish) as sub:
+        seq = 0
+        while sub.receive(0.05) is None:  # until the whole chain is connected
+            pub.send_multipart(encode_frame(frames[0], _grabbed_meta(seq)))
+            seq += 1
+            assert seq < 200, "the chain never delivered a frame"
+        while sub.receive(0.2) is not None:
+            pass
+        for parts in garbage:
+            pub.send_multipart(parts)
+        got = []
+        for frame in frames:
+            pub.send_multipart(encode_frame(frame, _grabbed_meta(seq)), copy=False)
+            seq += 1
+            received = sub.receive(1.0)
+            if received is not None:
+                got.append(received)
+        assert not status, "the chain stopped by itself"
+    assert status == [0]
+    shapes = [image.shape for image, _ in got]
+    assert shapes == [(32, 32), (120, 160, 3), (48, 40), (64, 80)]
+    assert [image.dtype for image, _ in got] == [np.uint8] * 4
+    np.testing.assert_array_equal(got[1][0][50:60, 60:80], screen[50:60, 60:80])
+    np.testing.assert_array_equal(got[2][0], ((frames[2].astype(np.uint32) + 128) // 257).astype(np.uint8))
+    assert set(got[0][1]["stamps"]) == {"receive", "despeckle", "publish"}
+    counts = _last_counts(caplog)
+    assert counts["malformed"] == len(garbage)
+    assert counts["errors"] == 1
+    pub.close()
+
+
+def test_subscriber_survives_a_publisher_restart() -> None:
+    publish = free_endpoint()
+    with Subscriber(publish) as sub:
+        with running(_config(SIM, publish)):
+            first = sub.receive(10.0)
+        assert first is not None
+        while sub.receive(0.1) is not None:  # drain what the first publisher left
+            pass
+        with running(_config(SourceConfig(spec="sim", fps=60.0, size=(40, 40)), publish)):
+            again = sub.receive(10.0)
+    assert again is not None and again[0].shape == (40, 40)
+
+
+def test_curve_peer_without_the_key_receives_nothing(tmp_path: Path) -> None:
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    create_keys(keys)
+    create_keys(stranger)
+    shutil.copy(keys / "server.key", stranger / "server.key")  # knows the server, but is not authorized
+    publish = free_endpoint()
+    with running(_config(SIM, publish, curve_keys=keys)):
+        with Subscriber(publish, curve_keys=keys) as friend, Subscriber(publish) as plain:
+            with Subscriber(publish, curve_keys=stranger) as unlisted:
+                assert friend.receive(10.0) is not None
+                assert plain.receive(1.0) is None
+                assert unlisted.receive(0.5) is None
+                assert friend.latest(1.0) is not None
+
+
+def test_video_file_source_is_recorded_and_ends_cleanly(tmp_path: Path) -> None:
+    video, record = tmp_path / "in.avi", tmp_path / "out.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    rng = np.random.default_rng(4)
+    for _ in range(12):
+        writer.write(cv2.cvtColor(rng.integers(0, 256, size=(48, 64), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    with running(_config(SourceConfig(spec=str(video), fps=40.0), free_endpoint(), record=record)) as status:
+        assert _wait_status(status, 10.0) == [0], "a finite source did not end the chain"
+    cap = cv2.VideoCapture(str(record))
+    played = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        played += 1
+        assert frame.shape == (48, 64, 3)
+    assert 1 <= played <= 12
+
+
+def test_frames_limit_and_headless_preview(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    record = tmp_path / "frames"
+    with running(_config(SIM, free_endpoint(), frames=3, record=record, preview=True)) as status:
+        assert _wait_status(status, 10.0) == [0]
+    assert len(list(record.glob("*.png"))) == 3
+    warned = any(r.getMessage().startswith("--preview:") for r in caplog.records)
+    assert warned == (has_display() is not None)
+
+
+def test_bad_start_up_fails_fast_with_one_line(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.INFO)
+    cases = {
+        "--source": _config(SourceConfig(spec=str(tmp_path / "missing.avi")), free_endpoint()),
+        "--backend": ChainConfig(source=SIM, output=OutputConfig(publish=free_endpoint()), backend="nonesuch"),
+        "--publish": _config(SIM, "tcp://127.0.0.1:not-a-port"),
+        "--curve-keys": _config(SIM, free_endpoint(), curve_keys=tmp_path / "nokeys"),
+    }
+    for flag, cfg in cases.items():
+        caplog.clear()
+        start = time.monotonic()
+        assert run_chain(cfg) == 1
+        assert time.monotonic() - start < 5.0
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and flag in errors[0] and "\n" not in errors[0], (flag, errors)
