@@ -1,0 +1,91 @@
+"""The command-line tools as separate processes: split chain, signals, bad devices, OpenIGTLink."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.client import Subscriber
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_within(proc: subprocess.Popen, sig: int, limit: float = 2.0) -> tuple[float, str]:
+    """Send ``sig``; return (seconds until the process exited, its stderr).  Kills it after 10 s."""
+    start_time = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return time.monotonic() - start_time, err
+
+
+def test_grabber_and_despeckler_processes_deliver_frames_in_order() -> None:
+    grab, out = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    grabber = start("stream.grabber", "--source", "sim", "--size", "48x64", "--fps", "20", "--publish", grab, "--status", "0.5")
+    despeckler = start("stream.despeckler", "--subscribe", grab, "--publish", out, "--backend", "identity", "--status", "0.5")
+    try:
+        with Subscriber(out) as sub:
+            frames = [sub.receive(15.0) for _ in range(6)]
+    finally:
+        timings = {name: stop_within(proc, signal.SIGINT) for name, proc in (("grabber", grabber), ("despeckler", despeckler))}
+    assert all(f is not None for f in frames), timings
+    seqs = [meta["seq"] for _, meta in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+    for image, meta in frames:
+        assert image.shape == (48, 64) and image.dtype == np.uint8
+        assert meta["source"] == "sim" and meta["spacing_mm"] == [0.25, 0.25]
+        assert set(meta["stamps"]) == {"grab", "receive", "despeckle", "publish"}
+        assert meta["capture_wall_ns"] <= meta["stamps"]["grab"] <= meta["stamps"]["publish"] <= time.time_ns()
+    for name, proc in (("grabber", grabber), ("despeckler", despeckler)):
+        seconds, err = timings[name]
+        assert proc.returncode == 0, err
+        assert seconds < 2.0, f"{name} took {seconds:.2f} s to stop after SIGINT"
+    assert "backend identity" in timings["despeckler"][1]
+
+
+def test_missing_capture_device_is_a_clear_error() -> None:
+    proc = start("stream.run", "--source", "capture7", "--backend", "identity")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "capture7" in lines[0], err
+
+
+def test_run_serves_openigtlink_and_stops_on_sigterm() -> None:
+    pyigtl = pytest.importorskip("pyigtl")
+    port = free_port()
+    proc = start("stream.run", "--backend", "identity", "--size", "32x40", "--igtl", str(port), "--publish", f"tcp://127.0.0.1:{free_port()}")
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
+    try:
+        message = client.wait_for_message("Despeckled", timeout=15)
+    finally:
+        client.stop()
+        seconds, err = stop_within(proc, signal.SIGTERM)
+    assert message is not None, err
+    assert message.image.shape == (1, 32, 40)
+    assert np.allclose(np.diag(message.ijk_to_world_matrix)[:2], 0.25)
+    assert proc.returncode == 0, err
+    assert seconds < 2.0, f"took {seconds:.2f} s to stop after SIGTERM"
+    assert "in " in err and "latency p50" in err
