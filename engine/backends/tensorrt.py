@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorrt as trt
 
 from engine.base import BackendUnavailable, FrameError, InputSpec, PipelinedDespeckler
-from engine.cuda_slots import Slot, SlotPipeline, check, cudart, device_properties
+from engine.cuda_slots import CudaError, Slot, SlotPipeline, check, cudart, device_properties
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.trt_build import STRONGLY_TYPED_ONLY, TRT_VERSION, get_engine
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, read_engine_file
@@ -62,7 +62,11 @@ class TensorRTDespeckler(PipelinedDespeckler):
         cache_dir: str | Path | None = None,
         in_flight: int = 3,
     ) -> None:
-        if int(check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")) == 0:
+        try:
+            gpus = int(check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
+        except CudaError as exc:
+            raise BackendUnavailable(f"tensorrt backend: no usable CUDA GPU ({exc})") from exc
+        if gpus == 0:
             raise BackendUnavailable("tensorrt backend: no CUDA GPU visible")
         if weights is None:
             weights = default_weights(("_fp16.onnx", ".onnx") if STRONGLY_TYPED_ONLY else (".onnx", "_fp16.onnx"))
