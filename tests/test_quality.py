@@ -14,14 +14,21 @@ from benchmarks.quality import PAPER_TABLE_I, main
 from training.sim import simulate_pair
 
 
-def _write_eval(folder: Path, seeds: tuple[int, ...] = (1, 2), size: int = 96) -> Path:
+def _write_eval(folder: Path, pairs: int = 2, size: int = 96) -> Path:
+    """``pairs`` simulator pairs whose parenchyma holds at least 400 pixels (seeds from 0 up)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, seed in enumerate(seeds):
+    i = 0
+    for seed in range(50):
         x, y, truth = simulate_pair(seed, size)
+        if truth["parenchyma"].sum() < 400:
+            continue
         cv2.imwrite(str(folder / f"x_{i:03d}.png"), x)
         cv2.imwrite(str(folder / f"y_{i:03d}.png"), y)
         np.savez_compressed(folder / f"truth_{i:03d}.npz", **truth)
-    return folder
+        i += 1
+        if i == pairs:
+            return folder
+    raise AssertionError(f"the simulator gave fewer than {pairs} images with parenchyma at size {size}")
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
@@ -103,7 +110,7 @@ def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
     xs.mkdir()
     ys.mkdir()
     for seed in (3, 4):
-        x, y, _ = simulate_pair(seed, 80)
+        x, y, _ = simulate_pair(seed, 80)  # the regions are rectangles: any phantom will do
         cv2.imwrite(str(xs / f"a{seed}.png"), x)
         cv2.imwrite(str(ys / f"b{seed}.jpg"), y)
     (xs / "broken.png").write_bytes(b"not a png")
@@ -115,7 +122,34 @@ def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
     assert list(rows) == ["input", "median"]
     assert math.isnan(float(rows["median"]["ssim"])) and math.isnan(float(rows["median"]["log_corr"]))
     assert math.isfinite(float(rows["median"]["kl_y"])) and math.isfinite(float(rows["median"]["cnr"]))
-    assert "1 unreadable item(s) skipped" in (out / "quality.md").read_text()
+    assert "1 item(s) skipped" in (out / "quality.md").read_text()
+
+
+def test_an_image_without_parenchyma_is_skipped_and_counted(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    for f in eval_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    with np.load(folder / "truth_001.npz") as npz:
+        truth = {k: npz[k] for k in npz.files}
+    truth["parenchyma"][:] = False
+    np.savez_compressed(folder / "truth_001.npz", **truth)
+    rc = main(
+        [
+            "--eval",
+            str(folder),
+            "--no-drnn",
+            "--methods",
+            "median",
+            "--window",
+            "7",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 0
+    assert "skipping x_001.png: the parenchyma mask is empty" in capsys.readouterr().err
+    assert "1 image(s), the first 96x96, 1 item(s) skipped" in (tmp_path / "o" / "quality.md").read_text()
 
 
 @pytest.mark.parametrize(
