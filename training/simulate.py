@@ -3,6 +3,7 @@
 Examples::
 
     python -m training.simulate --out data/sim --count 400 --size 256 --paired --jitter 1
+    python -m training.simulate --out data/fan --count 100 --geometry fan --depth-mm 140
     python -m training.simulate --cine sweep.avi --cine-frames 300
     python -m training.simulate --figure docs/images/simulator_example.png
 """
@@ -13,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.sim.dataset import SimulateConfig, run
+from training.sim.dataset import GEOMETRIES, SimulateConfig, run
 
 __all__ = ["main", "parse_args"]
 
@@ -39,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--eval-count", type=int, default=None, help="pairs in eval/ (default: --count)")
     p.add_argument("--jitter", type=float, default=0.0,
                    help="spread of probe parameters and pixel size per image, 0..2 (default 0: the presets)")
-    p.add_argument("--pixel-mm", type=float, default=0.25, help="pixel spacing in mm (default 0.25)")
+    p.add_argument("--pixel-mm", type=float, default=0.25, help="pixel spacing in mm, window geometry (default 0.25)")
+    p.add_argument("--geometry", choices=GEOMETRIES, default="window",
+                   help="window: tissue rectangle, beams straight down (default); fan: the whole sector / convex scan")
+    p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
     p.add_argument("--figure", type=Path, help="write a PNG with low, high and truth side by side")
@@ -49,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     try:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
                               eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
-                              cine=args.cine, cine_frames=args.cine_frames, figure=args.figure)
+                              geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames, figure=args.figure)
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits

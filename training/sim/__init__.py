@@ -4,7 +4,8 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 
 * :func:`make_phantom` -> :class:`Phantom` (echogenicity, scatterers, masks);
 * :func:`image_phantom` -> ``uint8 (H, W)`` B-mode image for a :class:`ProbeModel`
-  (:data:`LOW_PROBE`, :data:`HIGH_PROBE`);
+  (:data:`LOW_PROBE`, :data:`HIGH_PROBE`), beams straight down through the window;
+* :func:`image_fan` -> the whole sector (phased array) or convex scan, scan-converted;
 * :func:`simulate_pair` -> ``(x, y, truth)``: both probes, the same scatterers;
 * :func:`sweep_frames` -> endless frames of a probe sweeping over one phantom (live demo);
 * :func:`write_dataset` -> the ``low/``, ``high/`` and ``eval/`` folders of ``python -m training.simulate``.
@@ -13,10 +14,11 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 from __future__ import annotations
 
 from training.sim.cine import sweep_frames, write_cine
-from training.sim.dataset import SimulateConfig, run, simulate_pair, write_dataset, write_figure
+from training.sim.dataset import GEOMETRIES, SimulateConfig, run, simulate_pair, write_dataset, write_figure
 from training.sim.imaging import SimulationError, complex_envelope, image_phantom, log_compress
 from training.sim.phantom import MASK_NAMES, Phantom, make_phantom
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, PROBES, ProbeModel, probe_by_name
+from training.sim.scan import BeamGrid, beam_grid, fan_mask, image_fan
 
 __all__ = [
     "ProbeModel",
@@ -37,5 +39,10 @@ __all__ = [
     "write_dataset",
     "write_figure",
     "SimulateConfig",
+    "GEOMETRIES",
+    "BeamGrid",
+    "beam_grid",
+    "fan_mask",
+    "image_fan",
     "run",
 ]

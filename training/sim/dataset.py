@@ -27,8 +27,14 @@ from training.sim.cine import write_cine
 from training.sim.imaging import image_phantom
 from training.sim.phantom import Phantom, make_phantom
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel
+from training.sim.scan import fan_mask, image_fan
 
-__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "simulate_pair", "write_dataset", "write_figure", "run"]
+__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "GEOMETRIES", "simulate_pair", "write_dataset", "write_figure", "run"]
+
+#: ``window``: a rectangle of tissue inside the field of view, beams straight down (the default,
+#: for training crops); ``fan``: the whole field of view from the skin, a sector for the phased
+#: array and a convex fan for the convex array, black outside.
+GEOMETRIES = ("window", "fan")
 
 #: bumped whenever a change alters the images a seed produces.
 SIMULATOR_VERSION = "1"
@@ -46,7 +52,9 @@ class SimulateConfig:
         paired: also write the paired ``eval/`` set.
         eval_count: pairs in ``eval/`` (``None``: ``count``).
         jitter: spread of probe parameters and pixel size (0: the presets; 1: plausible range).
-        pixel_mm: pixel spacing (mm) before jitter.
+        pixel_mm: pixel spacing (mm) before jitter (``window`` geometry).
+        geometry: ``"window"`` or ``"fan"`` (see :data:`GEOMETRIES`).
+        depth_mm: depth shown by a ``fan`` image (mm) before jitter; its pixel is ``depth_mm / H``.
         cine: video file of a probe sweep, or ``None``.
         cine_frames: frames in the video.
         figure: PNG file showing low, high and truth side by side, or ``None``.
@@ -60,6 +68,8 @@ class SimulateConfig:
     eval_count: int | None = None
     jitter: float = 0.0
     pixel_mm: float = 0.25
+    geometry: str = "window"
+    depth_mm: float = 120.0
     cine: Path | None = None
     cine_frames: int = 150
     figure: Path | None = None
@@ -73,6 +83,10 @@ class SimulateConfig:
             raise ValueError(f"jitter must be in [0, 2], got {self.jitter}")
         if not 0.05 <= self.pixel_mm <= 2.0:
             raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
+        if not 10.0 <= self.depth_mm <= 300.0:
+            raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine_frames < 1:
             raise ValueError(f"cine_frames must be >= 1, got {self.cine_frames}")
 
@@ -81,13 +95,21 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
 
 
-def _draw(rng: np.random.Generator, size: tuple[int, int], pixel_mm: float, jitter: float,
-          probes: tuple[ProbeModel, ...]) -> tuple[Phantom, list[ProbeModel]]:
+def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
+          pixel_mm: float, geometry: str, depth_mm: float) -> tuple[Phantom, list[ProbeModel]]:
     """A phantom and the probes that image it, both jittered by ``jitter``."""
+    scale = 1.0
     if jitter > 0:
-        pixel_mm = pixel_mm * float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
+        scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
         probes = tuple(p.jittered(rng, jitter) for p in probes)
-    return make_phantom(rng, size, pixel_mm, max_mhz=max(p.center_mhz for p in probes)), list(probes)
+    if geometry == "fan":  # the whole field of view from the skin; scatterers drawn per beam grid
+        phantom = make_phantom(rng, size, depth_mm * scale / size[0], top_mm=0.0, scatterers=False, with_capsule=True)
+        return phantom, list(probes)
+    return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes)), list(probes)
+
+
+def _image(phantom: Phantom, probe: ProbeModel, rng: np.random.Generator, geometry: str) -> np.ndarray:
+    return image_fan(phantom, probe, rng) if geometry == "fan" else image_phantom(phantom, probe, rng)
 
 
 def simulate_pair(
@@ -96,25 +118,35 @@ def simulate_pair(
     *,
     jitter: float = 0.0,
     pixel_mm: float = 0.25,
+    geometry: str = "window",
+    depth_mm: float = 120.0,
     low: ProbeModel = LOW_PROBE,
     high: ProbeModel = HIGH_PROBE,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One phantom seen by both probes: ``(x, y, truth)``.
 
-    ``x`` (low probe) and ``y`` (high probe) are ``uint8 (H, W)`` images of the same scatterers;
+    ``x`` (low probe) and ``y`` (high probe) are ``uint8 (H, W)`` images of the same tissue;
     ``truth`` holds ``echogenicity`` (float32, parenchyma ~ 1) and the bool masks ``vessels``,
-    ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.
+    ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
+    geometry both probes image the same scatterers.  In the ``fan`` geometry each probe draws
+    scatterers along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y``
+    (inside each fan) and ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
-    phantom, (p_low, p_high) = _draw(rng, _as_size(size), pixel_mm, jitter, (low, high))
-    return image_phantom(phantom, p_low, rng), image_phantom(phantom, p_high, rng), phantom.truth()
+    phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm)
+    x, y, truth = _image(phantom, p_low, rng, geometry), _image(phantom, p_high, rng, geometry), phantom.truth()
+    if geometry == "fan":
+        truth["fov_x"], truth["fov_y"] = fan_mask(phantom, p_low), fan_mask(phantom, p_high)
+        both = (truth["fov_x"] & truth["fov_y"]).astype(np.uint8)
+        inner = cv2.distanceTransform(np.pad(both, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] * phantom.pixel_mm >= 3.0
+        truth["parenchyma"] &= inner
+    return x, y, truth
 
 
-def _single(seed: np.random.SeedSequence, size: tuple[int, int], pixel_mm: float, jitter: float,
-            probe: ProbeModel) -> np.ndarray:
+def _single(seed: np.random.SeedSequence, cfg: SimulateConfig, probe: ProbeModel) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    phantom, (p,) = _draw(rng, size, pixel_mm, jitter, (probe,))
-    return image_phantom(phantom, p, rng)
+    phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm)
+    return _image(phantom, p, rng, cfg.geometry)
 
 
 def _imwrite(path: Path, image: np.ndarray) -> None:
@@ -132,6 +164,8 @@ def write_dataset(
     eval_count: int | None = None,
     jitter: float = 0.0,
     pixel_mm: float = 0.25,
+    geometry: str = "window",
+    depth_mm: float = 120.0,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
@@ -139,7 +173,8 @@ def write_dataset(
     Returns the number of files written per folder.  See the module docstring for the layout.
     """
     cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
-                         eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm)
+                         eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
+                         depth_mm=depth_mm)
     out = Path(out_dir)
     n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
     low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -151,13 +186,14 @@ def write_dataset(
     written = {"low": 0, "high": 0, "eval": 0}
     for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
         if kind == "eval":
-            x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm)
+            x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
+                                        depth_mm=depth_mm)
             _imwrite(out / "eval" / f"x_{i:03d}.png", x)
             _imwrite(out / "eval" / f"y_{i:03d}.png", y)
             np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
         else:
             probe = LOW_PROBE if kind == "low" else HIGH_PROBE
-            _imwrite(out / kind / f"{kind}_{i:05d}.png", _single(ss, cfg.size, pixel_mm, jitter, probe))
+            _imwrite(out / kind / f"{kind}_{i:05d}.png", _single(ss, cfg, probe))
         written[kind] += 1
     manifest = {
         "simulator_version": SIMULATOR_VERSION,
@@ -171,7 +207,8 @@ def write_dataset(
     return written
 
 
-def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256)) -> Path:
+def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256), *,
+                 geometry: str = "window", depth_mm: float = 120.0) -> Path:
     """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
 
     The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
@@ -180,7 +217,7 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x, y, truth = simulate_pair(seed, size)
+    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm)
     fig = Figure(figsize=(12, 4.4), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
@@ -207,10 +244,11 @@ def run(config: SimulateConfig) -> dict[str, int]:
     written: dict[str, int] = {}
     if config.out is not None:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
-                                     eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm))
+                                     eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm,
+                                     geometry=config.geometry, depth_mm=config.depth_mm))
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:
-        write_figure(config.figure, config.seed, config.size)
+        write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm)
         written["figure"] = 1
     return written

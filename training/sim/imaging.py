@@ -103,23 +103,24 @@ def complex_envelope(phantom: Phantom, probe: ProbeModel | str, rng: np.random.G
     ht = phantom.echogenicity.shape[0]
     depth = phantom.depth_mm()
     iq = _axial_iq(phantom, probe)
-    fwhm_px = probe.lateral_fwhm_mm(depth) / phantom.pixel_mm
+    fwhm_px = probe.lateral_fwhm_mm(depth) / phantom.lateral_mm()
     iq = _lateral_beam(iq, fwhm_px, bands=max(3, math.ceil(ht / 32) + 1))
     iq = phantom.crop(iq)
     echo = phantom.crop(phantom.echogenicity)
     ref = math.sqrt(float(np.mean(np.abs(iq) ** 2)) / max(float(echo.mean()), 1e-6))  # E = 1 echo rms
-    z_cm = phantom.crop(np.broadcast_to(depth[:, None], phantom.echogenicity.shape)) / 10.0
-    loss_db = 2.0 * phantom.attenuation_db_cm_mhz * probe.center_mhz * z_cm
-    tgc_db = 2.0 * probe.tgc_db_cm_mhz * probe.center_mhz * z_cm
-    noise = rng.standard_normal(iq.shape + (2,), dtype=np.float32).view(np.complex64)[..., 0]
-    noise *= ref * 10.0 ** (probe.noise_db / 20.0) / math.sqrt(2.0)
-    rx = iq * (10.0 ** (-loss_db / 20.0)).astype(np.float32) + noise
-    return (rx * (10.0 ** (tgc_db / 20.0)).astype(np.float32)).astype(np.complex64)
+    z_cm = phantom.crop(np.broadcast_to(depth[:, None], phantom.echogenicity.shape))[:, :1] / 10.0
+    loss = (10.0 ** (-2.0 * phantom.attenuation_db_cm_mhz * probe.center_mhz * z_cm / 20.0)).astype(np.float32)
+    tgc = (10.0 ** (2.0 * probe.tgc_db_cm_mhz * probe.center_mhz * z_cm / 20.0)).astype(np.float32)
+    noise = rng.standard_normal((iq.shape[0], 2 * iq.shape[1]), dtype=np.float32).view(np.complex64)
+    noise *= np.float32(ref * 10.0 ** (probe.noise_db / 20.0) / math.sqrt(2.0))
+    rx = iq * loss + noise
+    rx *= tgc
+    return rx.astype(np.complex64, copy=False)
 
 
 def log_compress(envelope: np.ndarray, dynamic_range_db: float, gain: float) -> np.ndarray:
     """Step 5: ``uint8`` image ``gain + 255 (20 log10 env - median) / DR`` clipped to 0..255."""
-    db = 20.0 * np.log10(np.maximum(envelope, 1e-12))
+    db = 20.0 * np.log10(np.maximum(envelope, np.float32(1e-12)))
     grey = gain + (255.0 / dynamic_range_db) * (db - float(np.median(db)))
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 

@@ -33,14 +33,13 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy import fft
 
-__all__ = ["Phantom", "make_phantom", "MASK_NAMES", "MIN_SOUND_SPEED_M_S"]
+from training.sim.scatterers import fast_margin, scatterer_spectrum
+
+__all__ = ["Phantom", "make_phantom", "MASK_NAMES"]
 
 #: the boolean masks every phantom carries (plus ``"liver"`` and ``"interfaces"``).
 MASK_NAMES = ("vessels", "lesions", "structures", "parenchyma")
-#: slowest speed of sound a probe may assume; sets how fine the scatterer grid must be.
-MIN_SOUND_SPEED_M_S = 1450.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,10 @@ class Phantom:
             (their union), ``liver`` and ``parenchyma`` (liver at least ``margin_mm`` away from
             every structure).
         spectrum: complex64 ``(Wt, n_bins)``, the FFT along depth of the fine scatterer field
-            (bins ``j`` at spatial frequency ``j / (Ht * pixel_mm)`` cycles/mm).
+            (bins ``j`` at spatial frequency ``j / (Ht * pixel_mm)`` cycles/mm); ``None`` when
+            made with ``scatterers=False`` (fan scans draw their own on the beam grid).
+        specular: ``(rows, strength)`` of each specular interface: its row (full grid, float)
+            in every column, and its reflector amplitude.
         pixel_mm: pixel spacing, both directions (mm).
         top_mm: depth of the first visible row below the skin (mm).
         margin: hidden ``(rows, columns)`` on each side of the visible window.
@@ -63,12 +65,13 @@ class Phantom:
 
     echogenicity: np.ndarray
     masks: dict[str, np.ndarray]
-    spectrum: np.ndarray
+    spectrum: np.ndarray | None
     pixel_mm: float
     top_mm: float
     margin: tuple[int, int]
     upsample: int
     attenuation_db_cm_mhz: float
+    specular: tuple[tuple[np.ndarray, float], ...] = ()
     params: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -82,6 +85,10 @@ class Phantom:
         """Depth (mm) of every row of the full grid, margins included."""
         ht = self.echogenicity.shape[0]
         return self.top_mm + (np.arange(ht, dtype=np.float64) - self.margin[0]) * self.pixel_mm
+
+    def lateral_mm(self) -> np.ndarray:
+        """Lateral sample spacing (mm) of every row: ``pixel_mm`` on this Cartesian grid."""
+        return np.full(self.echogenicity.shape[0], self.pixel_mm)
 
     def crop(self, array: np.ndarray) -> np.ndarray:
         """The visible window of a full-grid array."""
@@ -224,6 +231,8 @@ def make_phantom(
     max_mhz: float = 6.0,
     margin_mm: tuple[float, float] = (3.0, 8.0),
     parenchyma_margin_mm: float = 3.0,
+    scatterers: bool = True,
+    with_capsule: bool | None = None,
 ) -> Phantom:
     """Draw a random liver phantom whose visible window is ``size = (H, W)`` pixels.
 
@@ -237,6 +246,8 @@ def make_phantom(
         margin_mm: hidden (depth, lateral) margin on each side (mm); must exceed the widest
             lateral beam's reach (3 sigma).
         parenchyma_margin_mm: distance (mm) that the ``parenchyma`` mask keeps from structures.
+        scatterers: draw the scatterer field (``False``: tissue only, for fan scans).
+        with_capsule: show the abdominal wall and liver capsule; ``None``: in 80 % of phantoms.
     """
     h, w = int(size[0]), int(size[1])
     if h < 8 or w < 8:
@@ -246,6 +257,7 @@ def make_phantom(
     px = float(pixel_mm)
     top = float(rng.uniform(5.0, 35.0)) if top_mm is None else float(top_mm)
     my, mx = (math.ceil(m / px) for m in margin_mm)
+    my = fast_margin(h, my)
     ht, wt = h + 2 * my, w + 2 * mx
     shape = (ht, wt)
     rows = np.arange(ht, dtype=np.float32)[:, None]
@@ -259,7 +271,7 @@ def make_phantom(
     # Liver capsule and abdominal wall above it (absent in 20 % of windows).
     interfaces = np.zeros(shape, np.float32)
     specular: list[tuple[np.ndarray, float]] = []
-    if rng.random() < 0.8:
+    if (rng.random() < 0.8) if with_capsule is None else with_capsule:
         capsule = _curve(rng, wt, my + rng.uniform(0.05, 0.35) * h, rng.uniform(0.0, 0.15) * h)
         d = capsule[None, :] - rows  # pixels above the capsule
         wall_echo = np.full(shape, rng.uniform(0.3, 0.6), np.float32)
@@ -307,7 +319,7 @@ def make_phantom(
     masks["parenchyma"] = dist_px * px >= parenchyma_margin_mm
 
     echo = echo.astype(np.float32)
-    spectrum, upsample = _scatterer_spectrum(rng, echo, specular, px, max_mhz)
+    spectrum, upsample = scatterer_spectrum(rng, echo, specular, px, max_mhz) if scatterers else (None, 0)
     return Phantom(
         echogenicity=echo,
         masks=masks,
@@ -317,39 +329,6 @@ def make_phantom(
         margin=(my, mx),
         upsample=upsample,
         attenuation_db_cm_mhz=float(rng.uniform(0.4, 0.65)),
+        specular=tuple(specular),
         params={"parenchyma_sigma": float(s1), "texture_sigma": float(s2), "blood_echogenicity": float(blood)},
     )
-
-
-def _scatterer_spectrum(rng: np.random.Generator, echo: np.ndarray, specular: list[tuple[np.ndarray, float]],
-                        px: float, max_mhz: float) -> tuple[np.ndarray, int]:
-    """FFT along depth of ``sqrt(E) * u`` on the fine grid plus the specular reflectors.
-
-    ``u`` are independent zero-mean, unit-variance scatterer amplitudes (uniform on 256
-    levels, fast to draw); every resolution cell sums well over a hundred of them, so the
-    echo is Gaussian (central limit theorem) and its envelope Rayleigh-distributed.
-
-    The fine grid has ``a = floor(2 px k_max + 1) + 1`` samples per pixel, where
-    ``k_max = 2 max_mhz / c_min`` (cycles/mm) is the highest two-way spatial frequency of a
-    probe's centre frequency, so that the band ``k0 +- 1 / (2 px)`` lies below the Nyquist
-    limit ``a / (2 px)``.  Only the bins up to that band are kept.
-    """
-    ht, wt = echo.shape
-    k_max = 2.0 * max_mhz / (MIN_SOUND_SPEED_M_S * 1e-3)  # cycles / mm
-    upsample = math.floor(2.0 * px * k_max + 1.0) + 1
-    n_fine = upsample * ht
-    field_ = np.frombuffer(rng.bytes(wt * n_fine), np.int8).astype(np.float32).reshape(wt, n_fine)
-    unit = 1.0 / math.sqrt((256.0**2 - 1.0) / 12.0)  # standard deviation of the 256 levels
-    field_.reshape(wt, ht, upsample)[...] *= (np.sqrt(echo) * unit).T[:, :, None]
-    cols = np.arange(wt)
-    for curve, strength in specular:  # coherent reflectors: one per column, split between 2 samples
-        pos = (np.asarray(curve) + 0.5) * upsample
-        i0 = np.floor(pos).astype(np.int64)
-        frac = (pos - i0).astype(np.float32)
-        amp_spec = strength * math.sqrt(upsample)
-        for idx, wgt in ((i0, 1.0 - frac), (i0 + 1, frac)):
-            ok = (idx >= 0) & (idx < n_fine)
-            field_[cols[ok], idx[ok]] += amp_spec * wgt[ok]
-    n_bins = min(n_fine // 2 + 1, math.ceil((k_max + 1.0 / px) * ht * px) + 2)
-    spectrum = fft.rfft(field_, axis=1, workers=1)[:, :n_bins]
-    return spectrum.astype(np.complex64), upsample

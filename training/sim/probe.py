@@ -60,6 +60,9 @@ class ProbeModel:
         tgc_db_cm_mhz: attenuation the time-gain compensation assumes (dB / cm / MHz, one way).
         gain: target grey level (0..255) of the median echo after log compression.
         sound_speed_m_s: speed of sound ``c`` (m/s).
+        convex_radius_mm: radius of curvature of the array (mm); 0 for a flat phased array,
+            whose beams fan out from one point (sector scan).
+        fan_deg: full opening angle of the fan of beams (degrees), for fan scans.
     """
 
     name: str
@@ -74,6 +77,8 @@ class ProbeModel:
     tgc_db_cm_mhz: float = 0.5
     gain: float = 120.0
     sound_speed_m_s: float = 1540.0
+    convex_radius_mm: float = 0.0
+    fan_deg: float = 75.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -91,6 +96,9 @@ class ProbeModel:
                 raise ValueError(f"probe {self.name!r}: {key} must be a positive number, got {value}")
         if self.bandwidth >= 2.0:
             raise ValueError(f"probe {self.name!r}: bandwidth must be < 2 (fractional), got {self.bandwidth}")
+        if self.convex_radius_mm < 0 or not 0 < self.fan_deg < 180:
+            raise ValueError(f"probe {self.name!r}: need convex_radius_mm >= 0 and 0 < fan_deg < 180, "
+                             f"got {self.convex_radius_mm} and {self.fan_deg}")
         if not 0 <= self.gain <= 255:
             raise ValueError(f"probe {self.name!r}: gain must be a grey level in [0, 255], got {self.gain}")
 
@@ -119,7 +127,7 @@ class ProbeModel:
 
         Relative spreads at ``amount = 1``: centre frequency +-12 %, bandwidth +-15 %, aperture
         +-20 %, focus +-30 %, F-numbers +-20 %; dynamic range 50..70 dB; gain +-20 grey levels;
-        noise +-8 dB; speed of sound 1480..1600 m/s.
+        noise +-8 dB; speed of sound 1480..1600 m/s; convex radius +-25 %; fan angle +-15 %.
         """
 
         def rel(value: float, spread: float) -> float:
@@ -137,17 +145,20 @@ class ProbeModel:
             noise_db=float(self.noise_db + amount * rng.uniform(-8.0, 8.0)),
             gain=float(np.clip(self.gain + amount * rng.uniform(-20.0, 20.0), 40.0, 215.0)),
             sound_speed_m_s=float(np.clip(rel(self.sound_speed_m_s, 0.04), 1480.0, 1600.0)),
+            convex_radius_mm=rel(self.convex_radius_mm, 0.25),
+            fan_deg=float(np.clip(rel(self.fan_deg, 0.15), 30.0, 120.0)),
         )
 
 
-#: Small-aperture phased array (X7-2t-like, 2-7 MHz): coarse, laterally elongated speckle.
+#: Small-aperture phased array (X7-2t-like, 2-7 MHz): coarse, laterally elongated speckle; sector scan.
 LOW_PROBE = ProbeModel(
-    name="low", center_mhz=3.5, bandwidth=0.6, aperture_mm=12.0, focus_mm=60.0, f_number_min=1.0
+    name="low", center_mhz=3.5, bandwidth=0.6, aperture_mm=12.0, focus_mm=60.0, f_number_min=1.0,
+    convex_radius_mm=0.0, fan_deg=75.0,
 )
-#: Large-aperture convex array (RAB6-D-like, 2-8 MHz): fine speckle.
+#: Large-aperture convex array (RAB6-D-like, 2-8 MHz): fine speckle; 50 mm radius of curvature.
 HIGH_PROBE = ProbeModel(
     name="high", center_mhz=4.5, bandwidth=0.7, aperture_mm=60.0, focus_mm=60.0, f_number_min=1.5,
-    tx_f_number=2.0,
+    tx_f_number=2.0, convex_radius_mm=50.0, fan_deg=70.0,
 )
 PROBES: dict[str, ProbeModel] = {"low": LOW_PROBE, "high": HIGH_PROBE}
 
