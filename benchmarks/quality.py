@@ -529,9 +529,10 @@ def write_figure(run: QualityRun, cfg: QualityConfig, path: Path) -> None:
     fig, axes = plt.subplots(
         2 * rows,
         cols,
-        figsize=(3.0 * cols, 4.5 * rows),
+        figsize=(2.8 * cols, 4.1 * rows),
         squeeze=False,
-        gridspec_kw={"height_ratios": [3, 1.6] * rows},
+        gridspec_kw={"height_ratios": [3, 1.2] * rows},
+        layout="constrained",
     )
     centres, pdf_x = M.intensity_pdf(fig_data["x"], region, cfg.bins)
     width = centres[1] - centres[0]
@@ -561,7 +562,6 @@ def write_figure(run: QualityRun, cfg: QualityConfig, path: Path) -> None:
         ax_pdf.legend(fontsize=7, frameon=False)
         ax_pdf.set_xlabel("grey level", fontsize=7)
     fig.suptitle("Despeckled outputs and grey-level PDFs in the region (yellow)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
