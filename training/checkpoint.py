@@ -31,6 +31,7 @@ __all__ = [
     "atomic_save",
     "load_checkpoint",
     "export_generator",
+    "load_generator",
     "code_version",
 ]
 
@@ -116,3 +117,21 @@ def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
     slim = {k: ckpt[k] for k in keep if k in ckpt}
     slim["generator"] = {k: v.detach().clone().contiguous() for k, v in slim["generator"].items()}
     return atomic_save(slim, out)
+
+
+def load_generator(path: str | Path) -> torch.nn.Module:
+    """The :class:`~training.models.DRNN` stored in ``path`` (any ``usdespeckle-ckpt-1`` file),
+    on the CPU, in eval mode.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, or an architecture or weights that do not fit.
+    """
+    from training.models import DRNN
+
+    ckpt = load_checkpoint(path)
+    try:
+        g = DRNN(**ckpt["generator_config"])
+        g.load_state_dict(ckpt["generator"], strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: generator does not fit DRNN({ckpt['generator_config']}): {exc}") from exc
+    return g.eval()

@@ -25,22 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_generator
 from training.data import read_pairs, read_truth
 from training.models import DRNN
 
-__all__ = ["load_generator", "despeckle", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+__all__ = ["despeckle", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
-
-
-def load_generator(path: str | Path) -> DRNN:
-    """A DRNN in eval mode from a ``usdespeckle-ckpt-1`` file (training checkpoint or export)."""
-    ckpt = load_checkpoint(path)
-    g = DRNN(**ckpt["generator_config"])
-    g.load_state_dict(ckpt["generator"])
-    return g.eval()
 
 
 @torch.no_grad()
