@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.quality import PAPER_TABLE_I, main
+from benchmarks.quality import main
+from benchmarks.quality_report import PAPER_TABLE_I
 from training.sim import simulate_pair
 
 
