@@ -61,6 +61,7 @@ class Phantom:
         margin: hidden ``(rows, columns)`` on each side of the visible window.
         upsample: fine depth samples per pixel of the scatterer grid.
         attenuation_db_cm_mhz: tissue attenuation (dB / cm / MHz, one way).
+        params: some of the drawn tissue parameters (texture log-sds, blood echogenicity), for logs.
     """
 
     echogenicity: np.ndarray
@@ -127,8 +128,7 @@ def _band(dist: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.exp(-0.5 * (dist / sigma_px) ** 2, dtype=np.float32)
 
 
-def _tube_path(rng: np.random.Generator, shape: tuple[int, int], start: np.ndarray, heading: float,
-               length_px: float) -> np.ndarray:
+def _tube_path(rng: np.random.Generator, start: np.ndarray, heading: float, length_px: float) -> np.ndarray:
     """A smooth random walk of ``length_px`` from ``start`` (x, y) with slowly turning heading."""
     steps = max(4, int(length_px / 6))
     turn = np.cumsum(rng.normal(0.0, 0.08, steps)) + rng.uniform(-0.02, 0.02) * np.arange(steps)
@@ -165,13 +165,13 @@ def _draw_vessels(rng: np.random.Generator, shape: tuple[int, int], px: float,
             cv2.ellipse(lumen, centre, (int(a * scale), int(b * scale)), ang, 0, 360, 255, -1, cv2.LINE_AA, shift)
             continue
         width = rng.uniform(2.0, 10.0) / px  # longitudinal: a curved, tapering tube with branches
-        path = _tube_path(rng, shape, np.array([cx, cy]), rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * w)
+        path = _tube_path(rng, np.array([cx, cy]), rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.2) * w)
         branches = [(path, width)]
         for _ in range(int(rng.integers(0, 3))):
             i = int(rng.integers(1, len(path) - 1))
             d = path[i] - path[i - 1]
             heading = math.atan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
-            branches.append((_tube_path(rng, shape, path[i], heading, rng.uniform(0.2, 0.5) * w),
+            branches.append((_tube_path(rng, path[i], heading, rng.uniform(0.2, 0.5) * w),
                              width * rng.uniform(0.4, 0.8)))
         for pts, wid in branches:
             taper = np.linspace(1.0, rng.uniform(0.5, 1.0), len(pts) - 1)
@@ -220,6 +220,26 @@ def _draw_lesions(rng: np.random.Generator, shape: tuple[int, int], px: float, l
         echo *= factor
         union = np.maximum(union, body)
     return union
+
+
+def _abdominal_wall(rng: np.random.Generator, shape: tuple[int, int], depth_px: float, bend_px: float,
+                    px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The capsule curve, the liver fraction below it, the wall's echogenicity above it (four
+    laterally striated layers of 3-12 mm) and the interface bands (fascia lines and capsule)."""
+    capsule = _curve(rng, shape[1], depth_px, bend_px)
+    d = capsule[None, :] - np.arange(shape[0], dtype=np.float32)[:, None]  # pixels above the capsule
+    wall_echo = np.full(shape, rng.uniform(0.3, 0.6), np.float32)
+    striae = np.exp(0.35 * _smooth_noise(rng, shape, (0.8 / px, rng.uniform(6, 20) / px)))
+    interfaces = np.zeros(shape, np.float32)
+    edge = 0.0
+    for level in rng.uniform(0.25, 1.0, size=4):
+        thick = rng.uniform(3.0, 12.0) / px
+        wall_echo[(d > edge) & (d <= edge + thick)] = level
+        interfaces = np.maximum(interfaces, _band(d - edge - thick, rng.uniform(0.15, 0.4) / px) * rng.uniform(0.3, 0.8))
+        edge += thick
+    liver = np.clip(0.5 - d, 0.0, 1.0)
+    interfaces = np.maximum(interfaces * (1.0 - liver), _band(d, rng.uniform(0.2, 0.5) / px))
+    return capsule, liver, wall_echo * striae, interfaces
 
 
 def make_phantom(
@@ -272,22 +292,10 @@ def make_phantom(
     interfaces = np.zeros(shape, np.float32)
     specular: list[tuple[np.ndarray, float]] = []
     if (rng.random() < 0.8) if with_capsule is None else with_capsule:
-        capsule = _curve(rng, wt, my + rng.uniform(0.05, 0.35) * h, rng.uniform(0.0, 0.15) * h)
-        d = capsule[None, :] - rows  # pixels above the capsule
-        wall_echo = np.full(shape, rng.uniform(0.3, 0.6), np.float32)
-        striae = np.exp(0.35 * _smooth_noise(rng, shape, (0.8 / px, rng.uniform(6, 20) / px)))
-        edge = 0.0
-        for level in rng.uniform(0.25, 1.0, size=4):
-            thick = rng.uniform(3.0, 12.0) / px
-            wall_echo[(d > edge) & (d <= edge + thick)] = level
-            interfaces = np.maximum(interfaces, _band(d - edge - thick, rng.uniform(0.15, 0.4) / px)
-                                    * rng.uniform(0.3, 0.8))
-            edge += thick
-        liver = np.clip(0.5 - d, 0.0, 1.0)
-        echo = echo * liver + wall_echo * striae * (1.0 - liver)
-        interfaces = np.maximum(interfaces * (1.0 - liver), _band(d, rng.uniform(0.2, 0.5) / px))
+        capsule, liver, wall_echo, interfaces = _abdominal_wall(rng, shape, my + rng.uniform(0.05, 0.35) * h,
+                                                                 rng.uniform(0.0, 0.15) * h, px)
+        echo = echo * liver + wall_echo * (1.0 - liver) + rng.uniform(4.0, 15.0) * interfaces
         specular.append((capsule, rng.uniform(2.0, 6.0)))
-        echo += rng.uniform(4.0, 15.0) * interfaces
     else:
         capsule = np.full(wt, -1.0)
         liver = np.ones(shape, np.float32)
