@@ -213,6 +213,8 @@ def test_cli_writes_data_figure_and_video(tmp_path: Path, capsys: pytest.Capture
         (["--size", "8", "--out", "d"], "--size"),
         (["--jitter", "5", "--out", "d"], "jitter"),
         ([], "nothing to do"),
+        (["--cine", "sweep.gif"], "sweep.gif"),
+        (["--geometry", "round", "--out", "d"], "--geometry"),
     ],
 )
 def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str,
@@ -221,7 +223,7 @@ def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str
         main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1]
+    assert len(err) == 1 and message in err[0]
 
 
 def test_figure_is_written(tmp_path: Path) -> None:

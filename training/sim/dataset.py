@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from training.sim.cine import write_cine
+from training.sim.cine import CODECS, write_cine
 from training.sim.imaging import image_phantom
 from training.sim.phantom import Phantom, make_phantom
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel
@@ -87,6 +87,8 @@ class SimulateConfig:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
+        if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
+            raise ValueError(f"cine {self.cine}: unsupported suffix; use one of {', '.join(CODECS)}")
         if self.cine_frames < 1:
             raise ValueError(f"cine_frames must be >= 1, got {self.cine_frames}")
 
