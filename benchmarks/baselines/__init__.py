@@ -83,7 +83,7 @@ _ENTRIES = (
         "nonlocal",
         "Coupe et al., IEEE TIP 18(10), 2009",
         True,
-        "pixelwise Pearson-distance NLM; no blockwise estimation or block pre-selection; h scaled by a noise estimate",
+        "pixelwise (not blockwise) Pearson-distance NLM with mean/variance pre-selection; h scaled by a noise estimate",
     ),
     Baseline(
         "sbf",
