@@ -94,6 +94,16 @@ def _write_video(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
     return count
 
 
+#: tags that map or describe stored pixel values; wrong for the new 8-bit grey pixels.
+_STALE_PIXEL_TAGS = (
+    "WindowCenter", "WindowWidth", "VOILUTSequence", "VOILUTFunction", "ModalityLUTSequence",
+    "RescaleIntercept", "RescaleSlope", "RescaleType", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "SmallestImagePixelValue", "LargestImagePixelValue", "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor", "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+)
+
+
 def _write_dicom(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
     import pydicom
     from pydicom.uid import generate_uid
@@ -102,6 +112,9 @@ def _write_dicom(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
     ds = pydicom.dcmread(src)
     pixels = np.stack(stack) if len(stack) > 1 else stack[0]
     ds.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=8)
+    for keyword in _STALE_PIXEL_TAGS:  # they describe the source's pixel values, not ours
+        if keyword in ds:
+            delattr(ds, keyword)
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()

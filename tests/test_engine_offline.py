@@ -43,7 +43,8 @@ def _write_dicom(path: Path, frames: np.ndarray) -> None:
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality, ds.PatientName, ds.SeriesDescription = "US", "Phantom^Test", "liver sweep"
-    ds.set_pixel_data(frames, photometric_interpretation="MONOCHROME2", bits_stored=8)
+    ds.set_pixel_data(frames.astype(np.uint16) * 256, photometric_interpretation="MONOCHROME1", bits_stored=16)
+    ds.WindowCenter, ds.WindowWidth = 30000, 60000
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -57,7 +58,7 @@ def test_pictures_folders_dicom_and_video(tmp_path: Path, onnx_model: Path, desp
     cv2.imwrite(str(src / "scans" / "b.bmp"), frames[2])
     (src / "scans" / "broken.png").write_bytes(b"not a png")
     cv2.imwrite(str(src / "tiny.png"), np.zeros((4, 4), np.uint8))  # below the backend's profile
-    _write_dicom(src / "cine.dcm", np.stack(frames[:3]))
+    _write_dicom(src / "cine.dcm", 255 - np.stack(frames[:3]))  # 16-bit MONOCHROME1, read as 8-bit grey
     writer = cv2.VideoWriter(str(src / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (48, 40))
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
@@ -81,8 +82,9 @@ def test_pictures_folders_dicom_and_video(tmp_path: Path, onnx_model: Path, desp
     ds = pydicom.dcmread(out / "cine.dcm")
     assert int(ds.NumberOfFrames) == 3 and ds.SeriesDescription == "liver sweep despeckled"
     assert ds.PatientName == "Phantom^Test" and "DERIVED" in ds.ImageType
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.BitsStored == 8 and "WindowCenter" not in ds
     assert ds.SOPInstanceUID != pydicom.dcmread(src / "cine.dcm").SOPInstanceUID
-    np.testing.assert_array_equal(ds.pixel_array, np.stack(despeckler.map(frames[:3])))
+    np.testing.assert_array_equal(ds.pixel_array, np.stack(despeckler.map(read_frames(src / "cine.dcm"))))
 
     source_video = list(read_frames(src / "clip.avi"))
     written_video = list(read_frames(out / "clip.avi"))
