@@ -18,6 +18,7 @@ WEIGHTS_DIR: Path = Path(__file__).resolve().parents[1] / "weights"
 _HOW_TO_GET = {
     ".pt": "train a model (python -m training.train) or copy a generator checkpoint there",
     ".onnx": "export it: python -m engine.export --checkpoint weights/drnn.pt --out weights/drnn.onnx",
+    "_fp16.onnx": "export it: python -m engine.export --checkpoint weights/drnn.pt --out weights/drnn_fp16.onnx --fp16",
 }
 
 
