@@ -1,0 +1,118 @@
+"""The latency benchmarks keep working: each is run once in its short mode (no time is asserted),
+and the compute floor's FLOP count is checked against the DRNN's formula."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.floor import FloorError, compute_floor, conv_cost, flops_from_onnx, measure_cpu
+from benchmarks.latency import main as latency_main
+from benchmarks.latency import percentiles
+from benchmarks.modelfiles import TINY_DRNN
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_suite_runs_in_short_mode() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--bench-short", "-q", "-p", "no:cacheprovider", "-W", "ignore::FutureWarning"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    tail = proc.stdout[-3000:]
+    assert proc.returncode == 0, tail
+    passed = int(re.search(r"(\d+) passed", tail)[1])
+    assert passed >= 6, tail  # protocol, hop and chain (4) plus ONNX Runtime on the CPU (2)
+    assert "failed" not in tail and "error" not in tail.lower(), tail
+
+
+def test_latency_tool_identity_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert latency_main(["--backend", "identity", "--size", "32x32", "--fps", "200", "--frames", "40", "--warmup", "5", "--out", str(out)]) == 0
+    report = json.loads((out / "latency.json").read_text())
+    assert report["received"] == 40
+    assert set(report["stages"]) == {"hop 1", "despeckle", "hand-over", "hop 2", "end to end"}
+    e2e = report["stages"]["end to end"]
+    assert e2e["n"] == 40 and 0 < e2e["p50"] <= e2e["p90"] <= e2e["p99"] <= e2e["p99.9"] <= e2e["max"]
+    parts = sum(report["stages"][k]["p50"] for k in ("hop 1", "despeckle", "hand-over", "hop 2"))
+    assert parts <= e2e["max"] + 1.0  # the stages add up to no more than the whole (clocks agree)
+    assert report["floor"] is None and report["baseline"] is None
+    assert (out / "latency.png").stat().st_size > 0
+    assert "end to end" in capsys.readouterr().out
+
+
+def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="making a model file needs torch")
+    from training.models import drnn_flops
+
+    out = tmp_path / "run"
+    args = ["--backend", "onnxruntime", "--size", "32x32", "--fps", "100", "--frames", "5", "--warmup", "2",
+            "--baseline-frames", "1", "--tiny-model", "--out", str(out)]
+    assert latency_main(args) == 0
+    report = json.loads((out / "latency.json").read_text())
+    assert report["received"] == 5
+    # the floor's FLOPs, read from the exported graph, are the DRNN's formula
+    assert report["floor"]["flops"] == drnn_flops(32, 32, TINY_DRNN)
+    assert report["floor"]["floor_s"] > 0
+    assert report["baseline"]["eager_torch_fp32_ms"] > 0 and report["baseline"]["speedup"] > 0
+
+
+def test_latency_tool_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in (["--size", "512"], ["--fps", "0"], ["--weights", "/nonexistent/model.onnx"]):
+        with pytest.raises(SystemExit) as exc:
+            latency_main(bad)
+        assert exc.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+
+
+def _conv_model(path: Path, layers: list[tuple[int, int, int]], stride: int = 1) -> Path:
+    """An ONNX chain of float32 convolutions ``(c_out, c_in, k)`` on a (1, 1, H, W) input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, name = [], [], "x"
+    for i, (c_out, c_in, k) in enumerate(layers):
+        inits.append(numpy_helper.from_array(np.zeros((c_out, c_in, k, k), np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [name, f"w{i}"], [f"y{i}"], pads=[k // 2] * 4, strides=[stride, stride]))
+        name = f"y{i}"
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, None, None])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_floor_counts_conv_multiply_adds(tmp_path: Path) -> None:
+    model = _conv_model(tmp_path / "m.onnx", [(8, 1, 7), (8, 8, 3), (1, 8, 3)])
+    macs = 8 * 49 + 8 * 8 * 9 + 8 * 9
+    assert flops_from_onnx(model, 60, 80) == 2 * 60 * 80 * macs
+    cost = conv_cost(model)
+    assert (cost.convs, cost.act_elems_per_pixel, cost.weight_bytes) == (3, (1 + 8) + (8 + 8) + (8 + 1), 4 * macs)
+    with pytest.raises(FloorError, match="strides"):
+        conv_cost(_conv_model(tmp_path / "strided.onnx", [(8, 1, 3)], stride=2))
+    device = measure_cpu(matmul_n=256, copy_mib=8, repeats=1)
+    floor = compute_floor(cost, 64, 64, device)
+    assert floor.floor_s == max(floor.flops / device.peak_flops, floor.bytes / device.bandwidth)
+    assert "GFLOP" in floor.line()
+
+
+def test_floor_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(FloorError, match="model.onnx"):
+        conv_cost(bad)
+
+
+def test_percentiles() -> None:
+    stats = percentiles(list(range(1, 1001)))
+    assert stats["n"] == 1000 and stats["max"] == 1000
+    assert stats["p50"] == pytest.approx(500.5) and stats["p99"] == pytest.approx(990.01)
+    with pytest.raises(ValueError):
+        percentiles([])
