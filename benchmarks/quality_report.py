@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from benchmarks import metrics as M
 
 if TYPE_CHECKING:
@@ -94,6 +96,22 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _simulator_line(cfg: QualityConfig) -> str:
+    """`` Simulator: ...`` from the ``simulate.yaml`` that ``python -m training.simulate`` leaves beside ``eval/``."""
+    meta = cfg.eval_dir.parent / "simulate.yaml" if cfg.eval_dir is not None else None
+    if meta is None or not meta.is_file():
+        return ""
+    try:
+        info = yaml.safe_load(meta.read_text()) or {}
+        c = info.get("config", {})
+        return (
+            f" Simulator version {info.get('simulator_version', '?')}, seed {c.get('seed')}, "
+            f"jitter {c.get('jitter')}, pixel {c.get('pixel_mm')} mm (`{meta}`)."
+        )
+    except (yaml.YAMLError, AttributeError) as exc:
+        return f" (unreadable {meta}: {exc})"
+
+
 def _fmt(value: float, spec: str) -> str:
     return "—" if math.isnan(value) else ("inf" if math.isinf(value) else format(value, spec))
 
@@ -126,7 +144,9 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
         "",
         f"Data: {mode}, {run.images} image(s), the first {w}x{h}"
         + (f", {run.bad} item(s) skipped (unreadable or without a region)" if run.bad else "")
-        + ". Means over the images; run time is the median per image on this machine's CPU.",
+        + ". Means over the images; run time is the median per image on this machine's CPU."
+        + _simulator_line(cfg)
+        + f" Figure: `{cfg.out / 'quality_fig4.png'}` (image {cfg.figure_index}).",
     ]
     if run.drnn_note:
         lines += ["", f"**{run.drnn_note}.**"]
