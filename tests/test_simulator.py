@@ -68,8 +68,8 @@ def test_low_probe_speckle_is_at_least_1_6_times_coarser_laterally(pairs) -> Non
 
 @pytest.fixture(scope="module")
 def phantom() -> Phantom:
-    """A 64 x 64 mm window from 10 mm depth whose parenchyma reaches every 16 mm depth band."""
-    return make_phantom(np.random.default_rng(5), (256, 256), top_mm=10.0)
+    """64 x 64 mm of parenchyma only (no structures), from 10 mm depth."""
+    return make_phantom(np.random.default_rng(5), (256, 256), top_mm=10.0, structures=False)
 
 
 def test_envelope_is_rayleigh_in_parenchyma(phantom: Phantom) -> None:
@@ -95,8 +95,6 @@ def test_measured_speckle_width_follows_the_beam_model(phantom: Phantom) -> None
         for top in range(0, 256, 64):
             band = mask.copy()
             band[:top], band[top + 64 :] = False, False
-            if band.sum() < 4000:  # fewer pixels: too few independent speckles for a stable estimate
-                continue
             measured.append(speckle_grain_size(intensity, band, axis=1))
             model.append(float(probe.lateral_fwhm_mm(10.0 + (top + 32) * 0.25)) / 0.25)
         assert len(measured) == 4

@@ -18,8 +18,9 @@ The chain follows a scanner's, in the order of the physics:
    (:meth:`ProbeModel.lateral_fwhm_mm`), normalised to unit energy.  The width changes with
    depth: the image is filtered with the beams of a few depth bands and blended linearly
    between band centres.  (Lateral and depth filtering commute up to that slow variation.)
-4. **Attenuation, noise, TGC.**  Echoes fall by ``2 alpha f0 z`` dB (``alpha`` of the tissue,
-   dB/cm/MHz, ``z`` in cm); electronic noise (complex Gaussian at ``noise_db``) is added; the
+4. **Attenuation, noise, TGC.**  Echoes fall by ``2 f0 * integral(alpha dz)`` dB along the beam
+   (``alpha`` the tissue's attenuation map, dB/cm/MHz, ``z`` in cm), so tissue behind a vessel
+   or cyst is brighter; electronic noise (complex Gaussian at ``noise_db``) is added; the
    time-gain compensation multiplies back by ``2 alpha_tgc f0 z`` dB, so noise grows with depth
    and a mismatch of ``alpha`` and ``alpha_tgc`` leaves a slow brightness trend.
 5. **Log compression.**  ``grey = gain + 255 (20 log10 |IQ| - m) / DR``, clipped to 0..255,
@@ -97,6 +98,15 @@ def _lateral_beam(iq: np.ndarray, fwhm_px: np.ndarray, bands: int) -> np.ndarray
     return out
 
 
+def _path_attenuation(phantom: Phantom) -> np.ndarray:
+    """One-way attenuation from the skin to every sample, ``sum(alpha * dz)`` (dB/MHz); above
+    the first row the tissue is taken to be like the first row."""
+    depth = phantom.depth_mm()
+    inside = (depth > 0).astype(np.float32)[:, None] * np.float32(phantom.pixel_mm / 10.0)
+    above = phantom.attenuation[:1] * np.float32(max(float(depth[0]), 0.0) / 10.0)
+    return above + np.cumsum(phantom.attenuation * inside, axis=0)
+
+
 def complex_envelope(phantom: Phantom, probe: ProbeModel | str, rng: np.random.Generator) -> np.ndarray:
     """Steps 1-4: the TGC-compensated complex envelope of the visible window, complex64 ``(H, W)``."""
     probe = probe_by_name(probe)
@@ -109,7 +119,7 @@ def complex_envelope(phantom: Phantom, probe: ProbeModel | str, rng: np.random.G
     echo = phantom.crop(phantom.echogenicity)
     ref = math.sqrt(float(np.mean(np.abs(iq) ** 2)) / max(float(echo.mean()), 1e-6))  # E = 1 echo rms
     z_cm = phantom.crop(np.broadcast_to(depth[:, None], phantom.echogenicity.shape))[:, :1] / 10.0
-    loss = (10.0 ** (-2.0 * phantom.attenuation_db_cm_mhz * probe.center_mhz * z_cm / 20.0)).astype(np.float32)
+    loss = (10.0 ** (-2.0 * probe.center_mhz * phantom.crop(_path_attenuation(phantom)) / 20.0)).astype(np.float32)
     tgc = (10.0 ** (2.0 * probe.tgc_db_cm_mhz * probe.center_mhz * z_cm / 20.0)).astype(np.float32)
     noise = rng.standard_normal((iq.shape[0], 2 * iq.shape[1]), dtype=np.float32).view(np.complex64)
     noise *= np.float32(ref * 10.0 ** (probe.noise_db / 20.0) / math.sqrt(2.0))

@@ -15,7 +15,9 @@ parenchyma (``E = 1``).  The tissue holds
 * vessels: anechoic lumens (``E`` ~ 0.0003-0.005), seen as elliptic cross-sections or as curved,
   tapering, sometimes branching tubes; some (portal veins) with a bright echogenic wall;
 * lesions: irregular blobs with soft edges, hypo- (``E`` x 0.1-0.5) or hyperechoic
-  (``E`` x 2-6), some with a hypoechoic halo;
+  (``E`` x 2-6), some with a hypoechoic halo, and anechoic cysts;
+* attenuation: a map (liver 0.4-0.65 dB/cm/MHz, wall 0.6-1.0, blood 0.18, cysts 0.05), so
+  that tissue behind vessels and cysts is brighter (posterior enhancement);
 * sometimes the diaphragm: a bright curved band near the bottom.
 
 Scatterers live on a grid ``upsample`` times finer in depth than the pixels (fine enough to
@@ -60,8 +62,9 @@ class Phantom:
         top_mm: depth of the first visible row below the skin (mm).
         margin: hidden ``(rows, columns)`` on each side of the visible window.
         upsample: fine depth samples per pixel of the scatterer grid.
-        attenuation_db_cm_mhz: tissue attenuation (dB / cm / MHz, one way).
-        params: some of the drawn tissue parameters (texture log-sds, blood echogenicity), for logs.
+        attenuation: float32 ``(Ht, Wt)`` attenuation (dB / cm / MHz, one way): liver 0.4-0.65,
+            abdominal wall 0.6-1.0, blood 0.18, cysts 0.05.
+        params: the drawn texture parameters (log standard deviations), for logs.
     """
 
     echogenicity: np.ndarray
@@ -71,7 +74,7 @@ class Phantom:
     top_mm: float
     margin: tuple[int, int]
     upsample: int
-    attenuation_db_cm_mhz: float
+    attenuation: np.ndarray
     specular: tuple[tuple[np.ndarray, float], ...] = ()
     params: dict[str, float] = field(default_factory=dict)
 
@@ -186,8 +189,13 @@ def _draw_vessels(rng: np.random.Generator, shape: tuple[int, int], px: float,
 
 
 def _draw_lesions(rng: np.random.Generator, shape: tuple[int, int], px: float, liver_top: np.ndarray,
-                  echo: np.ndarray) -> np.ndarray:
-    """Multiply ``echo`` in place by 0-3 lesions; return their union (fraction in [0, 1])."""
+                  echo: np.ndarray, att: np.ndarray) -> np.ndarray:
+    """Draw 0-3 lesions into ``echo`` and ``att`` (in place); return their union (fraction in [0, 1]).
+
+    Kinds: hypoechoic (40 %: ``E`` x 0.1-0.5) and hyperechoic (40 %: ``E`` x 2-6) solid lesions
+    with their own texture and attenuation x 0.8-1.3; cysts (20 %: ``E`` x 0.002-0.02, sharp
+    edge, attenuation 0.05 dB/cm/MHz, hence posterior enhancement).
+    """
     h, w = shape
     union = np.zeros(shape, np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -205,12 +213,16 @@ def _draw_lesions(rng: np.random.Generator, shape: tuple[int, int], px: float, l
         poly = np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
         canvas = np.zeros(shape, np.uint8)
         cv2.fillPoly(canvas, [(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-        body = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.2, 1.5) / px)
-        if rng.random() < 0.5:
-            contrast = rng.uniform(0.1, 0.5)
+        kind = rng.choice(["hypo", "hyper", "cyst"], p=[0.4, 0.4, 0.2])
+        edge_mm = rng.uniform(0.1, 0.3) if kind == "cyst" else rng.uniform(0.2, 1.5)
+        body = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), edge_mm / px)
+        if kind == "cyst":
+            contrast, texture, alpha = rng.uniform(0.002, 0.02), 1.0, np.float32(0.05)
         else:
-            contrast = rng.uniform(2.0, 6.0)
-        texture = np.exp(0.3 * _smooth_noise(rng, shape, (1.5 / px, 1.5 / px)))
+            contrast = rng.uniform(0.1, 0.5) if kind == "hypo" else rng.uniform(2.0, 6.0)
+            texture = np.exp(0.3 * _smooth_noise(rng, shape, (1.5 / px, 1.5 / px)))
+            alpha = att * np.float32(rng.uniform(0.8, 1.3))
+        att += body * (alpha - att)
         factor = 1.0 + body * (contrast * texture - 1.0)
         if rng.random() < 0.3:  # hypoechoic halo around a "target" lesion
             dist = np.hypot(xx - cx, yy - cy) - r0
@@ -253,6 +265,7 @@ def make_phantom(
     parenchyma_margin_mm: float = 3.0,
     scatterers: bool = True,
     with_capsule: bool | None = None,
+    structures: bool = True,
 ) -> Phantom:
     """Draw a random liver phantom whose visible window is ``size = (H, W)`` pixels.
 
@@ -268,6 +281,8 @@ def make_phantom(
         parenchyma_margin_mm: distance (mm) that the ``parenchyma`` mask keeps from structures.
         scatterers: draw the scatterer field (``False``: tissue only, for fan scans).
         with_capsule: show the abdominal wall and liver capsule; ``None``: in 80 % of phantoms.
+        structures: ``False`` gives parenchyma only (no wall, diaphragm, lesions or vessels),
+            for measuring speckle statistics.
     """
     h, w = int(size[0]), int(size[1])
     if h < 8 or w < 8:
@@ -284,6 +299,7 @@ def make_phantom(
 
     # Parenchyma: smooth variation times fine texture.
     s1, s2 = rng.uniform(0.08, 0.35), rng.uniform(0.05, 0.35)
+    att = np.full(shape, rng.uniform(0.4, 0.65), np.float32)
     fine = rng.uniform(0.8, 3.0) / px
     echo = np.exp(s1 * _smooth_noise(rng, shape, (rng.uniform(15, 40) / px,) * 2)
                   + s2 * _smooth_noise(rng, shape, (fine, fine * rng.uniform(1.0, 2.0))))
@@ -291,17 +307,18 @@ def make_phantom(
     # Liver capsule and abdominal wall above it (absent in 20 % of windows).
     interfaces = np.zeros(shape, np.float32)
     specular: list[tuple[np.ndarray, float]] = []
-    if (rng.random() < 0.8) if with_capsule is None else with_capsule:
+    if structures and ((rng.random() < 0.8) if with_capsule is None else with_capsule):
         capsule, liver, wall_echo, interfaces = _abdominal_wall(rng, shape, my + rng.uniform(0.05, 0.35) * h,
                                                                  rng.uniform(0.0, 0.15) * h, px)
         echo = echo * liver + wall_echo * (1.0 - liver) + rng.uniform(4.0, 15.0) * interfaces
+        att += (1.0 - liver) * (rng.uniform(0.6, 1.0) - att)
         specular.append((capsule, rng.uniform(2.0, 6.0)))
     else:
         capsule = np.full(wt, -1.0)
         liver = np.ones(shape, np.float32)
 
     # Diaphragm near the bottom of deep windows (30 %).
-    if rng.random() < 0.3:
+    if structures and rng.random() < 0.3:
         dia = _curve(rng, wt, my + rng.uniform(0.75, 0.95) * h, -rng.uniform(0.05, 0.2) * h)
         dd = rows - dia[None, :]
         below = np.clip(dd + 0.5, 0.0, 1.0)
@@ -311,13 +328,15 @@ def make_phantom(
         interfaces = np.maximum(interfaces, band)
         specular.append((dia, rng.uniform(3.0, 8.0)))
 
-    lesions = _draw_lesions(rng, shape, px, capsule + 1.0 / px, echo) * liver
-    lumen, wall = _draw_vessels(rng, shape, px, capsule + 1.0 / px)
-    lumen, wall = lumen * liver, wall * liver
-    blood = rng.uniform(0.0003, 0.005)
-    echo = echo * (1 - lumen) + blood * lumen
-    echo = echo * (1 - wall) + rng.uniform(3.0, 6.0) * wall
-    interfaces = np.maximum(interfaces, wall)
+    lesions = lumen = np.zeros(shape, np.float32)
+    if structures:
+        lesions = _draw_lesions(rng, shape, px, capsule + 1.0 / px, echo, att) * liver
+        lumen, wall = _draw_vessels(rng, shape, px, capsule + 1.0 / px)
+        lumen, wall = lumen * liver, wall * liver
+        echo = echo * (1 - lumen) + rng.uniform(0.0003, 0.005) * lumen  # blood
+        att += lumen * (0.18 - att)
+        echo = echo * (1 - wall) + rng.uniform(3.0, 6.0) * wall
+        interfaces = np.maximum(interfaces, wall)
 
     masks = {"vessels": lumen > 0.5, "lesions": lesions > 0.5, "interfaces": interfaces > 0.5}
     masks["structures"] = masks["vessels"] | masks["lesions"] | masks["interfaces"]
@@ -336,7 +355,7 @@ def make_phantom(
         top_mm=top,
         margin=(my, mx),
         upsample=upsample,
-        attenuation_db_cm_mhz=float(rng.uniform(0.4, 0.65)),
+        attenuation=att.astype(np.float32),
         specular=tuple(specular),
-        params={"parenchyma_sigma": float(s1), "texture_sigma": float(s2), "blood_echogenicity": float(blood)},
+        params={"parenchyma_sigma": float(s1), "texture_sigma": float(s2)},
     )

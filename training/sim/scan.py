@@ -35,7 +35,8 @@ class BeamGrid:
     """Tissue along a probe's beams, ready for :func:`training.sim.imaging.complex_envelope`.
 
     Rows are ranges ``pixel_mm`` apart (``margin[0]`` hidden rows above and below), columns
-    are beam lines at ``angles`` (``margin[1]`` hidden lines each side, beyond the fan).
+    are beam lines at ``angles`` (``margin[1]`` hidden lines each side, beyond the fan);
+    ``echogenicity`` and ``attenuation`` (dB/cm/MHz) are the tissue's, sampled along the beams.
     """
 
     echogenicity: np.ndarray
@@ -45,7 +46,7 @@ class BeamGrid:
     angles: np.ndarray
     margin: tuple[int, int]
     upsample: int
-    attenuation_db_cm_mhz: float
+    attenuation: np.ndarray
 
     def depth_mm(self) -> np.ndarray:
         """Range ``r`` (mm below the array face) of every row, margins included."""
@@ -93,8 +94,8 @@ def beam_grid(phantom: Phantom, probe: ProbeModel | str, rng: np.random.Generato
     r = ((np.arange(rows + 2 * my) - my) * px)[:, None]
     angles = -half + (np.arange(lines + 2 * mx) - mx) * dtheta
     t_row, t_col = _tissue_coordinates(phantom, radius, r, angles[None, :])
-    echo = cv2.remap(phantom.echogenicity, t_col.astype(np.float32), t_row.astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    echo, att = (cv2.remap(a, t_col.astype(np.float32), t_row.astype(np.float32), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT) for a in (phantom.echogenicity, phantom.attenuation))
     specular = []
     cols = np.arange(phantom.echogenicity.shape[1])
     for curve, strength in phantom.specular:  # where each beam crosses the interface
@@ -105,7 +106,7 @@ def beam_grid(phantom: Phantom, probe: ProbeModel | str, rng: np.random.Generato
         f1 = f[idx + 1, np.arange(f.shape[1])]
         specular.append((np.where(cross.any(axis=0), idx + f0 / (f0 - f1), np.nan), strength))
     spectrum, upsample = scatterer_spectrum(rng, echo, specular, px, probe.center_mhz)
-    return BeamGrid(echo, spectrum, px, radius, angles, (my, mx), upsample, phantom.attenuation_db_cm_mhz)
+    return BeamGrid(echo, spectrum, px, radius, angles, (my, mx), upsample, att)
 
 
 def _fan_map(phantom: Phantom, probe: ProbeModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
