@@ -396,6 +396,10 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     a = p.parse_args(argv)
     if a.x_dir is not None and a.y_dir is None:
         p.error("--x needs --y (a folder of reference images)")
+    if a.window < 3 or a.window % 2 == 0:
+        p.error(f"--window must be an odd number >= 3, got {a.window}")
+    if a.bins < 2:
+        p.error(f"--bins must be >= 2, got {a.bins}")
     if a.limit is not None and a.limit < 1:
         p.error(f"--limit must be >= 1, got {a.limit}")
     methods = tuple(m.strip().lower() for m in a.methods.split(",") if m.strip())

@@ -158,6 +158,7 @@ def test_an_image_without_parenchyma_is_skipped_and_counted(eval_dir: Path, tmp_
     [
         (["--roi", "90,0,20,20"], "--roi 90,0,20,20: rectangle outside"),
         (["--methods", "srad,bogus"], "--methods: unknown bogus"),
+        (["--window", "8"], "--window must be an odd number"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(eval_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
