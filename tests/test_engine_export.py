@@ -98,7 +98,7 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path: Path, capsys: pyt
     with pytest.raises(CheckpointError, match="foreign.pt: not a usdespeckle-ckpt-1"):
         load_generator(foreign)
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint")
+    corrupt.write_bytes(make_checkpoint(tmp_path / "whole.pt").read_bytes()[:300])  # a truncated download
     with pytest.raises(CheckpointError, match="corrupt.pt"):
         load_generator(corrupt)
     wrong_format = tmp_path / "wrong.pt"
