@@ -100,10 +100,11 @@ def _lateral_beam(iq: np.ndarray, fwhm_px: np.ndarray, bands: int) -> np.ndarray
 
 def _path_attenuation(phantom: Phantom) -> np.ndarray:
     """One-way attenuation from the skin to every sample, ``sum(alpha * dz)`` (dB/MHz); above
-    the first row the tissue is taken to be like the first row."""
+    the first row the tissue has the first row's median attenuation (one value for all columns,
+    so that a vessel cut by the top edge casts no column of enhancement)."""
     depth = phantom.depth_mm()
     inside = (depth > 0).astype(np.float32)[:, None] * np.float32(phantom.pixel_mm / 10.0)
-    above = phantom.attenuation[:1] * np.float32(max(float(depth[0]), 0.0) / 10.0)
+    above = np.float32(np.median(phantom.attenuation[0]) * max(float(depth[0]), 0.0) / 10.0)
     return above + np.cumsum(phantom.attenuation * inside, axis=0)
 
 
