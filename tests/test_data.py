@@ -30,8 +30,10 @@ def _ramp(h: int = 48, w: int = 64) -> np.ndarray:
     return (np.add.outer(np.arange(h) * 3, np.arange(w) * 2) % 256).astype(np.uint8)
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, bits: int = 8) -> Path:
-    """A real DICOM file (file meta + data set) holding ``pixels`` (frames first when 3-D grey / 4-D colour)."""
+def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, bits: int = 8,
+                 palette: np.ndarray | None = None) -> Path:
+    """A real DICOM file (file meta + data set) holding ``pixels`` (frames first when 3-D grey / 4-D colour);
+    ``palette``: a 256-entry 16-bit lookup table used for red, green and blue (PALETTE COLOR)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -55,6 +57,10 @@ def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, bits: int = 8
     ds.HighBit = bits - 1
     ds.PixelRepresentation = 0
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if palette is not None:
+        for k in (1, 2, 3):  # red, green, blue descriptors (0028,110k) and data (0028,120k)
+            ds.add_new(0x00281100 + k, "US", [256, 0, 16])
+            ds.add_new(0x00281200 + k, "OW", palette.astype("<u2").tobytes())
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -110,6 +116,12 @@ def test_dicom_rgb_becomes_grey(tmp_path: Path) -> None:
     rgb = np.dstack([_ramp(), _ramp(), _ramp()])
     path = _write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")
     assert np.abs(read_image(path).astype(int) - _ramp()).max() <= 1
+
+
+def test_dicom_palette_colour_goes_through_its_lookup_table(tmp_path: Path) -> None:
+    inverted = (255 - np.arange(256)) * 257  # a grey palette that inverts
+    path = _write_dicom(tmp_path / "pal.dcm", _ramp(), "PALETTE COLOR", palette=inverted)
+    assert np.abs(read_image(path).astype(int) - (255 - _ramp().astype(int))).max() <= 1
 
 
 def test_dicom_without_pixels_and_garbage_name_the_file(tmp_path: Path) -> None:

@@ -340,7 +340,8 @@ class CropSource:
         self.positions = window_positions(self.shapes, self.size, overlap)
 
     @staticmethod
-    def _load(source, every: int, skip_bad: bool) -> tuple[list[np.ndarray], list[str]]:
+    def _load(source: str | Path | Iterable[str | Path] | Sequence[np.ndarray], every: int,
+              skip_bad: bool) -> tuple[list[np.ndarray], list[str]]:
         if isinstance(source, str | Path):
             frames = list(iter_frames(source, every, skip_bad=skip_bad))
             return frames, [f"{source} frame #{i}" for i in range(len(frames))]
