@@ -214,6 +214,7 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
     png = plot_curves(full_run / "log.csv", tmp_path / "curves.png")
     assert cv2.imread(str(png)).shape[1] > 3 * 300  # one panel per phase
     assert evaluate_main(["--weights", str(full_run / "generator.pt"), "--eval", str(data / "eval"),
-                          "--json", str(tmp_path / "r.json")]) == 0
+                          "--json", str(tmp_path / "r.json"), "--figure", str(tmp_path / "ex.png")]) == 0
     assert (tmp_path / "r.json").is_file()
+    assert cv2.imread(str(tmp_path / "ex.png"), cv2.IMREAD_GRAYSCALE).shape == (2 * 48, 3 * 64)
     assert evaluate_main(["--weights", str(tmp_path / "none.pt"), "--eval", str(data / "eval")]) == 2

@@ -29,7 +29,7 @@ from training.checkpoint import load_generator
 from training.data import read_pairs, read_truth
 from training.models import DRNN
 
-__all__ = ["despeckle", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+__all__ = ["despeckle", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
@@ -90,6 +90,19 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     return out
 
 
+def write_example(weights: str | Path, eval_dir: str | Path, png: str | Path, indices: tuple[int, ...] = (0, 1)) -> Path:
+    """PNG with one row per pair index: ``x | G(x) | y`` at full resolution."""
+    import cv2
+
+    g = load_generator(weights)
+    xs, ys = read_pairs(eval_dir)
+    rows = [np.concatenate([xs[i], despeckle(g, xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(png), np.concatenate(rows, axis=0))
+    return png
+
+
 def check_targets(res: dict[str, dict[str, float]]) -> dict[str, tuple[bool, str]]:
     """The issue's quality targets on the means of :func:`evaluate`: name -> (met, explanation)."""
     x, y, g = res["x"], res["y"], res["g"]
@@ -133,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads [0: default]")
+    ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -152,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         a.markdown.write_text(table)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
+    if a.figure:
+        write_example(a.weights[-1], a.eval, a.figure)
     return 0
 
 
