@@ -78,18 +78,11 @@ def _lateral_beam(iq: np.ndarray, fwhm_px: np.ndarray, bands: int) -> np.ndarray
     spec = fft.fft(iq, axis=1, workers=1)
     nu = fft.fftfreq(wt).astype(np.float32)
     centres = np.linspace(0, ht - 1, bands)
+    delta = float(centres[1] - centres[0])  # rows between band centres; weights fall linearly over it
     out = np.zeros_like(iq)
-    for i, c in enumerate(centres):
-        lo = 0 if i == 0 else math.floor(centres[i - 1]) + 1
-        hi = ht - 1 if i == bands - 1 else math.ceil(centres[i + 1]) - 1
-        rows = np.arange(lo, hi + 1)
-        if i == 0:
-            weight = np.clip(1 - (rows - c) / (centres[1] - c), 0, 1)
-        elif i == bands - 1:
-            weight = np.clip(1 - (c - rows) / (c - centres[i - 1]), 0, 1)
-        else:
-            step = np.where(rows < c, c - centres[i - 1], centres[i + 1] - c)
-            weight = np.clip(1 - np.abs(rows - c) / step, 0, 1)
+    for c in centres:
+        lo, hi = max(0, math.floor(c - delta) + 1), min(ht - 1, math.ceil(c + delta) - 1)
+        weight = 1.0 - np.abs(np.arange(lo, hi + 1) - c) / delta
         sigma = max(float(np.interp(c, np.arange(ht), fwhm_px)) / _FWHM_PER_SIGMA, 0.3)
         transfer = np.exp(-2.0 * (np.pi * sigma * nu) ** 2) * math.sqrt(2.0 * math.sqrt(math.pi) * sigma)
         out[lo : hi + 1] += weight[:, None].astype(np.float32) * fft.ifft(
