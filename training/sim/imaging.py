@@ -36,11 +36,9 @@ import numpy as np
 from scipy import fft
 
 from training.sim.phantom import Phantom
-from training.sim.probe import ProbeModel, probe_by_name
+from training.sim.probe import FWHM_PER_SIGMA, ProbeModel, probe_by_name
 
 __all__ = ["image_phantom", "complex_envelope", "log_compress", "SimulationError"]
-
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 class SimulationError(ValueError):
@@ -61,7 +59,7 @@ def _axial_iq(phantom: Phantom, probe: ProbeModel) -> np.ndarray:
             f"make the phantom with max_mhz >= {probe.center_mhz:.2f}"
         )
     k = np.arange(lo, hi) / span_mm
-    s = probe.bandwidth * k0 / _FWHM_PER_SIGMA
+    s = probe.bandwidth * k0 / FWHM_PER_SIGMA
     pulse = np.exp(-0.5 * ((k - k0) / s) ** 2) + np.exp(-0.5 * ((k + k0) / s) ** 2)
     pulse[k <= 0] = 0.0  # analytic signal: positive frequencies only
     pulse *= 0.5 + 0.5 * np.cos(np.pi * (k - j0 / span_mm) * 2.0 * phantom.pixel_mm)  # Hann anti-aliasing
@@ -83,7 +81,7 @@ def _lateral_beam(iq: np.ndarray, fwhm_px: np.ndarray, bands: int) -> np.ndarray
     for c in centres:
         lo, hi = max(0, math.floor(c - delta) + 1), min(ht - 1, math.ceil(c + delta) - 1)
         weight = 1.0 - np.abs(np.arange(lo, hi + 1) - c) / delta
-        sigma = max(float(np.interp(c, np.arange(ht), fwhm_px)) / _FWHM_PER_SIGMA, 0.3)
+        sigma = max(float(np.interp(c, np.arange(ht), fwhm_px)) / FWHM_PER_SIGMA, 0.3)
         transfer = np.exp(-2.0 * (np.pi * sigma * nu) ** 2) * math.sqrt(2.0 * math.sqrt(math.pi) * sigma)
         out[lo : hi + 1] += weight[:, None].astype(np.float32) * fft.ifft(
             spec[lo : hi + 1] * transfer.astype(np.float32), axis=1, workers=1

@@ -37,7 +37,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["ProbeModel", "LOW_PROBE", "HIGH_PROBE", "PROBES", "probe_by_name"]
+__all__ = ["ProbeModel", "LOW_PROBE", "HIGH_PROBE", "PROBES", "probe_by_name", "FWHM_PER_SIGMA"]
+
+#: full width at half maximum of a Gaussian, in standard deviations: ``2 sqrt(2 ln 2)``.
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 
 from training.sim.imaging import complex_envelope, log_compress
 from training.sim.phantom import Phantom
-from training.sim.probe import ProbeModel, probe_by_name
+from training.sim.probe import FWHM_PER_SIGMA, ProbeModel, probe_by_name
 from training.sim.scatterers import fast_margin, scatterer_spectrum
 
 __all__ = ["BeamGrid", "beam_grid", "image_fan", "fan_mask"]
@@ -88,7 +88,7 @@ def beam_grid(phantom: Phantom, probe: ProbeModel | str, rng: np.random.Generato
     half = 0.5 * math.radians(probe.fan_deg)
     dtheta = 2.0 * half / (lines - 1)
     ranges = np.linspace(10.0, max(r_max, 10.0), 16)
-    sigma_lines = probe.lateral_fwhm_mm(ranges) / (2.355 * (radius + ranges) * dtheta)
+    sigma_lines = probe.lateral_fwhm_mm(ranges) / (FWHM_PER_SIGMA * (radius + ranges) * dtheta)
     my = fast_margin(rows, math.ceil(3.0 / px))
     mx = min(math.ceil(3.0 * float(sigma_lines.max())) + 2, lines)
     r = ((np.arange(rows + 2 * my) - my) * px)[:, None]
@@ -113,7 +113,7 @@ def _fan_map(phantom: Phantom, probe: ProbeModel) -> tuple[np.ndarray, np.ndarra
     """For every visible pixel: its (line, row) on the visible beam grid, and whether it is in the fan."""
     h, w = phantom.size
     px, radius = phantom.pixel_mm, probe.convex_radius_mm
-    r_max, rows, lines = _fan_extent(phantom, probe)
+    _, rows, lines = _fan_extent(phantom, probe)
     half = 0.5 * math.radians(probe.fan_deg)
     x = ((np.arange(w) - 0.5 * (w - 1)) * px)[None, :]
     z = (phantom.top_mm + np.arange(h) * px)[:, None]
