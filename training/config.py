@@ -238,6 +238,9 @@ def _check_phase(p: PhaseConfig, key: str) -> None:
             raise bad("pool_size", "a history buffer (pool_fraction > 0) needs pool_size >= 1")
         if p.d_crop > p.crop:
             raise bad("d_crop", f"D crop {p.d_crop} is larger than G crop {p.crop}")
+        n_real, n_hist = round(p.d_batch * p.real_fraction), round(p.d_batch * p.pool_fraction)
+        if n_real < 1 or p.d_batch - n_real - n_hist < 1:
+            raise bad("d_batch", f"{p.d_batch} leaves no real or no fresh fake image in the D minibatch")
     else:
         if p.epochs < 1:
             raise bad("epochs", f"a {p.kind} phase needs epochs >= 1")
@@ -245,6 +248,8 @@ def _check_phase(p: PhaseConfig, key: str) -> None:
             raise bad("samples", "random crops need samples >= 1")
     if p.kind == "discriminate" and p.d_crop > p.crop:
         raise bad("d_crop", f"D crop {p.d_crop} is larger than G crop {p.crop}")
+    if p.kind == "discriminate" and p.d_batch < 2:
+        raise bad("d_batch", "a discriminate phase needs d_batch >= 2 (half real, half fake)")
     w = p.weights
     if min(dataclasses.astuple(w)) < 0:
         raise bad("weights", "loss weights must be >= 0")
