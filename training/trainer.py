@@ -9,8 +9,8 @@ history buffer replays the uninterrupted run exactly (deterministic CPU kernels)
 
 Devices: ``cpu`` or ``cuda`` (bfloat16 autocast when ``amp``); under ``torchrun``
 (``WORLD_SIZE`` > 1) models are wrapped in DistributedDataParallel, each rank draws its own
-crops (``rank`` is part of every seed) with ``batch / world_size`` per rank, and only rank 0
-writes files.
+crops (``rank`` is part of every seed) with ``batch / world_size`` per rank, G's batch norm
+is synchronised across GPUs, and only rank 0 writes files.
 
 Stopping: SIGINT (Ctrl-C) or ``max_steps`` finish the current unit, write
 ``checkpoints/last.pt`` and return; the entry point exits with 130 after Ctrl-C, 0 otherwise.
@@ -168,6 +168,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":  # batch statistics over the global batch, as on one GPU
+                self.g = nn.SyncBatchNorm.convert_sync_batchnorm(self.g)
             self.g_train = DDP(self.g, device_ids=ids)
             self.d_train = DDP(self.d_train, device_ids=ids)
         self.phase_idx, self.step, self.unit, self.wall = 0, 0, 0, 0.0
