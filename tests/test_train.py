@@ -154,6 +154,14 @@ def test_resume_refuses_corrupt_and_foreign_checkpoints(data: Path, full_run: Pa
         load_checkpoint(tmp_path / "nothing.pt")
 
 
+def test_cli_resume_uses_the_stored_config(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    common = ["--no-progress", "--low", str(data / "low"), "--high", str(data / "high"), "--out", str(tmp_path)]
+    assert main(["--config", "quick", *common, "--max-steps", "2"]) == 0
+    assert main([*common, "--resume", "--set", "phases.gan.iterations=1"]) == 0  # --config defaults to paper: ignored
+    assert "finished after 9 units" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "generator.pt")["config"]["phases"][2]["iterations"] == 1
+
+
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):

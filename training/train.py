@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.checkpoint import CheckpointError
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, TrainConfig
 
 __all__ = ["TrainArgs", "parse_args", "main"]
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress)
     try:
-        cfg: TrainConfig = resolve_config(load_config(args.config, args.overrides), opts, args.overrides)
+        cfg: TrainConfig = resolve_config(args.config, opts, args.overrides)
         result = train(cfg, opts)
     except (ConfigError, DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -44,6 +44,7 @@ from training.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    load_config,
 )
 from training.losses import bce_fake_loss, bce_real_loss, histogram_loss, l1_loss, ms_ssim_loss, spectrum_loss
 from training.models import DRNN, Discriminator
@@ -125,13 +126,18 @@ def _load_data(cfg: TrainConfig, opts: RunOptions) -> _Data:
     return data
 
 
-def resolve_config(cfg: TrainConfig, opts: RunOptions, overrides: tuple[str, ...] = ()) -> TrainConfig:
-    """The config to run: ``cfg``, or on ``--resume`` the one stored in ``last.pt`` plus ``overrides``."""
+def resolve_config(config: str | Path, opts: RunOptions, overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """The config to run: the named config or YAML file ``config`` with ``overrides``, or on
+    ``--resume`` with an existing ``OUT/checkpoints/last.pt`` the config stored in it (plus
+    ``overrides``; ``config`` is then ignored)."""
     last = Path(opts.out) / "checkpoints" / "last.pt"
     if not (opts.resume and last.exists()):
-        return cfg
+        return load_config(config, overrides)
     stored = load_checkpoint(last, require=("config",))["config"]
-    return config_from_dict(apply_overrides(stored, overrides))
+    try:
+        return config_from_dict(apply_overrides(stored, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"config stored in {last}: {exc}") from None
 
 
 class Trainer:
