@@ -150,6 +150,7 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
     keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
     stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
     with ExitStack() as stack:
+        _route_signals(stop, stack)
         sockets: list[zmq.Socket] = []
         try:
             _authenticate(ctx, keys, stack)
@@ -174,7 +175,6 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
         receiver = Receiver(sub, inbox, stats, cfg.limits)
         despeckle = DespeckleStage(engine, inbox, outbox, stats, cfg.roi)
         publisher = Publisher(pub, outbox, stats, sinks, cfg.frames, cfg.limits)
-        _route_signals(stop, stack)
         threads.start("receive", receiver)
         threads.start("despeckle", despeckle)
         threads.start("publish", publisher)
@@ -199,6 +199,7 @@ def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
     keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
     stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
     with ExitStack() as stack:
+        _route_signals(stop, stack)
         sockets: list[zmq.Socket] = []
         try:
             _authenticate(ctx, keys, stack)
@@ -208,7 +209,6 @@ def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
             log.error("%s", exc)
             return _close(sockets, ctx, stack, clean=True, status=1)
         log.info("publishing --source %s on %s", grabber.source.name, endpoint_of(grabber.sock))
-        _route_signals(stop, stack)
         threads.start("grab", grabber)
         _supervise(stop, stats, threads, lambda: not threads.alive("grab"), cfg.status_s)
         return _shutdown(stop, threads, stats, sockets, ctx, stack)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,10 +100,17 @@ class IgtlServer:
 
         self._pyigtl = pyigtl
         self.device_name = device_name
+        if threading.current_thread() is not threading.main_thread():
+            raise SinkError(f"--igtl {port}: pyigtl's server can only be started from the main thread")
+        # pyigtl installs its own SIGINT/SIGTERM handlers; the caller's handlers stay in charge.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.server = pyigtl.OpenIGTLinkServer(port=port, local_server=True)
         except OSError as exc:
             raise SinkError(f"--igtl {port}: cannot listen: {exc}") from exc
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
     def write(self, source: np.ndarray, image: np.ndarray, meta: dict[str, Any]) -> None:
         if not self.server.is_connected():

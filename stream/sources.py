@@ -89,7 +89,7 @@ def _files(path: Path) -> Iterator[np.ndarray]:
     from training.data import iter_frames
 
     try:
-        yield from iter_frames(path)
+        yield from iter_frames(path, skip_bad=True)
     except (OSError, ValueError) as exc:
         raise SourceError(f"--source {path}: {exc}") from exc
 

@@ -194,3 +194,42 @@ def test_bad_start_up_fails_fast_with_one_line(caplog: pytest.LogCaptureFixture,
         assert time.monotonic() - start < 5.0
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and flag in errors[0] and "\n" not in errors[0], (flag, errors)
+
+
+def test_image_folder_source_skips_a_bad_file(tmp_path: Path) -> None:
+    folder, record = tmp_path / "scans", tmp_path / "out"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, size=(40, 56), dtype=np.uint8) for _ in range(4)]
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"img_{i}.png"), image)
+    (folder / "img_9_broken.png").write_bytes(b"not a png")
+    with running(_config(SourceConfig(spec=str(folder), fps=20.0), free_endpoint(), record=record)) as status:
+        assert _wait_status(status, 10.0) == [0]
+    written = sorted(record.glob("*.png"))
+    assert 1 <= len(written) <= 4
+    for path in written:  # identity backend: each recorded frame is one of the inputs, unchanged
+        out = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert any(np.array_equal(out, image) for image in images)
+
+
+def test_dicom_cine_source_carries_pixel_spacing(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
+    ds.set_pixel_data(np.random.default_rng(6).integers(0, 256, size=(30, 32, 48), dtype=np.uint8), "MONOCHROME2", 8)
+    ds.PixelSpacing = [0.3, 0.2]
+    path = tmp_path / "cine.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    publish = free_endpoint()
+    with Subscriber(publish) as sub, running(_config(SourceConfig(spec=str(path), fps=30.0, loop=True), publish)):
+        frame = sub.receive(10.0)
+    assert frame is not None
+    assert frame[0].shape == (32, 48) and frame[1]["spacing_mm"] == [0.3, 0.2] and frame[1]["source"] == "cine.dcm"
