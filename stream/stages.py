@@ -32,7 +32,7 @@ from stream.roi import Region, despeckle_frame
 from stream.sinks import Sink, SinkError
 from stream.sources import Source, SourceError, SourceStalled
 from stream.stats import Stats
-from stream.transport import receive
+from stream.transport import receive, send
 
 __all__ = ["Item", "Grabber", "Receiver", "DespeckleStage", "Publisher", "POLL_S", "HOST"]
 
@@ -137,7 +137,7 @@ class Grabber:
             self.stats.add("errors")
             log.warning("--source %s: frame %d refused: %s", self.source.name, meta["seq"], exc)
             return
-        self.sock.send_multipart(parts, copy=False)
+        send(self.sock, parts)
         self.stats.add("grabbed")
 
 
@@ -238,7 +238,7 @@ class Publisher:
     def publish(self, item: Item) -> None:
         _stamp(item.meta, "publish")
         parts = encode_frame(item.image, item.meta, self.limits)
-        self.sock.send_multipart(parts, copy=False)
+        send(self.sock, parts)
         self.stats.observe("latency", latency_ms(item.meta))
         self.stats.add("out")
         self.published += 1

@@ -16,7 +16,7 @@ import zmq
 from stream.protocol import DEFAULT_LIMITS, Limits
 from stream.security import CurveKeys
 
-__all__ = ["HWM", "TransportError", "bind_publisher", "connect_subscriber", "receive", "endpoint_of"]
+__all__ = ["HWM", "TransportError", "bind_publisher", "connect_subscriber", "send", "receive", "endpoint_of"]
 
 #: high-water mark (messages) on every socket of the chain.
 HWM = 2
@@ -79,6 +79,18 @@ def connect_subscriber(
         sock.close()
         raise
     return sock
+
+
+def send(sock: zmq.Socket, parts: list) -> None:
+    """Send one message (zero-copy) on a ``PUB`` socket without spurious drops.
+
+    Reading ``EVENTS`` first makes libzmq process the socket's pending commands, among them the
+    connection's acknowledgement of the messages it has taken.  ``send`` alone skips them when it
+    is called within about a millisecond of the previous call, so with ``SNDHWM = 2`` a publisher
+    sending faster than that dropped about one frame in three that its subscriber was ready for.
+    """
+    sock.getsockopt(zmq.EVENTS)
+    sock.send_multipart(parts, copy=False)
 
 
 def receive(sock: zmq.Socket, timeout_ms: int) -> list[zmq.Frame] | None:
