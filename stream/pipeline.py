@@ -40,8 +40,9 @@ log = logging.getLogger("stream")
 
 #: in-process link between the grabber and despeckler threads of ``python -m stream.run``.
 INPROC = "inproc://grabbed"
-#: how long shutdown waits for the stage threads, seconds.
-JOIN_S = 1.0
+#: how long shutdown waits for the stage threads, seconds (a CPU inference of a 256x256 frame
+#: takes about 1 s on 2 cores; SIGINT must end the process within 2 s).
+JOIN_S = 1.5
 #: after a finite source ends, the chain stops once nothing has moved for this long, seconds.
 DRAIN_S = 0.3
 
@@ -79,6 +80,17 @@ class _Threads:
     def alive(self, name: str) -> bool:
         return self.threads[name].is_alive()
 
+    def when_ended(self, name: str, close: Callable[[], None]) -> Callable[[], None]:
+        """``close`` wrapped to run only if thread ``name`` has ended (or never started): an engine
+        is not closed under an inference still running in a thread left behind."""
+
+        def guarded() -> None:
+            thread = self.threads.get(name)
+            if thread is None or not thread.is_alive():
+                close()
+
+        return guarded
+
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s in all for every thread; True if all ended."""
         deadline = time.monotonic() + timeout
@@ -113,7 +125,7 @@ def _grabber(cfg: SourceConfig, sock: zmq.Socket, stats: Stats, frames: int | No
     return Grabber(source, itertools.chain([first], rest), sock, stats, cfg.fps, cfg.loop, frames, limits)
 
 
-def _sinks(cfg: ChainConfig, stack: ExitStack) -> list[Sink]:
+def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
     sinks: list[Sink] = []
     out = cfg.output
     if out.record is not None:
@@ -126,7 +138,7 @@ def _sinks(cfg: ChainConfig, stack: ExitStack) -> list[Sink]:
         except SinkError as exc:
             log.warning("%s; going on without it", exc)
     for sink in sinks:
-        stack.callback(sink.close)
+        stack.callback(threads.when_ended("publish", sink.close))
     return sinks
 
 
@@ -159,12 +171,12 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
                 sockets.append(bind_publisher(ctx, INPROC))
                 grabber, upstream = _grabber(cfg.source, sockets[-1], stats, None, cfg.limits), INPROC
             engine = _open_engine(cfg)
-            stack.callback(engine.close)
+            stack.callback(threads.when_ended("despeckle", engine.close))
             sub = connect_subscriber(ctx, upstream, keys, cfg.limits, flag="--source")
             sockets.append(sub)
             pub = bind_publisher(ctx, cfg.output.publish, keys)
             sockets.append(pub)
-            sinks = _sinks(cfg, stack)
+            sinks = _sinks(cfg, stack, threads)
         except _STARTUP_ERRORS as exc:
             log.error("%s", exc)
             return _close(sockets, ctx, stack, clean=True, status=1)
