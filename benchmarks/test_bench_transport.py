@@ -2,7 +2,7 @@
 
 * ``test_encode`` / ``test_decode``: :func:`stream.protocol.encode_frame` and ``decode_frame`` of
   one ``uint8`` frame (both zero-copy: the cost is the JSON header and the checks).
-* ``test_zmq_hop``: send one encoded frame on a ``PUB`` socket and receive and decode it on a
+* ``test_zmq_hop``: send one encoded frame (:func:`stream.transport.send`) on a ``PUB`` socket and receive and decode it on a
   ``SUB`` socket over TCP loopback (the sockets of :mod:`stream.transport`), one frame in flight.
 * ``test_chain_identity``: one frame from a test ``PUB`` socket through ``run_chain`` (receiver,
   ``identity`` despeckler, publisher threads) to a :class:`stream.client.Subscriber`: two hops,
@@ -25,15 +25,10 @@ from stream.config import ChainConfig, OutputConfig, SourceConfig
 from stream.pipeline import run_chain
 from stream.protocol import decode_frame, encode_frame
 from stream.stages import HOST
-from stream.transport import bind_publisher, connect_subscriber, endpoint_of, receive
+from stream.transport import bind_publisher, connect_subscriber, endpoint_of, receive, send
 
 #: how long a benchmark waits for one frame before it fails, seconds.
 WAIT_S = 5.0
-#: untimed pause before each frame of the socket benchmarks, seconds.  libzmq applies the
-#: receiver's "read" acknowledgements to a PUB socket lazily (about once a millisecond), so with
-#: the chain's SNDHWM of 2 a PUB that sends frames back to back, well under a millisecond apart,
-#: drops some even when its subscriber keeps up; at 30-1000 frames/s they are further apart.
-GAP_S = 0.001
 
 
 def _meta(seq: int) -> dict:
@@ -79,10 +74,6 @@ def _connect(send, get) -> None:
         pass
 
 
-def _pause() -> None:
-    time.sleep(GAP_S)
-
-
 @pytest.fixture
 def rounds(request: pytest.FixtureRequest) -> int:
     """Timed frames of the socket benchmarks: 500 (1 with ``--bench-short``)."""
@@ -98,13 +89,13 @@ def test_zmq_hop(benchmark, hop, frame, rounds) -> None:
         return None if got is None else decode_frame(got)
 
     def one_hop():
-        pub.send_multipart(parts, copy=False)
+        send(pub, parts)
         got = get(WAIT_S)
         assert got is not None, "a frame was lost on loopback"
         return got
 
-    _connect(lambda: pub.send_multipart(parts, copy=False), get)
-    image, _ = benchmark.pedantic(one_hop, setup=_pause, rounds=rounds)
+    _connect(lambda: send(pub, parts), get)
+    image, _ = benchmark.pedantic(one_hop, rounds=rounds)
     np.testing.assert_array_equal(image, frame)
 
 
@@ -120,7 +111,7 @@ def test_chain_identity(benchmark, frame, rounds) -> None:
     try:
         with Subscriber(publish, context=ctx) as sub:
             def send() -> None:
-                pub.send_multipart(encode_frame(frame, _meta(next(seq))), copy=False)
+                send(pub, encode_frame(frame, _meta(next(seq))))
 
             def through():
                 send()
@@ -129,7 +120,7 @@ def test_chain_identity(benchmark, frame, rounds) -> None:
                 return got
 
             _connect(send, sub.receive)
-            image, meta = benchmark.pedantic(through, setup=_pause, rounds=rounds)
+            image, meta = benchmark.pedantic(through, rounds=rounds)
     finally:
         stop.set()
         chain.join(5.0)
