@@ -141,22 +141,22 @@ def histogram_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def spectrum_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """L1 distance between the log power spectra of ``a`` and ``b`` along each image axis.
+    """L1 distance between the smoothed 2-D log power spectra of ``a`` and ``b``.
 
-    ``P_lat(u) = mean over images and rows of |FFT(row - mean(row))(u)|^2 / W`` (and
-    ``P_ax(v)`` likewise over columns); loss ``= mean_u |log(P_lat,a + eps) - log(P_lat,b +
-    eps)| + mean_v |log P_ax,a - log P_ax,b|``.  A power spectrum is the Fourier transform of
-    the autocorrelation, so matching the two 1-D spectra matches the axial and lateral speckle
-    grain (autocorrelation widths) without asking pixels to coincide; averaging over rows
-    (columns) keeps the estimate stable on small batches.
+    ``P(u, v) = box3x3( mean_n |FFT2(a_n - mean(a_n))(u, v)|^2 / (H W) )`` (the 3x3 running
+    mean over neighbouring frequencies, wrapped around, steadies the periodogram of a small
+    batch); loss ``= mean_{u,v} |log(P_a + eps) - log(P_b + eps)|``.  A power spectrum is the
+    Fourier transform of the autocorrelation, so matching it matches the speckle grain in
+    every direction (axial, lateral and oblique: no oriented texture can hide) without asking
+    pixels to coincide.
     """
 
-    def log_power(t: torch.Tensor, dim: int) -> torch.Tensor:
+    def log_power(t: torch.Tensor) -> torch.Tensor:
         t = t.float()
-        t = t - t.mean(dim=dim, keepdim=True)
-        spec = torch.fft.rfft(t, dim=dim, norm="ortho")
-        power = spec.real**2 + spec.imag**2
-        other = [d for d in range(power.ndim) if d != dim % power.ndim]
-        return torch.log(power.mean(dim=other) + eps)
+        t = t - t.mean(dim=(-2, -1), keepdim=True)
+        spec = torch.fft.fft2(t, norm="ortho")
+        power = (spec.real**2 + spec.imag**2).mean(dim=0, keepdim=True)
+        power = F.avg_pool2d(F.pad(power, (1, 1, 1, 1), mode="circular"), 3, stride=1)
+        return torch.log(power + eps)
 
-    return sum((log_power(a, d) - log_power(b, d)).abs().mean() for d in (-1, -2))
+    return (log_power(a) - log_power(b)).abs().mean()
