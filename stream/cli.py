@@ -61,8 +61,14 @@ def _region(text: str) -> Region:
 
 def add_source_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("source")
-    g.add_argument("--source", default="sim", help="sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://... | tcp://HOST:PORT (default: sim)")
-    g.add_argument("--fps", type=_positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)")
+    g.add_argument(
+        "--source",
+        default="sim",
+        help="sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://... | tcp://HOST:PORT (default: sim)",
+    )
+    g.add_argument(
+        "--fps", type=_positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)"
+    )
     g.add_argument("--size", type=_size, default=(256, 256), help="sim frame size, N or HxW (default: 256)")
     g.add_argument("--seed", type=int, default=0, help="sim phantom seed (default: 0)")
     g.add_argument("--loop", action="store_true", help="start a file or folder again at its end")
@@ -70,28 +76,90 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
 
 def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("despeckler and outputs")
-    g.add_argument("--backend", default="auto", help="engine backend: auto, onnxruntime, torch, tensorrt, identity (default: auto)")
+    g.add_argument(
+        "--backend",
+        default="auto",
+        help="engine backend: auto, onnxruntime, torch, tensorrt, identity (default: auto)",
+    )
     g.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights)")
-    g.add_argument("--roi", type=_region, default=None, help="x,y,w,h: despeckle only this box (default: whole grey frame, or the image region found on a colour screen)")
-    g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint the despeckled stream is published on (default: tcp://127.0.0.1:5556)")
-    g.add_argument("--igtl", type=_positive_int, default=None, metavar="PORT", help="also serve OpenIGTLink IMAGE messages on 127.0.0.1:PORT (e.g. 18944)")
-    g.add_argument("--record", type=Path, default=None, metavar="PATH", help="record the despeckled stream: PATH.avi (Motion-JPEG) or a folder of PNGs")
-    g.add_argument("--preview", action="store_true", help="show input | despeckled in a window (needs a display and a GUI build of OpenCV)")
+    g.add_argument(
+        "--roi",
+        type=_region,
+        default=None,
+        help="x,y,w,h: despeckle only this box (default: whole grey frame, or the image region found on a colour screen)",
+    )
+    g.add_argument(
+        "--publish",
+        default="tcp://127.0.0.1:5556",
+        help="endpoint the despeckled stream is published on (default: tcp://127.0.0.1:5556)",
+    )
+    g.add_argument(
+        "--igtl",
+        type=_positive_int,
+        default=None,
+        metavar="PORT",
+        help="also serve OpenIGTLink IMAGE messages on 127.0.0.1:PORT (e.g. 18944)",
+    )
+    g.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="record the despeckled stream: PATH.avi (Motion-JPEG) or a folder of PNGs",
+    )
+    g.add_argument(
+        "--preview",
+        action="store_true",
+        help="show input | despeckled in a window (needs a display and a GUI build of OpenCV)",
+    )
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="stop after N frames (default: run until Ctrl-C)")
-    g.add_argument("--curve-keys", type=Path, default=None, metavar="DIR", help="encrypt and authenticate with the CURVE keys in DIR (python -m stream.keys)")
-    g.add_argument("--max-dim", type=_positive_int, default=Limits.max_dim, help="largest accepted frame side, pixels (default: %(default)s)")
-    g.add_argument("--max-frame-mb", type=_positive_float, default=Limits.max_pixel_bytes / 2**20, help="largest accepted frame, MiB (default: %(default)s)")
-    g.add_argument("--status", type=_positive_float, default=1.0, metavar="SECONDS", help="status line interval (default: 1)")
+    g.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N frames (default: run until Ctrl-C)",
+    )
+    g.add_argument(
+        "--curve-keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="encrypt and authenticate with the CURVE keys in DIR (python -m stream.keys)",
+    )
+    g.add_argument(
+        "--max-dim",
+        type=_positive_int,
+        default=Limits.max_dim,
+        help="largest accepted frame side, pixels (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-frame-mb",
+        type=_positive_float,
+        default=Limits.max_pixel_bytes / 2**20,
+        help="largest accepted frame, MiB (default: %(default)s)",
+    )
+    g.add_argument(
+        "--status",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="status line interval (default: 1)",
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="log every malformed message")
 
 
 def setup_logging(verbose: bool) -> None:
     """Log lines ``HH:MM:SS message`` on stderr."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
 
 
 def _limits(args: argparse.Namespace) -> Limits:

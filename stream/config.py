@@ -8,7 +8,14 @@ from pathlib import Path
 from stream.protocol import Limits
 from stream.roi import Region
 
-__all__ = ["SourceConfig", "OutputConfig", "ChainConfig", "GrabberConfig", "GRAB_ENDPOINT", "PUBLISH_ENDPOINT"]
+__all__ = [
+    "SourceConfig",
+    "OutputConfig",
+    "ChainConfig",
+    "GrabberConfig",
+    "GRAB_ENDPOINT",
+    "PUBLISH_ENDPOINT",
+]
 
 #: default endpoint of a stand-alone grabber (``python -m stream.grabber``).
 GRAB_ENDPOINT = "tcp://127.0.0.1:5555"

@@ -14,7 +14,11 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream.despeckler", description=__doc__)
-    parser.add_argument("--subscribe", default=GRAB_ENDPOINT, help=f"grabber endpoint, tcp:// or ipc:// (default: {GRAB_ENDPOINT})")
+    parser.add_argument(
+        "--subscribe",
+        default=GRAB_ENDPOINT,
+        help=f"grabber endpoint, tcp:// or ipc:// (default: {GRAB_ENDPOINT})",
+    )
     add_despeckle_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)

@@ -15,7 +15,11 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream.grabber", description=__doc__)
     add_source_args(parser)
-    parser.add_argument("--publish", default=GRAB_ENDPOINT, help=f"endpoint to publish the frames on (default: {GRAB_ENDPOINT})")
+    parser.add_argument(
+        "--publish",
+        default=GRAB_ENDPOINT,
+        help=f"endpoint to publish the frames on (default: {GRAB_ENDPOINT})",
+    )
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

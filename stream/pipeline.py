@@ -47,7 +47,6 @@ JOIN_S = 1.5
 DRAIN_S = 0.3
 
 
-
 class BackendError(RuntimeError):
     """``--backend``/``--weights`` name a despeckler that cannot be built here."""
 
@@ -107,7 +106,9 @@ def _route_signals(stop: threading.Event, stack: ExitStack) -> None:
         stack.callback(signal.signal, sig, signal.signal(sig, lambda *_: stop.set()))
 
 
-def _supervise(stop: threading.Event, stats: Stats, threads: _Threads, done: Callable[[], bool], every: float) -> None:
+def _supervise(
+    stop: threading.Event, stats: Stats, threads: _Threads, done: Callable[[], bool], every: float
+) -> None:
     """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true."""
     due = time.monotonic() + every
     while not stop.wait(POLL_S):
@@ -118,7 +119,9 @@ def _supervise(stop: threading.Event, stats: Stats, threads: _Threads, done: Cal
             due += every
 
 
-def _grabber(cfg: SourceConfig, sock: zmq.Socket, stats: Stats, frames: int | None, limits: Limits) -> Grabber:
+def _grabber(
+    cfg: SourceConfig, sock: zmq.Socket, stats: Stats, frames: int | None, limits: Limits
+) -> Grabber:
     source = open_source(cfg.spec, cfg.size, cfg.seed)
     first, rest = first_frame(source)
     stats.label = f"source {source.name}"
@@ -227,7 +230,12 @@ def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
 
 
 def _shutdown(
-    stop: threading.Event, threads: _Threads, stats: Stats, sockets: list[zmq.Socket], ctx: zmq.Context, stack: ExitStack
+    stop: threading.Event,
+    threads: _Threads,
+    stats: Stats,
+    sockets: list[zmq.Socket],
+    ctx: zmq.Context,
+    stack: ExitStack,
 ) -> int:
     """Stop the stages, print the last status line, close everything; return the exit status."""
     stop.set()

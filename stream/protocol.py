@@ -42,7 +42,17 @@ _INT64_MAX = 2**63 - 1
 _MAX_TEXT = 256
 _MAX_STAMPS = 32
 #: header fields every message carries; ``spacing_mm`` may be null, the rest may not.
-_REQUIRED = ("version", "seq", "source", "host", "capture_mono_ns", "capture_wall_ns", "stamps", "shape", "dtype")
+_REQUIRED = (
+    "version",
+    "seq",
+    "source",
+    "host",
+    "capture_mono_ns",
+    "capture_wall_ns",
+    "stamps",
+    "shape",
+    "dtype",
+)
 
 
 class ProtocolError(ValueError):
@@ -104,7 +114,9 @@ def _spacing(value: Any) -> None:
     ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
     ok = ok and all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in value)
     if not ok:
-        raise ProtocolError(f"header field 'spacing_mm' must be null or [row_mm, col_mm] > 0, got {value!r:.60}")
+        raise ProtocolError(
+            f"header field 'spacing_mm' must be null or [row_mm, col_mm] > 0, got {value!r:.60}"
+        )
 
 
 def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[int, ...], np.dtype]:
@@ -118,7 +130,9 @@ def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[int, .
     if missing:
         raise ProtocolError(f"header lacks field(s) {', '.join(missing)}")
     if meta["version"] != PROTOCOL_VERSION or type(meta["version"]) is not int:
-        raise ProtocolError(f"protocol version {meta['version']!r:.20} is not supported (want {PROTOCOL_VERSION})")
+        raise ProtocolError(
+            f"protocol version {meta['version']!r:.20} is not supported (want {PROTOCOL_VERSION})"
+        )
     for key in ("seq", "capture_mono_ns", "capture_wall_ns"):
         _int(meta, key)
     _text(meta, "source")
@@ -134,9 +148,13 @@ def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[int, .
     shape = _shape(meta["shape"], limits)
     dtype = DTYPES.get(meta["dtype"]) if isinstance(meta["dtype"], str) else None
     if dtype is None:
-        raise ProtocolError(f"header field 'dtype' must be one of {sorted(DTYPES)}, got {meta['dtype']!r:.30}")
+        raise ProtocolError(
+            f"header field 'dtype' must be one of {sorted(DTYPES)}, got {meta['dtype']!r:.30}"
+        )
     if math.prod(shape) * dtype.itemsize > limits.max_pixel_bytes:
-        raise ProtocolError(f"frame of {shape} {meta['dtype']} exceeds the {limits.max_pixel_bytes}-byte limit")
+        raise ProtocolError(
+            f"frame of {shape} {meta['dtype']} exceeds the {limits.max_pixel_bytes}-byte limit"
+        )
     return shape, dtype
 
 
@@ -144,7 +162,9 @@ def _reject_constant(name: str) -> None:
     raise ProtocolError(f"header holds the non-JSON number {name}")
 
 
-def encode_frame(image: np.ndarray, meta: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> list[bytes | memoryview]:
+def encode_frame(
+    image: np.ndarray, meta: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> list[bytes | memoryview]:
     """Encode ``image`` (``uint8``/``uint16``, ``(H, W)`` or ``(H, W, 3)``) and its header.
 
     ``meta`` supplies every field of the header except ``shape``, ``dtype`` and ``version``, which are
@@ -154,7 +174,9 @@ def encode_frame(image: np.ndarray, meta: Mapping[str, Any], limits: Limits = DE
     """
     if not isinstance(image, np.ndarray):
         raise ProtocolError(f"image must be a numpy array, got {type(image).__name__}")
-    name = next((n for n, d in DTYPES.items() if image.dtype.kind == "u" and image.dtype.itemsize == d.itemsize), None)
+    name = next(
+        (n for n, d in DTYPES.items() if image.dtype.kind == "u" and image.dtype.itemsize == d.itemsize), None
+    )
     if name is None:
         raise ProtocolError(f"image dtype {image.dtype} is not one of {sorted(DTYPES)}")
     header = {**meta, "version": PROTOCOL_VERSION, "shape": list(image.shape), "dtype": name}
@@ -191,7 +213,9 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple
     shape, dtype = check_meta(meta, limits)
     expected = math.prod(shape) * dtype.itemsize
     if body.nbytes != expected:
-        raise ProtocolError(f"pixel part has {body.nbytes} bytes, the header's {shape} {meta['dtype']} needs {expected}")
+        raise ProtocolError(
+            f"pixel part has {body.nbytes} bytes, the header's {shape} {meta['dtype']} needs {expected}"
+        )
     image = np.frombuffer(body, dtype=dtype).reshape(shape)
     image.flags.writeable = False
     return image, meta

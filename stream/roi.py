@@ -27,7 +27,15 @@ import numpy as np
 
 from engine.base import FrameError
 
-__all__ = ["Region", "ScreenOptions", "to_uint8", "grey_mask", "find_image_region", "despeckle_frame", "parse_region"]
+__all__ = [
+    "Region",
+    "ScreenOptions",
+    "to_uint8",
+    "grey_mask",
+    "find_image_region",
+    "despeckle_frame",
+    "parse_region",
+]
 
 #: (x, y, w, h) in pixels: column and row of the top-left corner, width and height.
 Region = tuple[int, int, int, int]
@@ -107,7 +115,9 @@ def despeckle_frame(
     for a colour screen.  Raises :class:`engine.base.FrameError` for a frame it cannot handle.
     """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
-        raise FrameError(f"frame must be an (H, W) or (H, W, C) array, got {getattr(image, 'shape', type(image))}")
+        raise FrameError(
+            f"frame must be an (H, W) or (H, W, C) array, got {getattr(image, 'shape', type(image))}"
+        )
     image = to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]

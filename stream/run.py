@@ -22,7 +22,9 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m stream.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_source_args(parser)
     add_despeckle_args(parser)
     add_common_args(parser)

@@ -31,7 +31,9 @@ class SecurityError(RuntimeError):
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        raise SecurityError(f"--curve-keys: missing key file {path} (make keys with: python -m stream.keys --out DIR)")
+        raise SecurityError(
+            f"--curve-keys: missing key file {path} (make keys with: python -m stream.keys --out DIR)"
+        )
     try:
         return zmq.auth.load_certificate(path)
     except (ValueError, OSError) as exc:

@@ -72,7 +72,9 @@ class Recorder:
         frame = _bgr(image)
         if self._writer is None:
             self._size = (frame.shape[1], frame.shape[0])
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, self._size)
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, self._size
+            )
             if not self._writer.isOpened():
                 raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer")
         if (frame.shape[1], frame.shape[0]) != self._size:
@@ -136,7 +138,9 @@ def has_display() -> str | None:
     """``None`` if OpenCV can open windows here, else the one-line reason it cannot."""
     if re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
         return "this OpenCV build has no GUI (opencv-python-headless); install opencv-python for --preview"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         return "no display (DISPLAY is not set)"
     return None
 

@@ -67,7 +67,9 @@ def _capture(target: int | str, name: str, live: bool, params: list[int]) -> Ite
     cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG if params else cv2.CAP_ANY, params)
     try:
         if not cap.isOpened():
-            raise (SourceStalled if live else SourceError)(f"--source {name}: cannot open it (no such device or stream?)")
+            raise (SourceStalled if live else SourceError)(
+                f"--source {name}: cannot open it (no such device or stream?)"
+            )
         while True:
             ok, frame = cap.read()
             if not ok:
@@ -120,19 +122,32 @@ def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) ->
     does not exist or a spec that names nothing known.
     """
     if spec == "sim":
-        return Source("sim", live=False, paced=True, opener=lambda: _sim(size, seed), spacing_mm=(SIM_PIXEL_MM, SIM_PIXEL_MM))
+        return Source(
+            "sim",
+            live=False,
+            paced=True,
+            opener=lambda: _sim(size, seed),
+            spacing_mm=(SIM_PIXEL_MM, SIM_PIXEL_MM),
+        )
     match = re.fullmatch(r"capture(\d+)", spec)
     if match:
         index = int(match.group(1))
         return Source(spec, live=True, paced=False, opener=lambda: _capture(index, spec, True, []))
     if spec.startswith(("rtsp://", "http://", "https://")):
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            STREAM_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            STREAM_TIMEOUT_MS,
+        ]
         return Source(spec, live=True, paced=False, opener=lambda: _capture(spec, spec, True, params))
     if is_subscription(spec):
         raise SourceError(f"--source {spec}: a subscription, not a grabber source")
     path = Path(spec)
     if not path.exists():
-        raise SourceError(f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://, tcp://)")
+        raise SourceError(
+            f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://, tcp://)"
+        )
     if path.is_dir():
         return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path))
     if path.suffix.lower() in _DICOM_SUFFIXES:

@@ -172,6 +172,7 @@ class Receiver:
             if self.slot.put(Item(image, meta)):
                 self.stats.add("dropped")
 
+
 @dataclass
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``."""

@@ -30,7 +30,9 @@ class TransportError(RuntimeError):
     """An endpoint that cannot be bound or connected (the text names the flag and endpoint)."""
 
 
-def bind_publisher(ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = None, flag: str = "--publish") -> zmq.Socket:
+def bind_publisher(
+    ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = None, flag: str = "--publish"
+) -> zmq.Socket:
     """A ``PUB`` socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
     sock = ctx.socket(zmq.PUB)
     sock.linger = 0

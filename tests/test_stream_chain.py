@@ -49,7 +49,9 @@ def running(cfg: ChainConfig) -> Iterator[list[int]]:
 
 
 def _config(source: SourceConfig, publish: str, **options) -> ChainConfig:
-    output = OutputConfig(publish=publish, **{k: options.pop(k) for k in ("record", "preview") if k in options})
+    output = OutputConfig(
+        publish=publish, **{k: options.pop(k) for k in ("record", "preview") if k in options}
+    )
     return ChainConfig(source=source, output=output, backend="identity", status_s=0.2, **options)
 
 
@@ -68,7 +70,14 @@ def _last_counts(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
 
 def _grabbed_meta(seq: int) -> dict:
     now = time.time_ns()
-    return {"seq": seq, "source": "test", "host": HOST, "capture_mono_ns": time.monotonic_ns(), "capture_wall_ns": now, "stamps": {}}
+    return {
+        "seq": seq,
+        "source": "test",
+        "host": HOST,
+        "capture_mono_ns": time.monotonic_ns(),
+        "capture_wall_ns": now,
+        "stamps": {},
+    }
 
 
 def test_despeckler_survives_malformed_messages_and_odd_frames(caplog: pytest.LogCaptureFixture) -> None:
@@ -89,7 +98,12 @@ def test_despeckler_survives_malformed_messages_and_odd_frames(caplog: pytest.Lo
         np.zeros((8, 8), np.uint8),  # below the engine's 16x16 minimum: refused, counted
         rng.integers(0, 256, size=(64, 80), dtype=np.uint8),
     ]
-    garbage = [[b"junk"], [b"{not json", b""], [b'{"seq": 1}', b"x"], [*encode_frame(frames[0], _grabbed_meta(0))[:1], b"short"]]
+    garbage = [
+        [b"junk"],
+        [b"{not json", b""],
+        [b'{"seq": 1}', b"x"],
+        [*encode_frame(frames[0], _grabbed_meta(0))[:1], b"short"],
+    ]
     with running(_config(SourceConfig(spec=grab), publish)) as status, Subscriber(publish) as sub:
         seq = 0
         while sub.receive(0.05) is None:  # until the whole chain is connected
@@ -183,7 +197,9 @@ def test_bad_start_up_fails_fast_with_one_line(caplog: pytest.LogCaptureFixture,
     caplog.set_level(logging.INFO)
     cases = {
         "--source": _config(SourceConfig(spec=str(tmp_path / "missing.avi")), free_endpoint()),
-        "--backend": ChainConfig(source=SIM, output=OutputConfig(publish=free_endpoint()), backend="nonesuch"),
+        "--backend": ChainConfig(
+            source=SIM, output=OutputConfig(publish=free_endpoint()), backend="nonesuch"
+        ),
         "--publish": _config(SIM, "tcp://127.0.0.1:not-a-port"),
         "--curve-keys": _config(SIM, free_endpoint(), curve_keys=tmp_path / "nokeys"),
     }
@@ -223,13 +239,26 @@ def test_dicom_cine_source_carries_pixel_spacing(tmp_path: Path) -> None:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
-    ds.set_pixel_data(np.random.default_rng(6).integers(0, 256, size=(30, 32, 48), dtype=np.uint8), "MONOCHROME2", 8)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+        "US",
+    )
+    ds.set_pixel_data(
+        np.random.default_rng(6).integers(0, 256, size=(30, 32, 48), dtype=np.uint8), "MONOCHROME2", 8
+    )
     ds.PixelSpacing = [0.3, 0.2]
     path = tmp_path / "cine.dcm"
     ds.save_as(path, enforce_file_format=True)
     publish = free_endpoint()
-    with Subscriber(publish) as sub, running(_config(SourceConfig(spec=str(path), fps=30.0, loop=True), publish)):
+    with (
+        Subscriber(publish) as sub,
+        running(_config(SourceConfig(spec=str(path), fps=30.0, loop=True), publish)),
+    ):
         frame = sub.receive(10.0)
     assert frame is not None
-    assert frame[0].shape == (32, 48) and frame[1]["spacing_mm"] == [0.3, 0.2] and frame[1]["source"] == "cine.dcm"
+    assert (
+        frame[0].shape == (32, 48)
+        and frame[1]["spacing_mm"] == [0.3, 0.2]
+        and frame[1]["source"] == "cine.dcm"
+    )

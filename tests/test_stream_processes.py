@@ -26,7 +26,14 @@ def free_port() -> int:
 
 def start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop_within(proc: subprocess.Popen, sig: int, limit: float = 2.0) -> tuple[float, str]:
@@ -43,13 +50,30 @@ def stop_within(proc: subprocess.Popen, sig: int, limit: float = 2.0) -> tuple[f
 
 def test_grabber_and_despeckler_processes_deliver_frames_in_order() -> None:
     grab, out = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    grabber = start("stream.grabber", "--source", "sim", "--size", "48x64", "--fps", "20", "--publish", grab, "--status", "0.5")
-    despeckler = start("stream.despeckler", "--subscribe", grab, "--publish", out, "--backend", "identity", "--status", "0.5")
+    grabber = start(
+        "stream.grabber",
+        "--source",
+        "sim",
+        "--size",
+        "48x64",
+        "--fps",
+        "20",
+        "--publish",
+        grab,
+        "--status",
+        "0.5",
+    )
+    despeckler = start(
+        "stream.despeckler", "--subscribe", grab, "--publish", out, "--backend", "identity", "--status", "0.5"
+    )
     try:
         with Subscriber(out) as sub:
             frames = [sub.receive(15.0) for _ in range(6)]
     finally:
-        timings = {name: stop_within(proc, signal.SIGINT) for name, proc in (("grabber", grabber), ("despeckler", despeckler))}
+        timings = {
+            name: stop_within(proc, signal.SIGINT)
+            for name, proc in (("grabber", grabber), ("despeckler", despeckler))
+        }
     assert all(f is not None for f in frames), timings
     seqs = [meta["seq"] for _, meta in frames]
     assert seqs == sorted(seqs) and len(set(seqs)) == 6
@@ -57,7 +81,9 @@ def test_grabber_and_despeckler_processes_deliver_frames_in_order() -> None:
         assert image.shape == (48, 64) and image.dtype == np.uint8
         assert meta["source"] == "sim" and meta["spacing_mm"] == [0.25, 0.25]
         assert set(meta["stamps"]) == {"grab", "receive", "despeckle", "publish"}
-        assert meta["capture_wall_ns"] <= meta["stamps"]["grab"] <= meta["stamps"]["publish"] <= time.time_ns()
+        assert (
+            meta["capture_wall_ns"] <= meta["stamps"]["grab"] <= meta["stamps"]["publish"] <= time.time_ns()
+        )
     for name, proc in (("grabber", grabber), ("despeckler", despeckler)):
         seconds, err = timings[name]
         assert proc.returncode == 0, err
@@ -76,7 +102,17 @@ def test_missing_capture_device_is_a_clear_error() -> None:
 def test_run_serves_openigtlink_and_stops_on_sigterm() -> None:
     pyigtl = pytest.importorskip("pyigtl")
     port = free_port()
-    proc = start("stream.run", "--backend", "identity", "--size", "32x40", "--igtl", str(port), "--publish", f"tcp://127.0.0.1:{free_port()}")
+    proc = start(
+        "stream.run",
+        "--backend",
+        "identity",
+        "--size",
+        "32x40",
+        "--igtl",
+        str(port),
+        "--publish",
+        f"tcp://127.0.0.1:{free_port()}",
+    )
     client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
     try:
         message = client.wait_for_message("Despeckled", timeout=15)

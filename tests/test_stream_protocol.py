@@ -24,7 +24,8 @@ def _meta(seq: int = 7) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("shape", "dtype"), [((48, 64), np.uint8), ((48, 64), np.uint16), ((30, 40, 3), np.uint8), ((1, 1), np.uint8)]
+    ("shape", "dtype"),
+    [((48, 64), np.uint8), ((48, 64), np.uint16), ((30, 40, 3), np.uint8), ((1, 1), np.uint8)],
 )
 def test_round_trip_keeps_pixels_and_metadata(shape, dtype) -> None:
     rng = np.random.default_rng(0)

@@ -23,7 +23,9 @@ def _screen() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     speckle = rng.gamma(2.0, 40.0, size=(160, 200)).clip(20, 255).astype(np.uint8)
     screen[40:200, 60:260] = speckle[:, :, None]
     cv2.putText(screen, "MI 0.9 TIS 0.4", (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-    screen[90:130, 120:170] = rng.integers(0, 2, size=(40, 50, 1)) * np.array([255, 0, 0]) + np.array([0, 0, 200])
+    screen[90:130, 120:170] = rng.integers(0, 2, size=(40, 50, 1)) * np.array([255, 0, 0]) + np.array(
+        [0, 0, 200]
+    )
     screen[45:195, 250:254] = (0, 220, 255)
     return screen, (60, 40, 200, 160)
 
@@ -81,7 +83,11 @@ def test_uint16_is_scaled_to_uint8() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [np.zeros((8, 8), np.float32), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.uint8) + (0, 0, 255)],
+    [
+        np.zeros((8, 8), np.float32),
+        np.zeros((8, 8, 4), np.uint8),
+        np.zeros((8, 8, 3), np.uint8) + (0, 0, 255),
+    ],
     ids=["float32", "four channels", "no grey region"],
 )
 def test_frames_it_cannot_handle_raise_frame_error(frame) -> None:
