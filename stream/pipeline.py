@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -106,9 +107,7 @@ def _route_signals(stop: threading.Event, stack: ExitStack) -> None:
         stack.callback(signal.signal, sig, signal.signal(sig, lambda *_: stop.set()))
 
 
-def _supervise(
-    stop: threading.Event, stats: Stats, threads: _Threads, done: Callable[[], bool], every: float
-) -> None:
+def _supervise(stop: threading.Event, stats: Stats, done: Callable[[], bool], every: float) -> None:
     """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true."""
     due = time.monotonic() + every
     while not stop.wait(POLL_S):
@@ -152,108 +151,124 @@ def _open_engine(cfg: ChainConfig) -> Despeckler:
         raise BackendError(f"--backend {cfg.backend}: {exc}") from exc
 
 
-def _authenticate(ctx: zmq.Context, keys: CurveKeys | None, stack: ExitStack) -> None:
-    if keys is not None:
-        stack.callback(start_authenticator(ctx, keys).stop)
+class _Process:
+    """What one process of the chain shares: the stop event (set by SIGINT/SIGTERM), the stats, the
+    stage threads, the ZeroMQ context and sockets, and the closers of outputs, engine and
+    authenticator.  Use as a context manager; :meth:`shutdown` (also on leaving) closes it all once."""
+
+    def __init__(self, stop: threading.Event | None, curve_keys: Path | None) -> None:
+        self.stop = stop or threading.Event()
+        self.keys = CurveKeys(curve_keys) if curve_keys else None
+        self.stats = Stats()
+        self.threads = _Threads(self.stop)
+        self.ctx = zmq.Context()
+        self.stack = ExitStack()
+        self.sockets: list[zmq.Socket] = []
+        self._authenticating = False
+        self._status: int | None = None
+
+    def __enter__(self) -> _Process:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _route_signals(self.stop, self.stack)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def bind(self, endpoint: str, flag: str = "--publish") -> zmq.Socket:
+        """A publisher on ``endpoint``; in secure mode the authenticator starts with the first one."""
+        if self.keys is not None and not self._authenticating and not endpoint.startswith("inproc://"):
+            self.stack.callback(start_authenticator(self.ctx, self.keys).stop)
+            self._authenticating = True
+        self.sockets.append(bind_publisher(self.ctx, endpoint, self.keys, flag))
+        return self.sockets[-1]
+
+    def connect(self, endpoint: str, limits: Limits, flag: str) -> zmq.Socket:
+        self.sockets.append(connect_subscriber(self.ctx, endpoint, self.keys, limits, flag))
+        return self.sockets[-1]
+
+    def fail(self, exc: Exception) -> int:
+        """Report a start-up error in one line and close; returns exit status 1."""
+        log.error("%s", exc)
+        self._status = 1
+        return self.shutdown()
+
+    def run_until(self, done: Callable[[], bool], every: float) -> int:
+        """Print the status line every ``every`` s until stopped or ``done()``; then shut down."""
+        _supervise(self.stop, self.stats, done, every)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """Stop the stages (waiting up to ``JOIN_S``), print the last status line, close outputs,
+        engine, authenticator, sockets and context.  Sockets of a thread left behind are left to
+        the process exit.  Returns the exit status: 1 after a start-up error or a failed stage."""
+        if self.stack is None:
+            return self._status or 0
+        self.stop.set()
+        joined = self.threads.join(JOIN_S)
+        if self.threads.threads:
+            log.info(self.stats.line())
+        if not joined:
+            log.warning("a stage did not stop within %.1f s; leaving it behind", JOIN_S)
+        self.stack.close()
+        self.stack = None
+        if joined:
+            for sock in self.sockets:
+                sock.close(linger=0)
+            self.ctx.destroy(linger=0)
+        if self._status is None:
+            self._status = 1 if self.threads.failed else 0
+        return self._status
 
 
 def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
     """Run grab (unless subscribing) -> despeckle -> publish until ``stop``, a signal, ``cfg.frames``
     published frames or the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
-    stop = stop or threading.Event()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
-    stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
-    with ExitStack() as stack:
-        _route_signals(stop, stack)
-        sockets: list[zmq.Socket] = []
+    with _Process(stop, cfg.curve_keys) as proc:
         try:
-            _authenticate(ctx, keys, stack)
             grabber, upstream = None, cfg.source.spec
             if not is_subscription(upstream):
-                sockets.append(bind_publisher(ctx, INPROC))
-                grabber, upstream = _grabber(cfg.source, sockets[-1], stats, None, cfg.limits), INPROC
+                grabber, upstream = (
+                    _grabber(cfg.source, proc.bind(INPROC), proc.stats, None, cfg.limits),
+                    INPROC,
+                )
             engine = _open_engine(cfg)
-            stack.callback(threads.when_ended("despeckle", engine.close))
-            sub = connect_subscriber(ctx, upstream, keys, cfg.limits, flag="--source")
-            sockets.append(sub)
-            pub = bind_publisher(ctx, cfg.output.publish, keys)
-            sockets.append(pub)
-            sinks = _sinks(cfg, stack, threads)
+            proc.stack.callback(proc.threads.when_ended("despeckle", engine.close))
+            sub = proc.connect(upstream, cfg.limits, flag="--source")
+            pub = proc.bind(cfg.output.publish)
+            sinks = _sinks(cfg, proc.stack, proc.threads)
         except _STARTUP_ERRORS as exc:
-            log.error("%s", exc)
-            return _close(sockets, ctx, stack, clean=True, status=1)
-        stats.label = " | ".join(filter(None, [f"backend {engine.describe()}", stats.label]))
+            return proc.fail(exc)
+        proc.stats.label = " | ".join(filter(None, [f"backend {engine.describe()}", proc.stats.label]))
         log.info("publishing despeckled frames on %s", endpoint_of(pub))
         inbox: LatestSlot[Item] = LatestSlot()
         outbox: LatestSlot[Item] = LatestSlot()
-        receiver = Receiver(sub, inbox, stats, cfg.limits)
-        despeckle = DespeckleStage(engine, inbox, outbox, stats, cfg.roi)
-        publisher = Publisher(pub, outbox, stats, sinks, cfg.frames, cfg.limits)
-        threads.start("receive", receiver)
-        threads.start("despeckle", despeckle)
-        threads.start("publish", publisher)
+        receiver = Receiver(sub, inbox, proc.stats, cfg.limits)
+        despeckle = DespeckleStage(engine, inbox, outbox, proc.stats, cfg.roi)
+        publisher = Publisher(pub, outbox, proc.stats, sinks, cfg.frames, cfg.limits)
+        proc.threads.start("receive", receiver)
+        proc.threads.start("despeckle", despeckle)
+        proc.threads.start("publish", publisher)
         if grabber is not None:
-            threads.start("grab", grabber)
+            proc.threads.start("grab", grabber)
 
         def drained() -> bool:
             """A finite source ended and its last frame went through."""
             idle = time.monotonic() - receiver.last_arrival > DRAIN_S
             quiet = inbox.empty() and outbox.empty() and not despeckle.busy and not publisher.busy
-            return grabber is not None and not threads.alive("grab") and idle and quiet
+            return grabber is not None and not proc.threads.alive("grab") and idle and quiet
 
-        _supervise(stop, stats, threads, drained, cfg.status_s)
-        return _shutdown(stop, threads, stats, sockets, ctx, stack)
+        return proc.run_until(drained, cfg.status_s)
 
 
 def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
     """Publish ``cfg.source`` on ``cfg.publish`` until ``stop``, a signal, ``cfg.frames`` frames or
     the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
-    stop = stop or threading.Event()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    keys = CurveKeys(cfg.curve_keys) if cfg.curve_keys else None
-    stats, threads, ctx = Stats(), _Threads(stop), zmq.Context()
-    with ExitStack() as stack:
-        _route_signals(stop, stack)
-        sockets: list[zmq.Socket] = []
+    with _Process(stop, cfg.curve_keys) as proc:
         try:
-            _authenticate(ctx, keys, stack)
-            sockets.append(bind_publisher(ctx, cfg.publish, keys))
-            grabber = _grabber(cfg.source, sockets[-1], stats, cfg.frames, cfg.limits)
+            grabber = _grabber(cfg.source, proc.bind(cfg.publish), proc.stats, cfg.frames, cfg.limits)
         except _STARTUP_ERRORS as exc:
-            log.error("%s", exc)
-            return _close(sockets, ctx, stack, clean=True, status=1)
+            return proc.fail(exc)
         log.info("publishing --source %s on %s", grabber.source.name, endpoint_of(grabber.sock))
-        threads.start("grab", grabber)
-        _supervise(stop, stats, threads, lambda: not threads.alive("grab"), cfg.status_s)
-        return _shutdown(stop, threads, stats, sockets, ctx, stack)
-
-
-def _shutdown(
-    stop: threading.Event,
-    threads: _Threads,
-    stats: Stats,
-    sockets: list[zmq.Socket],
-    ctx: zmq.Context,
-    stack: ExitStack,
-) -> int:
-    """Stop the stages, print the last status line, close everything; return the exit status."""
-    stop.set()
-    joined = threads.join(JOIN_S)
-    log.info(stats.line())
-    if not joined:
-        log.warning("a stage did not stop within %.1f s; leaving it behind", JOIN_S)
-    return _close(sockets, ctx, stack, clean=joined, status=1 if threads.failed else 0)
-
-
-def _close(sockets: list[zmq.Socket], ctx: zmq.Context, stack: ExitStack, clean: bool, status: int) -> int:
-    """Close outputs, engine and authenticator (``stack``), then the sockets and the context.
-
-    Sockets still owned by a running thread (``clean`` false) are left to the process exit.
-    """
-    stack.close()
-    if clean:
-        for sock in sockets:
-            sock.close(linger=0)
-        ctx.destroy(linger=0)
-    return status
+        proc.threads.start("grab", grabber)
+        return proc.run_until(lambda: not proc.threads.alive("grab"), cfg.status_s)

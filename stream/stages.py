@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +173,27 @@ class Receiver:
                 self.stats.add("dropped")
 
 
+def _work(
+    stage: DespeckleStage | Publisher,
+    inbox: LatestSlot[Item],
+    stop: threading.Event,
+    handle: Callable[[Item], bool],
+) -> bool:
+    """Feed the newest item of ``inbox`` to ``handle`` until ``stop`` is set (returns True) or
+    ``handle`` returns False (returns False); ``stage.busy`` is True while an item is handled."""
+    while not stop.is_set():
+        item = inbox.get(POLL_S)
+        if item is None:
+            continue
+        stage.busy = True
+        try:
+            if not handle(item):
+                return False
+        finally:
+            stage.busy = False
+    return True
+
+
 @dataclass
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``."""
@@ -185,28 +206,22 @@ class DespeckleStage:
     busy: bool = False
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            item = self.inbox.get(POLL_S)
-            if item is None:
-                continue
-            self.busy = True
-            try:
-                self.process(item)
-            finally:
-                self.busy = False
+        _work(self, self.inbox, stop, self.process)
 
-    def process(self, item: Item) -> None:
+    def process(self, item: Item) -> bool:
+        """Despeckle one frame into the outbox; always asks for the next one (returns True)."""
         start = time.perf_counter()
         try:
             out = despeckle_frame(item.image, self.engine.infer, self.region)
         except FrameError as exc:
             self.stats.add("errors")
             log.warning("frame %s from %s refused: %s", item.meta["seq"], item.meta["source"], exc)
-            return
+            return True
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
         if self.outbox.put(Item(out, item.meta, item.image)):
             self.stats.add("dropped")
+        return True
 
 
 @dataclass
@@ -223,20 +238,12 @@ class Publisher:
     busy: bool = False
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            item = self.inbox.get(POLL_S)
-            if item is None:
-                continue
-            self.busy = True
-            try:
-                self.publish(item)
-            finally:
-                self.busy = False
-            if self.max_frames is not None and self.published >= self.max_frames:
-                log.info("published %d frames (--frames); stopping", self.published)
-                stop.set()
+        if not _work(self, self.inbox, stop, self.publish):
+            log.info("published %d frames (--frames); stopping", self.published)
+            stop.set()
 
-    def publish(self, item: Item) -> None:
+    def publish(self, item: Item) -> bool:
+        """Publish one frame and feed the sinks; False once ``max_frames`` frames are out."""
         _stamp(item.meta, "publish")
         parts = encode_frame(item.image, item.meta, self.limits)
         send(self.sock, parts)
@@ -251,3 +258,4 @@ class Publisher:
                 log.error("%s; this output is switched off", exc)
                 self.sinks.remove(sink)
                 sink.close()
+        return self.max_frames is None or self.published < self.max_frames

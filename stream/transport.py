@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import zmq
 
 from stream.protocol import DEFAULT_LIMITS, Limits
@@ -30,26 +32,41 @@ class TransportError(RuntimeError):
     """An endpoint that cannot be bound or connected (the text names the flag and endpoint)."""
 
 
+def _socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    sock.heartbeat_ivl = HEARTBEAT_MS
+    sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
+    return sock
+
+
+def _attach(
+    sock: zmq.Socket,
+    attach: Callable[[str], object],
+    endpoint: str,
+    flag: str,
+    secure: Callable[[zmq.Socket], None] | None,
+) -> zmq.Socket:
+    """Apply CURVE (not on ``inproc://``) and bind or connect; close the socket on any failure."""
+    try:
+        if secure is not None and not endpoint.startswith("inproc://"):
+            secure(sock)
+        attach(endpoint)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, zmq.ZMQError):
+            raise TransportError(f"{flag} {endpoint}: cannot {attach.__name__}: {exc}") from exc
+        raise
+    return sock
+
+
 def bind_publisher(
     ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = None, flag: str = "--publish"
 ) -> zmq.Socket:
     """A ``PUB`` socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
-    sock = ctx.socket(zmq.PUB)
-    sock.linger = 0
+    sock = _socket(ctx, zmq.PUB)
     sock.sndhwm = HWM
-    sock.heartbeat_ivl = HEARTBEAT_MS
-    sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
-    try:
-        if keys is not None and not endpoint.startswith("inproc://"):
-            keys.apply_server(sock)
-        sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise TransportError(f"{flag} {endpoint}: cannot bind: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _attach(sock, sock.bind, endpoint, flag, keys.apply_server if keys else None)
 
 
 def connect_subscriber(
@@ -60,27 +77,14 @@ def connect_subscriber(
     flag: str = "--subscribe",
 ) -> zmq.Socket:
     """A ``SUB`` socket subscribed to everything published at ``endpoint``."""
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
+    sock = _socket(ctx, zmq.SUB)
     sock.rcvhwm = HWM
     sock.reconnect_ivl = RECONNECT_MS
     sock.reconnect_ivl_max = RECONNECT_MAX_MS
-    sock.heartbeat_ivl = HEARTBEAT_MS
-    sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
     sock.heartbeat_ttl = HEARTBEAT_TIMEOUT_MS
     sock.maxmsgsize = limits.max_message_bytes
     sock.subscribe(b"")
-    try:
-        if keys is not None and not endpoint.startswith("inproc://"):
-            keys.apply_client(sock)
-        sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise TransportError(f"{flag} {endpoint}: cannot connect: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _attach(sock, sock.connect, endpoint, flag, keys.apply_client if keys else None)
 
 
 def send(sock: zmq.Socket, parts: list) -> None:
