@@ -5,20 +5,24 @@
     from stream.client import Subscriber
 
     with Subscriber("tcp://127.0.0.1:5556") as sub:
-        for image, meta in sub:              # blocks until the next frame
+        for image, meta in sub:              # blocks until a newer frame is there
             print(meta["seq"], image.shape)
 
     frame = sub.latest(timeout=0.5)          # newest frame, or None after 0.5 s
 
+A background thread takes every message off the socket as it arrives and keeps only the newest
+frame, so a reader slower than the stream always gets a recent frame: nothing piles up in ZeroMQ's
+queue or the kernel's TCP buffers.  Frames it replaced before they were read are counted in
+:attr:`Subscriber.dropped`; frames the publisher numbered but that never arrived in
+:attr:`Subscriber.gaps`; malformed messages are skipped and counted in :attr:`Subscriber.malformed`.
+
 The socket reconnects by itself when the publisher restarts (every 100 ms, at most 1 s apart) and
 exchanges heartbeats, so a dead publisher is noticed within 3 s; nothing on this side stalls.
-Malformed messages are skipped and counted in :attr:`Subscriber.malformed`; frames the publisher
-numbered but this subscriber never saw are counted in :attr:`Subscriber.gaps`.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from stream.latest import LatestSlot
 from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, SequenceTracker, decode_frame
 from stream.security import CurveKeys
 from stream.transport import connect_subscriber, receive
@@ -34,12 +39,16 @@ __all__ = ["Subscriber"]
 
 Frame = tuple[np.ndarray, dict[str, Any]]
 
+#: how often the receiving thread checks whether it should stop, milliseconds.
+_POLL_MS = 100
+
 
 class Subscriber:
     """A subscription to a publisher of this protocol (``stream.run``, ``stream.grabber``).
 
     ``curve_keys``: the key directory of ``python -m stream.keys`` when the publisher runs with
     ``--curve-keys``.  Images are read-only views of the received buffers (copy to modify).
+    A bad endpoint or key directory raises at once (``TransportError``, ``SecurityError``).
     """
 
     def __init__(
@@ -51,54 +60,58 @@ class Subscriber:
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
-        self._ctx = context or zmq.Context.instance()
         keys = CurveKeys(Path(curve_keys)) if curve_keys is not None else None
-        self._sock = connect_subscriber(self._ctx, endpoint, keys, limits, flag="Subscriber")
+        sock = connect_subscriber(context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber")
+        self._slot: LatestSlot[Frame] = LatestSlot()
         self._sequence = SequenceTracker()
+        self._stop = threading.Event()
         self.malformed = 0
         self.gaps = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._receive_loop, args=(sock,), name="Subscriber", daemon=True)
+        self._thread.start()
 
-    def _decode(self, parts: list[zmq.Frame]) -> Frame | None:
+    def _receive_loop(self, sock: zmq.Socket) -> None:
+        """Own ``sock``: decode every message, keep the newest frame; close the socket at the end."""
         try:
-            image, meta = decode_frame(parts, self.limits)
-        except ProtocolError:
-            self.malformed += 1
-            return None
-        self.gaps += self._sequence.update(meta)
-        return image, meta
+            while not self._stop.is_set():
+                parts = receive(sock, _POLL_MS)
+                if parts is None:
+                    continue
+                try:
+                    image, meta = decode_frame(parts, self.limits)
+                except ProtocolError:
+                    self.malformed += 1
+                    continue
+                self.gaps += self._sequence.update(meta)
+                if self._slot.put((image, meta)):
+                    self.dropped += 1
+        finally:
+            sock.close(linger=0)
+            self._slot.close()
 
     def receive(self, timeout: float | None = None) -> Frame | None:
-        """The next frame in arrival order, waiting at most ``timeout`` s (``None``: for ever)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            parts = receive(self._sock, wait_ms)
-            if parts is None:
-                return None
-            frame = self._decode(parts)
+        """The newest frame not yet returned, waiting at most ``timeout`` s for one (``None``: for
+        ever); ``None`` if none arrives in time or the subscriber is closed."""
+        while timeout is None and not self._stop.is_set():
+            frame = self._slot.get(_POLL_MS / 1000)
             if frame is not None:
                 return frame
+        return self._slot.get(timeout or 0.0)
 
     def latest(self, timeout: float = 0.0) -> Frame | None:
-        """The newest frame, discarding older ones already queued; ``None`` if none arrives within
-        ``timeout`` s."""
-        newest = self.receive(timeout)
-        while newest is not None:
-            frame = self.receive(0)
-            if frame is None:
-                break
-            newest = frame
-        return newest
+        """The newest frame not yet returned, or ``None`` if none arrives within ``timeout`` s."""
+        return self.receive(timeout)
 
     def __iter__(self) -> Iterator[Frame]:
-        while True:
-            frame = self.receive(None)
-            if frame is not None:
-                yield frame
+        """Frames in arrival order, each the newest at the time it is taken; ends when closed."""
+        while (frame := self.receive(None)) is not None:
+            yield frame
 
     def close(self) -> None:
-        """Close the socket (``LINGER = 0``: returns at once)."""
-        self._sock.close(linger=0)
+        """Stop the receiving thread and close the socket (``LINGER = 0``: within 0.1 s)."""
+        self._stop.set()
+        self._thread.join()
 
     def __enter__(self) -> Subscriber:
         return self
