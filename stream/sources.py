@@ -19,6 +19,7 @@ a DICOM file           the frames of a (cine) DICOM file                      no
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = ["Source", "SourceError", "SourceStalled", "open_source", "first_frame
 #: FFmpeg open and read time-outs for network streams, milliseconds.
 STREAM_TIMEOUT_MS = 5000
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+#: longest wait for a source's first frame at start-up, seconds.
+FIRST_FRAME_S = 10.0
 #: pixel size of the simulator's frames, mm.
 SIM_PIXEL_MM = 0.25
 
@@ -156,14 +159,30 @@ def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) ->
     return Source(path.name, live=False, paced=True, opener=lambda: _capture(str(path), spec, False, []))
 
 
-def first_frame(source: Source) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+def first_frame(source: Source, timeout: float = FIRST_FRAME_S) -> tuple[np.ndarray, Iterator[np.ndarray]]:
     """Open ``source`` and read its first frame: ``(frame, iterator over the rest)``.
 
-    Raises :class:`SourceError` (a one-line reason) if it cannot be opened or delivers nothing.
+    The first read runs in a helper thread so that a device that opens but never delivers cannot
+    hang the start: after ``timeout`` seconds it is given up (the thread is left to finish on its
+    own).  Raises :class:`SourceError` (a one-line reason) if the source cannot be opened, holds
+    no frames or delivers none in time.
     """
     frames = source.frames()
-    try:
-        frame = next(frames)
-    except StopIteration:
-        raise SourceError(f"--source {source.name}: holds no frames") from None
-    return frame, frames
+    result: list[np.ndarray | Exception] = []
+
+    def read() -> None:
+        try:
+            result.append(next(frames))
+        except Exception as exc:  # handed to the caller's thread below
+            result.append(exc)
+
+    reader = threading.Thread(target=read, name=f"first-frame {source.name}", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not result:
+        raise SourceError(f"--source {source.name}: no frame within {timeout:g} s")
+    if isinstance(result[0], StopIteration):
+        raise SourceError(f"--source {source.name}: holds no frames")
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return result[0], frames
