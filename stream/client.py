@@ -61,14 +61,18 @@ class Subscriber:
         self.endpoint = endpoint
         self.limits = limits
         keys = CurveKeys(Path(curve_keys)) if curve_keys is not None else None
-        sock = connect_subscriber(context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber")
+        sock = connect_subscriber(
+            context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber"
+        )
         self._slot: LatestSlot[Frame] = LatestSlot()
         self._sequence = SequenceTracker()
         self._stop = threading.Event()
         self.malformed = 0
         self.gaps = 0
         self.dropped = 0
-        self._thread = threading.Thread(target=self._receive_loop, args=(sock,), name="Subscriber", daemon=True)
+        self._thread = threading.Thread(
+            target=self._receive_loop, args=(sock,), name="Subscriber", daemon=True
+        )
         self._thread.start()
 
     def _receive_loop(self, sock: zmq.Socket) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import logging
 import re
 import shutil
@@ -19,6 +21,7 @@ import zmq
 
 from stream.client import Subscriber
 from stream.config import ChainConfig, OutputConfig, SourceConfig
+from stream.keys import main as keys_main
 from stream.pipeline import run_chain
 from stream.protocol import encode_frame
 from stream.security import create_keys
@@ -165,11 +168,7 @@ def test_curve_peer_without_the_key_receives_nothing(tmp_path: Path) -> None:
 
 def test_video_file_source_is_recorded_and_ends_cleanly(tmp_path: Path) -> None:
     video, record = tmp_path / "in.avi", tmp_path / "out.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
-    rng = np.random.default_rng(4)
-    for _ in range(12):
-        writer.write(cv2.cvtColor(rng.integers(0, 256, size=(48, 64), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
-    writer.release()
+    _write_avi(video, 12)
     with running(_config(SourceConfig(spec=str(video), fps=40.0), free_endpoint(), record=record)) as status:
         assert _wait_status(status, 10.0) == [0], "a finite source did not end the chain"
     cap = cv2.VideoCapture(str(record))
@@ -262,3 +261,73 @@ def test_dicom_cine_source_carries_pixel_spacing(tmp_path: Path) -> None:
         and frame[1]["spacing_mm"] == [0.3, 0.2]
         and frame[1]["source"] == "cine.dcm"
     )
+
+
+def _write_avi(path: Path, count: int, shape: tuple[int, int] = (48, 64), seed: int = 4) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (shape[1], shape[0]))
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        writer.write(cv2.cvtColor(rng.integers(0, 256, size=shape, dtype=np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
+def test_http_stream_that_drops_is_reopened_with_back_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _write_avi(tmp_path / "live.avi", 5)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def serve(port: int) -> http.server.ThreadingHTTPServer:
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", port), functools.partial(Quiet, directory=str(tmp_path))
+        )
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def retries() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+
+    server = serve(0)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/live.avi"
+    publish = free_endpoint()
+    with Subscriber(publish) as sub, running(_config(SourceConfig(spec=url), publish)):
+        assert sub.receive(10.0) is not None
+        server.shutdown()  # the stream drops: its 5 frames end and reopening is refused
+        server.server_close()
+        deadline = time.monotonic() + 10.0
+        while not any(m.endswith("retrying in 1.0 s") for m in retries()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server = serve(port)  # the stream is back
+        while sub.receive(0.0) is not None:
+            pass
+        again = sub.receive(10.0)
+    server.shutdown()
+    messages = retries()
+    assert messages[0].endswith("stopped delivering frames; retrying in 0.5 s")
+    doubled = next(i for i, m in enumerate(messages) if m.endswith("retrying in 1.0 s"))  # a refused reopen
+    assert messages[doubled].endswith("cannot open it (no such device or stream?); retrying in 1.0 s")
+    assert messages[doubled - 1].endswith("retrying in 0.5 s")
+    assert again is not None and again[0].shape == (48, 64)
+    assert _last_counts(caplog)["reconnects"] >= 2
+
+
+def test_keys_tool_writes_key_pairs_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert keys_main(["--out", str(tmp_path / "k")]) == 0
+    names = sorted(p.relative_to(tmp_path / "k").as_posix() for p in (tmp_path / "k").rglob("*.key*"))
+    assert names == [
+        "authorized/client.key",
+        "client.key",
+        "client.key_secret",
+        "server.key",
+        "server.key_secret",
+    ]
+    capsys.readouterr()
+    assert keys_main(["--out", str(tmp_path / "k")]) == 1
+    assert "already holds" in capsys.readouterr().err
