@@ -110,16 +110,16 @@ def test_chain_identity(benchmark, frame, rounds) -> None:
     seq = iter(range(10**9))
     try:
         with Subscriber(publish, context=ctx) as sub:
-            def send() -> None:
+            def send_one() -> None:
                 send(pub, encode_frame(frame, _meta(next(seq))))
 
             def through():
-                send()
+                send_one()
                 got = sub.receive(WAIT_S)
                 assert got is not None, "a frame was lost in the chain"
                 return got
 
-            _connect(send, sub.receive)
+            _connect(send_one, sub.receive)
             image, meta = benchmark.pedantic(through, rounds=rounds)
     finally:
         stop.set()
