@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -168,7 +169,9 @@ class _Process:
         self._status: int | None = None
 
     def __enter__(self) -> _Process:
+        # OpenCV's and FFmpeg's own messages would repeat our one-line errors in other words.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read at each open
         _route_signals(self.stop, self.stack)
         return self
 

@@ -69,10 +69,10 @@ def is_subscription(spec: str) -> bool:
 def _capture(target: int | str, name: str, live: bool, params: list[int]) -> Iterator[np.ndarray]:
     cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG if params else cv2.CAP_ANY, params)
     try:
+        if not cap.isOpened() and live:
+            raise SourceStalled(f"--source {name}: cannot open it (no such device or stream?)")
         if not cap.isOpened():
-            raise (SourceStalled if live else SourceError)(
-                f"--source {name}: cannot open it (no such device or stream?)"
-            )
+            raise SourceError(f"--source {name}: OpenCV cannot read it as a video")
         while True:
             ok, frame = cap.read()
             if not ok:

@@ -89,14 +89,15 @@ class Grabber:
         period = 1.0 / self.fps if self.source.paced and self.fps > 0 else 0.0
         due = time.monotonic()
         retry = RETRY_FIRST_S
+        since_open = 1  # the first frame was read before this stage started
         while not stop.is_set() and (self.max_frames is None or self.seq < self.max_frames):
             try:
                 frame = next(self.frames)
             except StopIteration:
-                if not self.loop:
+                if not self.loop or since_open == 0:
                     log.info("--source %s: end of stream after %d frames", self.source.name, self.seq)
                     return
-                self.frames = self.source.frames()
+                self.frames, since_open = self.source.frames(), 0
                 continue
             except SourceStalled as exc:
                 self.stats.add("reconnects")
@@ -104,13 +105,13 @@ class Grabber:
                 if stop.wait(retry):
                     return
                 retry = min(2 * retry, RETRY_MAX_S)
-                self.frames = self.source.frames()
+                self.frames, since_open = self.source.frames(), 0
                 continue
             except SourceError as exc:
                 self.stats.add("errors")
                 log.error("%s; end of stream", exc)
                 return
-            retry = RETRY_FIRST_S
+            retry, since_open = RETRY_FIRST_S, since_open + 1
             if period:
                 due += period
                 if stop.wait(max(0.0, due - time.monotonic())):
