@@ -31,7 +31,6 @@ __all__ = [
     "Region",
     "ScreenOptions",
     "to_uint8",
-    "grey_mask",
     "find_image_region",
     "despeckle_frame",
     "parse_region",
@@ -71,25 +70,45 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     raise FrameError(f"frame dtype {image.dtype} is neither uint8 nor uint16")
 
 
-def grey_mask(bgr: np.ndarray, tolerance: int = 4) -> np.ndarray:
-    """``(H, W)`` bool: the pixels whose channels differ by at most ``tolerance`` levels."""
-    spread = bgr.max(axis=2).astype(np.int16) - bgr.min(axis=2)
-    return spread <= tolerance
+def _spread_and_low(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel ``max(B, G, R) - min(B, G, R)`` and ``min(B, G, R)`` (OpenCV: ~15x numpy's speed)."""
+    b, g, r = cv2.split(bgr)
+    low = cv2.min(cv2.min(b, g), r)
+    return cv2.subtract(cv2.max(cv2.max(b, g), r), low), low
 
 
 def find_image_region(bgr: np.ndarray, options: ScreenOptions = ScreenOptions()) -> Region | None:
-    """The bounding box of the grey B-mode image on a BGR screen, or ``None`` if there is none."""
-    grey = grey_mask(bgr, options.grey_tolerance) & (bgr.min(axis=2) > options.black_level)
+    """The bounding box of the grey B-mode image on a BGR screen, or ``None`` if there is none.
+
+    The connected components are labelled on the closed mask shrunk by ``k = max(1, min(H, W) // 256)``
+    (any set pixel in a ``k x k`` cell counts); the largest one's box, grown by ``k``, is then
+    tightened to the set pixels of the full-resolution mask inside it.
+    """
+    return _find_region(*_spread_and_low(bgr), options)
+
+
+def _find_region(spread: np.ndarray, low: np.ndarray, options: ScreenOptions) -> Region | None:
+    grey = ((spread <= options.grey_tolerance) & (low > options.black_level)).astype(np.uint8)
     kernel = np.ones((options.close_px, options.close_px), np.uint8)
-    closed = cv2.morphologyEx(grey.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    closed = cv2.morphologyEx(grey, cv2.MORPH_CLOSE, kernel)
+    rows, cols = closed.shape
+    k = max(1, min(rows, cols) // 256)
+    small = (
+        cv2.resize(closed, (-(-cols // k), -(-rows // k)), interpolation=cv2.INTER_AREA) > 0
+        if k > 1
+        else closed
+    )
+    count, _, stats, _ = cv2.connectedComponentsWithStats(small.astype(np.uint8), connectivity=8)
     if count < 2:
         return None
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     x, y, w, h, area = (int(v) for v in stats[best])
-    if area < options.min_fraction * bgr.shape[0] * bgr.shape[1]:
+    if area * k * k < options.min_fraction * rows * cols:
         return None
-    return x, y, w, h
+    x0, y0 = max(0, (x - 1) * k), max(0, (y - 1) * k)
+    x1, y1 = min(cols, (x + w + 1) * k), min(rows, (y + h + 1) * k)
+    bx, by, bw, bh = cv2.boundingRect(closed[y0:y1, x0:x1])
+    return x0 + bx, y0 + by, bw, bh
 
 
 def _clip(region: Region, shape: tuple[int, ...]) -> Region:
@@ -124,7 +143,8 @@ def despeckle_frame(
     if image.ndim == 3 and image.shape[2] != 3:
         raise FrameError(f"frame must have 1 or 3 (BGR) channels, got {image.shape[2]}")
     if image.ndim == 3:
-        mask = grey_mask(image, options.grey_tolerance)
+        spread, low = _spread_and_low(image)
+        mask = spread <= options.grey_tolerance
         if mask.all():
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if image.ndim == 2:
@@ -135,13 +155,13 @@ def despeckle_frame(
         out[y : y + h, x : x + w] = despeckle(image[y : y + h, x : x + w])
         return out
     if region is None:
-        region = find_image_region(image, options)
+        region = _find_region(spread, low, options)
         if region is None:
             raise FrameError("colour frame has no grey-scale image region (give --roi x,y,w,h)")
     x, y, w, h = _clip(region, image.shape)
     box = image[y : y + h, x : x + w]
     clean = despeckle(cv2.cvtColor(box, cv2.COLOR_BGR2GRAY))
     out = image.copy()
-    keep = mask[y : y + h, x : x + w]
-    out[y : y + h, x : x + w][keep] = clean[keep][:, None]
+    keep = mask[y : y + h, x : x + w, np.newaxis]
+    np.copyto(out[y : y + h, x : x + w], cv2.cvtColor(clean, cv2.COLOR_GRAY2BGR), where=keep)
     return out
