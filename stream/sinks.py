@@ -92,7 +92,7 @@ class IgtlServer:
     """Serve the despeckled frames as OpenIGTLink ``IMAGE`` messages on ``127.0.0.1:port``.
 
     One message per published frame while a client is connected (nothing is queued for absent
-    clients).  Grey frames go out as 1-component ``uint8`` images of size ``(W, H, 1)``, BGR frames as
+    clients, and a frame not yet sent to a slow client is replaced by the next one).  Grey frames go out as 1-component ``uint8`` images of size ``(W, H, 1)``, BGR frames as
     3-component RGB.  The IJK-to-world matrix carries the pixel spacing (mm) when known, identity
     otherwise; the timestamp is the capture wall-clock time.
     """
@@ -128,6 +128,8 @@ class IgtlServer:
             timestamp=meta["capture_wall_ns"] / 1e9,
             device_name=self.device_name,
         )
+        with self.server.lock_outgoing_messages:  # latest frame wins here too: drop unsent ones
+            self.server.outgoing_messages.clear()
         self.server.send_message(message, wait=False)
 
     def close(self) -> None:
