@@ -246,7 +246,12 @@ class Publisher:
     def publish(self, item: Item) -> bool:
         """Publish one frame and feed the sinks; False once ``max_frames`` frames are out."""
         _stamp(item.meta, "publish")
-        parts = encode_frame(item.image, item.meta, self.limits)
+        try:  # e.g. a sender's header already full of stamps, with no room for ours
+            parts = encode_frame(item.image, item.meta, self.limits)
+        except ProtocolError as exc:
+            self.stats.add("errors")
+            log.warning("frame %s from %s not published: %s", item.meta["seq"], item.meta["source"], exc)
+            return True
         send(self.sock, parts)
         self.stats.observe("latency", latency_ms(item.meta))
         self.stats.add("out")

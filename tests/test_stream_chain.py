@@ -331,3 +331,33 @@ def test_keys_tool_writes_key_pairs_and_refuses_to_overwrite(
     capsys.readouterr()
     assert keys_main(["--out", str(tmp_path / "k")]) == 1
     assert "already holds" in capsys.readouterr().err
+
+
+def test_frame_whose_header_cannot_take_our_stamps_is_counted_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    grab, publish = free_endpoint(), free_endpoint()
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.linger = 0
+    pub.bind(grab)
+    frame = np.zeros((32, 32), np.uint8)
+    full = {**_grabbed_meta(0), "stamps": {f"stage{i}": 1 for i in range(32)}}  # the protocol's maximum
+
+    def refused() -> bool:
+        return any("not published" in r.getMessage() for r in caplog.records)
+
+    with running(_config(SourceConfig(spec=grab), publish)) as status, Subscriber(publish) as sub:
+        for seq in range(400):
+            pub.send_multipart(encode_frame(frame, {**full, "seq": seq}))
+            time.sleep(0.02)
+            if refused():
+                break
+        assert refused(), "no frame with a full header reached the publisher"
+        while sub.receive(0.05) is None:  # and the chain goes on with the next good frames
+            seq += 1
+            pub.send_multipart(encode_frame(frame, _grabbed_meta(seq)))
+            assert seq < 800, "the chain stopped delivering frames"
+        assert not status, "the chain stopped by itself"
+    pub.close()
+    assert _last_counts(caplog)["errors"] >= 1
