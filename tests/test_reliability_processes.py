@@ -261,12 +261,15 @@ def test_default_endpoints_listen_on_loopback_only(tmp_path: Path) -> None:
     ports = [int(GRAB_ENDPOINT.rsplit(":", 1)[1]), int(PUBLISH_ENDPOINT.rsplit(":", 1)[1])]
     if not all(_port_free(p) for p in ports):
         pytest.skip(f"a default port {ports} is in use on this machine")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        igtl = s.getsockname()[1]
     grabber = Stage(tmp_path / "grabber.log", "stream.grabber", "--size", "32x32")
-    run = Stage(tmp_path / "run.log", "stream.run", "--backend", "identity", "--size", "32x32")
+    run = Stage(tmp_path / "run.log", "stream.run", "--backend", "identity", "--size", "32x32", "--igtl", str(igtl))
     try:
         for stage in (grabber, run):
             stage.wait_for_line("publishing")
-        for port in ports:
+        for port in [*ports, igtl]:
             assert _listening(port) == ["0100007F"], f"port {port} listens on {_listening(port)}, not only 127.0.0.1"
     finally:
         for stage in (grabber, run):
