@@ -125,3 +125,44 @@ def test_run_serves_openigtlink_and_stops_on_sigterm() -> None:
     assert proc.returncode == 0, err
     assert seconds < 2.0, f"took {seconds:.2f} s to stop after SIGTERM"
     assert "in " in err and "latency p50" in err
+
+
+TORCH_BLOCKED = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+sys.meta_path.insert(0, NoTorch())
+from stream.run import main
+
+status = main(sys.argv[1:])
+assert "torch" not in sys.modules
+raise SystemExit(status)
+"""
+
+
+def test_live_chain_runs_without_torch() -> None:
+    args = [
+        "--backend",
+        "identity",
+        "--size",
+        "32",
+        "--frames",
+        "3",
+        "--publish",
+        f"tcp://127.0.0.1:{free_port()}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKED, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "published 3 frames" in proc.stderr
