@@ -51,7 +51,7 @@ from benchmarks.floor import Floor, compute_floor, conv_cost, cpu_name, measure_
 from benchmarks.modelfiles import ModelFiles, eager_baseline, model_files, weights_for
 from stream.client import Subscriber
 
-__all__ = ["LatencyConfig", "LatencyReport", "ChainError", "percentiles", "run_latency", "write_outputs", "main"]
+__all__ = ["LatencyConfig", "LatencyReport", "ChainError", "free_endpoint", "percentiles", "run_latency", "write_outputs", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the order of the stage columns; each is (name, later stamp, earlier stamp).
@@ -108,7 +108,8 @@ def percentiles(samples: list[float] | np.ndarray) -> dict[str, float]:
     return {"n": int(values.size), **stats, "max": float(values.max())}
 
 
-def _free_endpoint() -> str:
+def free_endpoint() -> str:
+    """A ``tcp://127.0.0.1:PORT`` endpoint whose port was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
@@ -226,7 +227,7 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
         if model:
             files = model_files(Path(tmp), tiny=cfg.tiny_model)
             notes.append(files.note)
-        grab, publish = _free_endpoint(), _free_endpoint()
+        grab, publish = free_endpoint(), free_endpoint()
         h, w = cfg.size
         common = ["--status", "1"]
         weights = cfg.weights or (weights_for(cfg.backend, files) if files else None)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import zmq
 
+from benchmarks.latency import free_endpoint
 from stream.client import Subscriber
 from stream.config import ChainConfig, OutputConfig, SourceConfig
 from stream.pipeline import run_chain
@@ -34,12 +34,6 @@ WAIT_S = 5.0
 def _meta(seq: int) -> dict:
     return {"seq": seq, "source": "bench", "host": HOST, "capture_mono_ns": time.monotonic_ns(),
             "capture_wall_ns": time.time_ns(), "stamps": {}}
-
-
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_encode(benchmark, frame) -> None:
@@ -100,7 +94,7 @@ def test_zmq_hop(benchmark, hop, frame, rounds) -> None:
 
 
 def test_chain_identity(benchmark, frame, rounds) -> None:
-    source, publish = _free_endpoint(), _free_endpoint()
+    source, publish = free_endpoint(), free_endpoint()
     ctx = zmq.Context()
     pub = bind_publisher(ctx, source)
     cfg = ChainConfig(source=SourceConfig(spec=source), output=OutputConfig(publish=publish), backend="identity", status_s=60.0)

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_stream_chain import free_endpoint
 
 from stream.client import Subscriber
 from stream.config import GRAB_ENDPOINT, PUBLISH_ENDPOINT
@@ -31,12 +32,6 @@ RESUME_S = 2.0
 RSS_MARGIN_KIB = 8 * 1024
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 class Stage:
