@@ -69,7 +69,10 @@ class ChainError(RuntimeError):
 @dataclass(frozen=True)
 class LatencyConfig:
     """``size``: (H, W) of the simulated frames; ``frames``: recorded after ``warmup`` discarded ones;
-    ``baseline_frames``: frames per side of the eager-PyTorch comparison (0: skip it)."""
+    ``baseline_frames``: frames per side of the eager-PyTorch comparison (0: skip it);
+    ``baseline_threads``: CPU threads of both sides of that comparison (None: each library's default,
+    all cores).  On a CPU shared with other work, 1 thread avoids the waits of multi-threaded kernels
+    for a busy core, which penalise the library with more parallel regions (eager PyTorch)."""
 
     backend: str = "identity"
     fps: float = 30.0
@@ -80,6 +83,7 @@ class LatencyConfig:
     weights: Path | None = None
     baseline_frames: int = 5
     tiny_model: bool = False
+    baseline_threads: int | None = None
 
 
 @dataclass
@@ -194,16 +198,22 @@ def _time_per_frame(fn, frame: np.ndarray, rounds: int) -> list[float]:
 
 def _baseline(cfg: LatencyConfig, files: ModelFiles) -> dict[str, Any]:
     """Median ms per frame of the chosen backend's ``infer`` and of eager PyTorch FP32, same frame."""
+    import torch
+
     from engine.registry import create_despeckler
 
     frame = np.random.default_rng(0).integers(0, 256, cfg.size, dtype=np.uint8)
-    with create_despeckler(cfg.backend, cfg.weights or weights_for(cfg.backend, files)) as engine:
+    threads = cfg.baseline_threads
+    options = {"threads": threads} if threads and cfg.backend in ("onnxruntime", "torch") else {}
+    with create_despeckler(cfg.backend, cfg.weights or weights_for(cfg.backend, files), **options) as engine:
         ours = _time_per_frame(engine.infer, frame, cfg.baseline_frames)
         describe = engine.describe()
+    if threads:
+        torch.set_num_threads(threads)
     eager = _time_per_frame(eager_baseline(files.checkpoint), frame, cfg.baseline_frames)
     ours_ms, eager_ms = float(np.median(ours)), float(np.median(eager))
     return {"backend": describe, "backend_ms": ours_ms, "eager_torch_fp32_ms": eager_ms, "speedup": eager_ms / ours_ms,
-            "rounds": cfg.baseline_frames}
+            "rounds": cfg.baseline_frames, "threads": torch.get_num_threads()}
 
 
 def _machine() -> dict[str, Any]:
@@ -286,8 +296,8 @@ def summary(report: LatencyReport) -> str:
                     f"despeckle p50 / floor = {measured / f['floor_s']:.1f}x ({f['device']['name']})")
     if report.baseline:
         b = report.baseline
-        rows.append(f"baseline: {b['backend_ms']:.1f} ms/frame vs eager PyTorch FP32 {b['eager_torch_fp32_ms']:.1f} ms/frame "
-                    f"-> {b['speedup']:.2f}x faster")
+        rows.append(f"baseline ({b['threads']} threads): {b['backend_ms']:.1f} ms/frame vs eager PyTorch FP32 "
+                    f"{b['eager_torch_fp32_ms']:.1f} ms/frame -> {b['speedup']:.2f}x faster")
     rows += [f"note: {n}" for n in report.notes]
     return "\n".join(rows)
 
@@ -350,13 +360,15 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
     p.add_argument("--out", type=Path, default=Path("runs/latency"), help="output folder (default: runs/latency)")
     p.add_argument("--weights", type=Path, default=None, help="model file for the backend (default: shipped, else a random full-size DRNN)")
     p.add_argument("--baseline-frames", type=int, default=5, help="frames per side of the eager-PyTorch comparison, 0 skips it (default: 5)")
+    p.add_argument("--baseline-threads", type=_positive(int), default=None, help="CPU threads of both sides of the eager-PyTorch comparison (default: all cores)")
     p.add_argument("--tiny-model", action="store_true", help="a tiny random DRNN instead of the full size (smoke runs only)")
     a = p.parse_args(argv)
     if a.warmup < 0 or a.baseline_frames < 0:
         p.error("--warmup and --baseline-frames must be >= 0")
     if a.weights is not None and not a.weights.is_file():
         p.error(f"--weights {a.weights}: no such file")
-    return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model)
+    return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
+                         a.baseline_threads)
 
 
 def main(argv: list[str] | None = None) -> int:

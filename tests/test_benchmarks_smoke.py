@@ -54,7 +54,7 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
 
     out = tmp_path / "run"
     args = ["--backend", "onnxruntime", "--size", "32x32", "--fps", "100", "--frames", "5", "--warmup", "2",
-            "--baseline-frames", "1", "--tiny-model", "--out", str(out)]
+            "--baseline-frames", "1", "--baseline-threads", "1", "--tiny-model", "--out", str(out)]
     assert latency_main(args) == 0
     report = json.loads((out / "latency.json").read_text())
     assert report["received"] == 5
@@ -62,6 +62,7 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
     assert report["floor"]["flops"] == drnn_flops(32, 32, TINY_DRNN)
     assert report["floor"]["floor_s"] > 0
     assert report["baseline"]["eager_torch_fp32_ms"] > 0 and report["baseline"]["speedup"] > 0
+    assert report["baseline"]["threads"] == 1
 
 
 def test_latency_tool_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
