@@ -116,7 +116,7 @@ class MethodResult:
         out = {}
         for key, _, _ in COLUMNS:
             v = np.asarray(self.values.get(key, []), dtype=np.float64)
-            v = v[np.isfinite(v)] if key != "ssnr" else v[~np.isnan(v)]
+            v = v[~np.isnan(v)] if key in ("ssnr", "enl") else v[np.isfinite(v)]  # inf SSNR: a flat window
             out[key] = float(np.median(v) if key == "ms" else np.mean(v)) if v.size else math.nan
         return out
 
