@@ -108,7 +108,8 @@ class Subscription:
     therefore reconnected here, with ``disconnect`` then ``connect`` (libzmq ignores a second
     ``connect`` alone).  Drops libzmq repairs itself (a publisher that restarts, missed heartbeats)
     are left to it, and so are failed handshakes (a CURVE key that is not authorized).
-    Use from one thread; :meth:`close` (or closing the context) closes both sockets.
+    Made by :func:`connect_subscriber`; use from one thread at a time; :meth:`close` (or
+    destroying the context) closes both sockets.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, limits: Limits, flag: str) -> None:
