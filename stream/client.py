@@ -63,9 +63,7 @@ class Subscriber:
         self.endpoint = endpoint
         self.limits = limits
         keys = CurveKeys(Path(curve_keys)) if curve_keys is not None else None
-        sub = connect_subscriber(
-            context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber"
-        )
+        sub = connect_subscriber(context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber")
         self._slot: LatestSlot[Frame] = LatestSlot()
         self._sequence = SequenceTracker()
         self._stop = threading.Event()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+import test_reliability_stream
 import zmq
 from test_stream_chain import free_endpoint, running
 
@@ -29,25 +30,21 @@ SMALL = np.full((24, 24), 9, np.uint8)
 #: how long a receiver may take to get frames again after the oversized message, seconds.
 RECOVER_S = 2.0
 
+#: fixture: a test publisher on a free loopback port that queues instead of dropping.
+sender = test_reliability_stream.sender
+
 Get = Callable[[float], tuple[np.ndarray, dict] | None]
 
 
 def _meta(seq: int) -> dict:
-    return {"seq": seq, "source": "test", "host": HOST, "capture_mono_ns": time.monotonic_ns(),
-            "capture_wall_ns": time.time_ns(), "stamps": {}}
-
-
-@pytest.fixture
-def sender() -> Iterator[zmq.Socket]:
-    """A test publisher that queues instead of dropping, on a free loopback port."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUB)
-    sock.linger = 0
-    sock.sndhwm = 100_000
-    sock.bind("tcp://127.0.0.1:*")
-    yield sock
-    sock.close(0)
-    ctx.term()
+    return {
+        "seq": seq,
+        "source": "test",
+        "host": HOST,
+        "capture_mono_ns": time.monotonic_ns(),
+        "capture_wall_ns": time.time_ns(),
+        "stamps": {},
+    }
 
 
 def _until_received(pub: zmq.Socket, get: Get, seq: int, timeout: float) -> tuple[int, dict]:
@@ -66,8 +63,11 @@ def _until_received(pub: zmq.Socket, get: Get, seq: int, timeout: float) -> tupl
 
 
 def _refusals(caplog: pytest.LogCaptureFixture, endpoint: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and "was refused" in r.getMessage() and endpoint in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "was refused" in r.getMessage() and endpoint in r.getMessage()
+    ]
 
 
 def test_subscriber_counts_oversized_messages_and_receives_the_frames_after(
@@ -93,8 +93,13 @@ def test_despeckler_counts_an_oversized_message_and_despeckles_the_frames_after(
 ) -> None:
     caplog.set_level(logging.INFO)
     source, publish = sender.getsockopt_string(zmq.LAST_ENDPOINT), free_endpoint()
-    cfg = ChainConfig(source=SourceConfig(spec=source), output=OutputConfig(publish=publish),
-                      backend="identity", limits=LIMITS, status_s=0.2)
+    cfg = ChainConfig(
+        source=SourceConfig(spec=source),
+        output=OutputConfig(publish=publish),
+        backend="identity",
+        limits=LIMITS,
+        status_s=0.2,
+    )
     with running(cfg) as status, Subscriber(publish) as sub:
         seq, _ = _until_received(sender, sub.receive, 0, 10.0)
         big_seq = seq
