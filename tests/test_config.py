@@ -109,8 +109,9 @@ def test_missing_required_key_and_empty_phases() -> None:
 
 
 def test_overrides_by_phase_name_and_index() -> None:
-    cfg = load_config("quick", ["phases.gan.iterations=7", "phases.0.batch=4", "model.width=4", "seed=9"])
-    assert cfg.phases[2].iterations == 7 and cfg.phases[0].batch == 4
+    cfg = load_config("quick", ["phases.gan.iterations=7", "phases.0.batch=4", "model.width=4", "seed=9",
+                                "phases.gan.lr_g=1e-7"])
+    assert cfg.phases[2].iterations == 7 and cfg.phases[0].batch == 4 and cfg.phases[2].lr_g == 1e-7
     assert cfg.model.width == 4 and cfg.seed == 9
     with pytest.raises(ConfigError, match="no phase named or numbered 'nope'"):
         load_config("quick", ["phases.nope.batch=4"])

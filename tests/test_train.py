@@ -162,6 +162,15 @@ def test_cli_resume_uses_the_stored_config(data: Path, tmp_path: Path, capsys: p
     assert load_checkpoint(tmp_path / "generator.pt")["config"]["phases"][2]["iterations"] == 1
 
 
+def test_init_starts_from_a_generator_and_checks_its_shape(data: Path, full_run: Path, tmp_path: Path) -> None:
+    cfg = load_config("quick", ["phases.g_pretrain.lr_g=1e-9"])  # a negligible step keeps G near its start
+    train(cfg, _opts(data, tmp_path / "a", max_steps=1, init=full_run / "generator.pt"))
+    start, after = _generator(full_run / "generator.pt"), _generator(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert torch.allclose(start["stem.0.weight"], after["stem.0.weight"], atol=1e-6)
+    with pytest.raises(ConfigError, match="--init .* is not the config's model"):
+        train(load_config("quick", ["model.width=4"]), _opts(data, tmp_path / "b", init=full_run / "generator.pt"))
+
+
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):

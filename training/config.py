@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -167,6 +168,10 @@ class TrainConfig:
 # --------------------------------------------------------------------------- parsing
 
 
+#: ``1e-4``: PyYAML (YAML 1.1) reads exponent notation without a dot as a string.
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -186,6 +191,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{key}: unsupported annotation {tp}")  # the schema has no unions
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.match(value):
         return float(value)
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # "64" written as 64 in a layer list

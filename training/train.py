@@ -38,6 +38,7 @@ class TrainArgs:
     device: str
     max_steps: int
     progress: bool
+    init: Path | None
 
 
 def parse_args(argv: list[str] | None = None) -> TrainArgs:
@@ -53,11 +54,12 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="[cpu]")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after N units in this run, with a checkpoint [0: no limit]")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--init", type=Path, help="start G from this checkpoint's generator (fine-tuning)")
     a = ap.parse_args(argv)
     if a.max_steps < 0:
         ap.error("--max-steps must be >= 0")
     return TrainArgs(a.config, tuple(a.overrides), a.out, a.low, a.high, a.pairs, a.resume, a.device,
-                     a.max_steps, not a.no_progress)
+                     a.max_steps, not a.no_progress, a.init)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
     from training.trainer import RunOptions, resolve_config, train
 
-    opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress)
+    opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress,
+                      args.init)
     try:
         cfg: TrainConfig = resolve_config(args.config, opts, args.overrides)
         result = train(cfg, opts)

@@ -60,6 +60,8 @@ class RunOptions:
     """Where the data are and how to run (everything that is not the recipe).
 
     ``max_steps``: stop after this many units in this invocation (0: run to the end).
+    ``init``: start G from the generator of this checkpoint (e.g. to fine-tune shipped weights);
+    ignored on resume.
     """
 
     out: Path
@@ -70,6 +72,7 @@ class RunOptions:
     device: str = "cpu"
     max_steps: int = 0
     progress: bool = True
+    init: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,11 @@ class Trainer:
         self.data = _load_data(cfg, opts)
         torch.manual_seed(cfg.seed)
         self.g = DRNN(**dataclasses.asdict(cfg.model)).to(self.device)
+        if opts.init is not None:
+            init = load_checkpoint(opts.init)
+            if init["generator_config"] != self.g.config:
+                raise ConfigError(f"--init {opts.init}: generator {init['generator_config']} is not the config's model {self.g.config}")
+            self.g.load_state_dict(init["generator"])
         self.d = Discriminator(cfg.discriminator.layers, cfg.discriminator.negative_slope).to(self.device)
         self.g_train: nn.Module = self.g
         self.d_train: nn.Module = _Logits(self.d)
