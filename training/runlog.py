@@ -103,7 +103,7 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10) -> P
         for (ph, loss), (units, values) in series.items():
             if ph != phase:
                 continue
-            k = max(1, min(smooth, len(values)))
+            k = max(1, min(smooth, len(values) // 4))
             smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
             line = ax.plot(units[k - 1 :], smoothed, label=loss)[0]
             ax.plot(units, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
