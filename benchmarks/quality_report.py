@@ -165,6 +165,12 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
         "- SSIM/PSNR against y; log-corr: Pearson correlation of ln(x̂ + 1) with ln(true echogenicity) in the liver.",
         "- `*`: an approximation of the published method (see `docs/quality.md`):",
     ]
+    if run.paired and not run.drnn_note:
+        lines.insert(
+            -1,
+            "- The DRNN was trained on images of this same simulator (other seeds; see `weights/MODEL_CARD.md`), "
+            "so this is an in-distribution comparison; the baselines' parameters were not tuned to it.",
+        )
     lines += [f"  - {r.label}: {r.note}" for r in run.results if r.note]
     failures = [f"{r.label} {r.failures}" for r in run.results if r.failures]
     if failures:
