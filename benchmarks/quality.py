@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -406,24 +406,8 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
         p.error(f"--methods: unknown {', '.join(unknown)}; choose from {','.join(BASELINES)}")
-    return QualityConfig(
-        out=a.out,
-        eval_dir=a.eval_dir,
-        x_dir=a.x_dir,
-        y_dir=a.y_dir,
-        roi=a.roi,
-        roi_y=a.roi_y,
-        target=a.target,
-        methods=methods,
-        drnn=not a.no_drnn,
-        backend=a.backend,
-        weights=a.weights,
-        limit=a.limit,
-        bins=a.bins,
-        window=a.window,
-        markdown=a.markdown,
-        figure_index=a.figure_index,
-    )
+    given = {f.name: getattr(a, f.name) for f in fields(QualityConfig) if f.name not in ("methods", "drnn")}
+    return QualityConfig(**given, methods=methods, drnn=not a.no_drnn)
 
 
 def main(argv: list[str] | None = None) -> int:
