@@ -148,6 +148,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, opts: RunOptions) -> None:
         self.cfg, self.opts = cfg, opts
+        self.code_version = code_version()  # of the code this process runs, not of later commits
         self.out = Path(opts.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -379,7 +380,7 @@ class Trainer:
             "wall_s": self.wall,
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "config": config_to_dict(self.cfg),
-            "code_version": code_version(),
+            "code_version": self.code_version,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], source: Path) -> None:
@@ -434,7 +435,7 @@ class Trainer:
         if self.writer:
             self.out.mkdir(parents=True, exist_ok=True)
             text = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
-            (self.out / "config.yaml").write_text(f"# code_version: {code_version()}\n{text}")
+            (self.out / "config.yaml").write_text(f"# code_version: {self.code_version}\n{text}")
         log = RunLog(self.out, enabled=self.writer)
         steps = [p.steps() for p in self.cfg.phases]
         done_before = sum(steps[: self.phase_idx]) + self.step
