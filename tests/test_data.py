@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+from dicom_testutil import us_dataset
 
 from training.data import (
     CropSource,
@@ -34,15 +33,7 @@ def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, bits: int = 8
                  palette: np.ndarray | None = None) -> Path:
     """A real DICOM file (file meta + data set) holding ``pixels`` (frames first when 3-D grey / 4-D colour);
     ``palette``: a 256-entry 16-bit lookup table used for red, green and blue (PALETTE COLOR)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
+    ds = us_dataset()
     colour = photometric == "RGB"
     multi = pixels.ndim == (4 if colour else 3)
     if multi:

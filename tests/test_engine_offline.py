@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+from dicom_testutil import us_dataset
+from pydicom.uid import generate_uid
 
 torch = pytest.importorskip("torch", reason="making test weights needs torch (the [train] extra)")
 from engine_testutil import make_checkpoint, random_frames  # noqa: E402
@@ -33,16 +33,9 @@ def despeckler(onnx_model: Path):
 
 
 def _write_dicom(path: Path, frames: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = us_dataset()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientName, ds.SeriesDescription = "US", "Phantom^Test", "liver sweep"
+    ds.PatientName, ds.SeriesDescription = "Phantom^Test", "liver sweep"
     ds.set_pixel_data(frames.astype(np.uint16) * 256, photometric_interpretation="MONOCHROME1", bits_stored=16)
     ds.WindowCenter, ds.WindowWidth = 30000, 60000
     ds.save_as(path, enforce_file_format=True)

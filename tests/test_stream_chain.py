@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from dicom_testutil import us_dataset
 
 from stream.client import Subscriber
 from stream.config import ChainConfig, OutputConfig, SourceConfig
@@ -229,20 +230,7 @@ def test_image_folder_source_skips_a_bad_file(tmp_path: Path) -> None:
 
 
 def test_dicom_cine_source_carries_pixel_spacing(tmp_path: Path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-        "US",
-    )
+    ds = us_dataset()
     ds.set_pixel_data(
         np.random.default_rng(6).integers(0, 256, size=(30, 32, 48), dtype=np.uint8), "MONOCHROME2", 8
     )
