@@ -219,8 +219,8 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None:
-    from training.evaluate import METRICS, check_targets, evaluate, markdown_table
-    from training.evaluate import main as evaluate_main
+    from benchmarks.evaluate import METRICS, check_targets, evaluate, markdown_table
+    from benchmarks.evaluate import main as evaluate_main
     from training.runlog import plot_curves
 
     res = evaluate(full_run / "generator.pt", data / "eval", progress=False)

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.checkpoint import load_generator
-from training.data import read_pairs, read_truth
+from benchmarks import metrics as m
+from benchmarks.metrics import MetricError
+from training.checkpoint import CheckpointError, load_generator
+from training.data import DataError, read_pairs, read_truth
 from training.models import DRNN
 
 __all__ = ["despeckle", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
@@ -43,8 +45,6 @@ def despeckle(g: DRNN, image: np.ndarray) -> np.ndarray:
 
 
 def _safe(fn: Callable[[], float]) -> float:
-    from benchmarks.metrics import MetricError
-
     try:
         return fn()
     except MetricError:
@@ -53,8 +53,6 @@ def _safe(fn: Callable[[], float]) -> float:
 
 def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, float]:
     """The :data:`METRICS` of one image ``img`` (``x``, ``y`` or ``G(x)``) of a pair with reference ``y``."""
-    from benchmarks import metrics as m
-
     par = truth["parenchyma"]
     tissue = truth["liver"] & ~truth["structures"]
     vessels = truth["vessels"]
@@ -130,16 +128,12 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]``."""
+    """``python -m benchmarks.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]``."""
     import argparse
     import json
     import sys
 
-    from benchmarks.metrics import MetricError
-    from training.checkpoint import CheckpointError
-    from training.data import DataError
-
-    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator file(s) (usdespeckle-ckpt-1)")
     ap.add_argument("--eval", type=Path, required=True, help="paired folder: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only [0: all]")
