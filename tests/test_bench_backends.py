@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch", reason="the benchmark exports a model with torch")
 from engine_testutil import make_checkpoint  # noqa: E402
 
-from engine.bench import BenchConfig, run  # noqa: E402
+from benchmarks.backends import BenchConfig, run  # noqa: E402
 
 
 def test_bench_times_every_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

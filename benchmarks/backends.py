@@ -1,13 +1,13 @@
 """Latency of the despeckler backends on one frame size: warm-up, then percentiles per frame.
 
-    python -m engine.bench --backends onnxruntime torch --size 256x256 --frames 20
+    python -m benchmarks.backends --backends onnxruntime torch --size 256x256 --frames 20
 
 The backends despeckle the same fixed random frames one at a time, taking turns frame by frame
 (``infer``, so the number is latency, not pipelined throughput); the clock is read around each call, which returns only
 when the frame is back in host memory.  Reports p50 / p90 / max in milliseconds and each
-backend's p50 relative to the first backend's.  Without ``--weights`` a randomly initialised
-full-size DRNN (``training.models.DRNN()``, 1.39 MFLOP per pixel) is exported to a temporary
-folder, so the cost is the real architecture's; its output is not a useful image.
+backend's p50 relative to the first backend's.  Without ``--checkpoint`` the shipped weights are
+used, or where they are missing a randomly initialised full-size DRNN (1.39 MFLOP per pixel, the
+real architecture's cost) exported to a temporary folder (:func:`benchmarks.modelfiles.model_files`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.modelfiles import ModelFiles, model_files, weights_for
 from engine.base import Despeckler
 from engine.registry import create_despeckler
 from engine.trt_cache import parse_hw
@@ -67,20 +68,14 @@ def bench_backends(despecklers: dict[str, Despeckler], frames: list[np.ndarray],
     return [Timing(name, d.describe(), tuple(ms[name])) for name, d in despecklers.items()]
 
 
-def _weights(config: BenchConfig, folder: Path) -> dict[str, Path]:
+def _files(config: BenchConfig, folder: Path) -> ModelFiles:
+    if config.checkpoint is None:
+        return model_files(folder)
     from engine.checkpoint import load_generator
     from engine.onnx_export import export_onnx
-    from training.checkpoint import CKPT_FORMAT, atomic_save
-    from training.models import DRNN
 
-    if config.checkpoint is None:
-        net = DRNN().eval()
-        ckpt = atomic_save({"format": CKPT_FORMAT, "generator": net.state_dict(), "generator_config": net.config},
-                           folder / "drnn.pt")
-    else:
-        ckpt = config.checkpoint
-        net = load_generator(ckpt)
-    return {"pt": ckpt, "onnx": export_onnx(net, folder / "drnn.onnx", check=False)}
+    onnx = export_onnx(load_generator(config.checkpoint), folder / "drnn.onnx", check=False)
+    return ModelFiles(onnx, config.checkpoint, f"checkpoint {config.checkpoint}")
 
 
 def run(config: BenchConfig) -> list[Timing]:
@@ -89,15 +84,16 @@ def run(config: BenchConfig) -> list[Timing]:
     frames = [rng.integers(0, 256, config.size, dtype=np.uint8) for _ in range(config.frames)]
     options = {} if config.threads is None else {"threads": config.threads}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        weights = _weights(config, Path(tmp))
+        files = _files(config, Path(tmp))
         despecklers = {}
         for backend in config.backends:
-            path = weights["pt"] if backend == "torch" else weights["onnx"]
+            path = weights_for(backend, files)
             extra = {"device": "cpu", **options} if backend in ("torch", "onnxruntime") else {}
             despecklers[backend] = stack.enter_context(create_despeckler(backend, path, **extra))
         timings = bench_backends(despecklers, frames, config.warmup)
     h, w = config.size
     print(f"{h}x{w} frames, {config.frames} timed after {config.warmup} warm-up, {platform.processor() or platform.machine()}")
+    print(files.note)
     base = timings[0].percentile(50)
     for t in timings:
         print(f"{t.backend:12s} p50 {t.percentile(50):8.1f} ms  p90 {t.percentile(90):8.1f} ms  "
@@ -106,13 +102,13 @@ def run(config: BenchConfig) -> list[Timing]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], help="backends to time, first is the reference")
     parser.add_argument("--size", type=parse_hw, default=(256, 256), metavar="HxW", help="frame size (default 256x256)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per backend (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="generator checkpoint (default: random DRNN())")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="generator checkpoint (default: the shipped weights, else a random full-size DRNN)")
     args = parser.parse_args(argv)
     run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint))
     return 0
