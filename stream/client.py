@@ -14,12 +14,10 @@ A background thread takes every message off the socket as it arrives and keeps o
 frame, so a reader slower than the stream always gets a recent frame: nothing piles up in ZeroMQ's
 queue or the kernel's TCP buffers.  Frames it replaced before they were read are counted in
 :attr:`Subscriber.dropped`; frames the publisher numbered but that never arrived in
-:attr:`Subscriber.gaps`; malformed messages are skipped and counted in :attr:`Subscriber.malformed`,
-among them messages over ``limits`` that ZeroMQ refused before allocating them.
+:attr:`Subscriber.gaps`; malformed messages are skipped and counted in :attr:`Subscriber.malformed`.
 
-The socket reconnects by itself when the publisher restarts (every 100 ms, at most 1 s apart) or
-after refusing an oversized message, and exchanges heartbeats, so a dead publisher is noticed
-within 3 s; nothing on this side stalls.
+The socket reconnects by itself when the publisher restarts (every 100 ms, at most 1 s apart) and
+exchanges heartbeats, so a dead publisher is noticed within 3 s; nothing on this side stalls.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ import zmq
 from stream.latest import LatestSlot
 from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, SequenceTracker, decode_frame
 from stream.security import CurveKeys
-from stream.transport import Subscription, connect_subscriber, receive
+from stream.transport import connect_subscriber, receive
 
 __all__ = ["Subscriber"]
 
@@ -63,7 +61,9 @@ class Subscriber:
         self.endpoint = endpoint
         self.limits = limits
         keys = CurveKeys(Path(curve_keys)) if curve_keys is not None else None
-        sub = connect_subscriber(context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber")
+        sock = connect_subscriber(
+            context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber"
+        )
         self._slot: LatestSlot[Frame] = LatestSlot()
         self._sequence = SequenceTracker()
         self._stop = threading.Event()
@@ -71,18 +71,18 @@ class Subscriber:
         self.gaps = 0
         self.dropped = 0
         self._thread = threading.Thread(
-            target=self._receive_loop, args=(sub,), name="Subscriber", daemon=True
+            target=self._receive_loop, args=(sock,), name="Subscriber", daemon=True
         )
         self._thread.start()
 
-    def _receive_loop(self, sub: Subscription) -> None:
-        """Own ``sub``: decode every message, keep the newest frame; close the socket at the end."""
+    def _receive_loop(self, sock: zmq.Socket) -> None:
+        """Own ``sock``: decode every message, keep the newest frame; close the socket at the end."""
         try:
             while not self._stop.is_set():
+                parts = receive(sock, _POLL_MS)
+                if parts is None:
+                    continue
                 try:
-                    parts = receive(sub, _POLL_MS)
-                    if parts is None:
-                        continue
                     image, meta = decode_frame(parts, self.limits)
                 except ProtocolError:
                     self.malformed += 1
@@ -91,7 +91,7 @@ class Subscriber:
                 if self._slot.put((image, meta)):
                     self.dropped += 1
         finally:
-            sub.close()
+            sock.close(linger=0)
             self._slot.close()
 
     def receive(self, timeout: float | None = None) -> Frame | None:

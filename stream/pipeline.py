@@ -34,7 +34,7 @@ from stream.sinks import IgtlServer, Preview, Recorder, Sink, SinkError
 from stream.sources import SourceError, first_frame, is_subscription, open_source
 from stream.stages import POLL_S, DespeckleStage, Grabber, Item, Publisher, Receiver
 from stream.stats import Stats
-from stream.transport import Subscription, TransportError, bind_publisher, connect_subscriber, endpoint_of
+from stream.transport import TransportError, bind_publisher, connect_subscriber, endpoint_of
 
 __all__ = ["run_chain", "run_grabber", "BackendError"]
 
@@ -164,7 +164,7 @@ class _Process:
         self.threads = _Threads(self.stop)
         self.ctx = zmq.Context()
         self.stack = ExitStack()
-        self.sockets: list[zmq.Socket | Subscription] = []
+        self.sockets: list[zmq.Socket] = []
         self._authenticating = False
         self._status: int | None = None
 
@@ -186,7 +186,7 @@ class _Process:
         self.sockets.append(bind_publisher(self.ctx, endpoint, self.keys, flag))
         return self.sockets[-1]
 
-    def connect(self, endpoint: str, limits: Limits, flag: str) -> Subscription:
+    def connect(self, endpoint: str, limits: Limits, flag: str) -> zmq.Socket:
         self.sockets.append(connect_subscriber(self.ctx, endpoint, self.keys, limits, flag))
         return self.sockets[-1]
 

@@ -32,7 +32,7 @@ from stream.roi import Region, despeckle_frame
 from stream.sinks import Sink, SinkError
 from stream.sources import Source, SourceError, SourceStalled
 from stream.stats import Stats
-from stream.transport import Subscription, receive, send
+from stream.transport import receive, send
 
 __all__ = ["Item", "Grabber", "Receiver", "DespeckleStage", "Publisher", "POLL_S", "HOST"]
 
@@ -144,10 +144,9 @@ class Grabber:
 
 @dataclass
 class Receiver:
-    """Take frames off a subscription into a latest-frame slot; count malformed ones (those ZeroMQ
-    refused over the size limit among them) and gaps."""
+    """Take frames off a ``SUB`` socket into a latest-frame slot; count malformed ones and gaps."""
 
-    sock: Subscription
+    sock: zmq.Socket
     slot: LatestSlot[Item]
     stats: Stats
     limits: Limits = DEFAULT_LIMITS
@@ -156,11 +155,11 @@ class Receiver:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            parts = receive(self.sock, int(POLL_S * 1000))
+            if parts is None:
+                continue
+            self.last_arrival = time.monotonic()
             try:
-                parts = receive(self.sock, int(POLL_S * 1000))
-                if parts is None:
-                    continue
-                self.last_arrival = time.monotonic()
                 image, meta = decode_frame(parts, self.limits)
             except ProtocolError as exc:
                 self.stats.add("malformed")
