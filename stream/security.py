@@ -40,6 +40,14 @@ def _load(path: Path) -> tuple[bytes, bytes | None]:
         raise SecurityError(f"--curve-keys: cannot read key file {path}: {exc}") from exc
 
 
+def _load_pair(path: Path) -> tuple[bytes, bytes]:
+    """``(public, secret)`` of a ``*.key_secret`` file; a file without a secret key is refused."""
+    public, secret = _load(path)
+    if secret is None:
+        raise SecurityError(f"--curve-keys: {path} holds no secret key")
+    return public, secret
+
+
 @dataclass(frozen=True)
 class CurveKeys:
     """The key directory given by ``--curve-keys DIR``."""
@@ -52,9 +60,7 @@ class CurveKeys:
 
     def apply_server(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (a binding publisher) a CURVE server with the server key pair."""
-        public, secret = _load(self.directory / "server.key_secret")
-        if secret is None:
-            raise SecurityError(f"--curve-keys: {self.directory / 'server.key_secret'} holds no secret key")
+        public, secret = _load_pair(self.directory / "server.key_secret")
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
@@ -62,9 +68,7 @@ class CurveKeys:
     def apply_client(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (a connecting subscriber) a CURVE client of the server key."""
         server_public, _ = _load(self.directory / "server.key")
-        public, secret = _load(self.directory / "client.key_secret")
-        if secret is None:
-            raise SecurityError(f"--curve-keys: {self.directory / 'client.key_secret'} holds no secret key")
+        public, secret = _load_pair(self.directory / "client.key_secret")
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_serverkey = server_public
