@@ -30,18 +30,21 @@ pixels works.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from training.config import DiscriminatorConfig, ModelConfig
+
 __all__ = ["DRNN", "Discriminator", "ResBlock", "drnn_flops", "DEFAULT_D_LAYERS"]
 
 #: Discriminator layout: width of each 3x3 convolution, "s" marks stride 2.
-DEFAULT_D_LAYERS: tuple[str, ...] = ("64", "64s", "128", "128s", "256", "256s", "512", "512s")
+DEFAULT_D_LAYERS: tuple[str, ...] = DiscriminatorConfig.layers
 
 
-_DEFAULT_DRNN_CONFIG = {"width": 64, "blocks": 6, "convs_per_block": 3, "stem_kernel": 7, "head_kernel": 3}
+_DEFAULT_DRNN_CONFIG = dataclasses.asdict(ModelConfig())
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
@@ -79,11 +82,11 @@ class DRNN(nn.Module):
 
     def __init__(
         self,
-        width: int = 64,
-        blocks: int = 6,
-        convs_per_block: int = 3,
-        stem_kernel: int = 7,
-        head_kernel: int = 3,
+        width: int = ModelConfig.width,
+        blocks: int = ModelConfig.blocks,
+        convs_per_block: int = ModelConfig.convs_per_block,
+        stem_kernel: int = ModelConfig.stem_kernel,
+        head_kernel: int = ModelConfig.head_kernel,
     ) -> None:
         super().__init__()
         if min(width, blocks, convs_per_block) < 1 or stem_kernel % 2 == 0 or head_kernel % 2 == 0:
@@ -133,7 +136,9 @@ class Discriminator(nn.Module):
     with :meth:`logits` and ``BCEWithLogitsLoss`` for numerical stability.
     """
 
-    def __init__(self, layers: Sequence[str] = DEFAULT_D_LAYERS, negative_slope: float = 0.2) -> None:
+    def __init__(
+        self, layers: Sequence[str] = DEFAULT_D_LAYERS, negative_slope: float = DiscriminatorConfig.negative_slope
+    ) -> None:
         super().__init__()
         if not layers:
             raise ValueError("Discriminator needs at least one layer")
