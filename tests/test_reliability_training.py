@@ -39,17 +39,24 @@ def _args(data: Path, out: Path) -> list[str]:
 
 
 def _kill_at_random(data: Path, out: Path, seed: int) -> None:
-    """Start training, wait until it has written a checkpoint, SIGKILL it 0..1.5 s later."""
+    """Start training and SIGKILL it at a random unit of its 50 (plus 0..50 ms, to land mid-write).
+
+    The kill point is chosen by progress, read from ``last.pt`` (written by atomic rename, so
+    always whole), not by wall time: on a fast machine a fixed delay can outlast the run.
+    """
+    rng = random.Random(seed)
+    target_unit = rng.randint(3, 30)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "training.train", *_args(data, out)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.pt"
     try:
         deadline = time.monotonic() + 120
-        while not (out / "checkpoints" / "last.pt").exists():
+        while not (last.exists() and load_checkpoint(last)["unit"] >= target_unit):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "training wrote no checkpoint"
-            time.sleep(0.05)
-        time.sleep(random.Random(seed).uniform(0.0, 1.5))
+            assert time.monotonic() < deadline, f"training did not reach unit {target_unit}"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.05))
         assert proc.poll() is None, "training finished before the kill; lengthen the run"
     finally:
         proc.kill()
