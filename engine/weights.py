@@ -1,7 +1,8 @@
 """Where the shipped weights live and the errors raised when a weights file is unusable.
 
 The repository ships ``weights/drnn.pt`` (a generator checkpoint, see :mod:`engine.checkpoint`)
-and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`).
+and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`) and
+``weights/drnn_int8.onnx`` (opt-in, for CPUs; see :mod:`engine.int8`).
 Backends that get no ``weights`` argument use these, resolved relative to the repository that holds
 this package, so ``create_despeckler()`` works from any working directory.
 """

@@ -1,0 +1,196 @@
+"""Post-training INT8 quantization of an exported float32 despeckler, for CPUs.
+
+Static quantization with ONNX Runtime's tools, QDQ format (``QuantizeLinear`` /
+``DequantizeLinear`` pairs around each quantized convolution, which ONNX Runtime fuses into
+integer kernels):
+
+* convolution weights: int8, symmetric, one scale per output channel;
+* activations: uint8 with a scale and zero point per tensor, fixed from calibration frames by the
+  percentile method (the range that holds 99.999 % of the values seen), so a few outliers do not
+  coarsen the step for everything else;
+* the 7x7 stem (1 input channel) and the 3x3 head (1 output channel) stay float32: together about
+  0.5 % of the multiply-adds, and the layers that see the frame's and the output's full range.
+
+The uint8 frame contract of :mod:`engine.onnx_export` is unchanged, so every CPU consumer
+(``--backend onnxruntime --weights drnn_int8.onnx``) takes the file as it is.  The result is
+checked before it is written: the graph contract, and agreement with the float32 model on frames
+that were not used for calibration (:data:`INT8_TOLERANCE`).  Speed and quality of the shipped
+model's INT8 file are in ``benchmarks/RESULTS.md`` and ``weights/MODEL_CARD.md``.
+
+Calibration frames should look like what the model will see live: the default is simulated
+low-probe frames with varied probes and phantoms (:func:`simulated_frames`); users pass frames of
+their own probe (a folder, video or DICOM file) instead.  onnx and onnxruntime's quantization
+tools are imported inside the functions (they are in the ``[train]`` extra's reach: export time
+only, never on the live path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.files import atomic_write_bytes, sha256_file
+from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, Parity, ParityError, Tolerance, check_graph
+from engine.weights import WeightsError, existing_file
+
+__all__ = [
+    "INT8_TOLERANCE",
+    "CALIBRATION_SEED",
+    "CalibrationError",
+    "simulated_frames",
+    "split_frames",
+    "quantize_int8",
+]
+
+#: INT8 vs the float32 export on held-out frames: 99 % of pixels within 8 grey levels.  The shipped
+#: model measured a mean difference of 1.8 levels and a 99th percentile of 6 (benchmarks/RESULTS.md).
+INT8_TOLERANCE = Tolerance(max_abs=8, fraction=0.99)
+#: first seed of the default calibration frames; held-out check frames follow them.  Far from the
+#: seeds of the training (1000), validation (2000) and evaluation (3000) sets of the model card.
+CALIBRATION_SEED = 7000
+
+
+class CalibrationError(ValueError):
+    """Calibration frames that cannot be used (too few, wrong type); the text names the problem."""
+
+
+def simulated_frames(count: int, size: int = 256, seed: int = CALIBRATION_SEED) -> list[np.ndarray]:
+    """``count`` low-probe frames of the simulator (``jitter=1``: varied probes, gains and phantoms)."""
+    from training.sim import simulate_pair
+
+    return [simulate_pair(seed + i, size, jitter=1.0)[0] for i in range(count)]
+
+
+def split_frames(frames: Sequence[np.ndarray], every: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(calibration, held_out)``: every ``every``-th frame is held out for the check, the rest calibrate."""
+    if len(frames) < 2:
+        raise CalibrationError(f"need at least 2 frames (calibration and a held-out check), got {len(frames)}")
+    held = [f for i, f in enumerate(frames) if i % every == every - 1] or [frames[-1]]
+    calib = [f for i, f in enumerate(frames) if i % every != every - 1]
+    return calib, held
+
+
+def _check_frames(frames: Sequence[np.ndarray], what: str) -> None:
+    for i, frame in enumerate(frames):
+        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 2):
+            kind = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise CalibrationError(f"{what} frame {i}: need uint8 (H, W), got {kind}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence onnxruntime's quantizer: it prints histogram settings to stdout and logs advice
+    about pre-processing (shape inference, graph fusion) to the root logger, which the export
+    has already done."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _conv_names(proto) -> list[str]:
+    return [node.name for node in proto.graph.node if node.op_type == "Conv"]
+
+
+def quantize_int8(
+    onnx_in: str | Path,
+    out: str | Path,
+    calibration: Sequence[np.ndarray],
+    held_out: Sequence[np.ndarray],
+    *,
+    tolerance: Tolerance = INT8_TOLERANCE,
+    progress: bool = True,
+) -> list[Parity]:
+    """Quantize the float32 export ``onnx_in`` to INT8 at ``out``; returns the held-out parities.
+
+    ``calibration``: uint8 (H, W) frames that fix the activation ranges; ``held_out``: other
+    frames on which the result must agree with ``onnx_in`` within ``tolerance`` (else
+    :class:`~engine.onnx_export.ParityError` and nothing is written).  The source's metadata
+    (``checkpoint_sha256``...) is carried over; ``precision`` becomes ``int8`` and
+    ``source_onnx_sha256`` / ``calibration_frames`` are added.  ``progress``: a bar over the
+    calibration frames (each runs through the float32 model once).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    src = existing_file(onnx_in)
+    if not calibration or not held_out:
+        raise CalibrationError("need calibration frames and held-out frames (at least one of each)")
+    _check_frames(calibration, "calibration")
+    _check_frames(held_out, "held-out")
+    proto = onnx.load(str(src))
+    check_graph(proto, name=str(src))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("precision", "float32") != "float32":
+        raise WeightsError(f"{src}: precision is {meta['precision']}, quantize the float32 export instead")
+    convs = _conv_names(proto)
+    if len(convs) < 3:
+        raise WeightsError(f"{src}: expected the DRNN's convolutions, found {len(convs)} Conv nodes")
+
+    class _Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            frames = tqdm(calibration, desc="calibrate", unit="frame", disable=not progress)
+            self._it = iter({INPUT_NAME: f} for f in frames)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory(prefix="usdespeckle-int8-") as tmp, _quiet():
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(src),
+            str(staged),
+            _Frames(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.Percentile,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=[convs[0], convs[-1]],
+            calibration_providers=["CPUExecutionProvider"],
+        )
+        quantized = onnx.load(str(staged))
+    quantized.doc_string = "usdespeckle DRNN int8 (QDQ, per-channel weights): uint8 (H, W) -> uint8 (H, W)"
+    onnx.helper.set_model_props(quantized, {
+        **meta,
+        "precision": "int8",
+        "source_onnx_sha256": sha256_file(src),
+        "calibration_frames": str(len(calibration)),
+    })
+    check_graph(quantized, name=str(out))
+    data = quantized.SerializeToString()
+    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    candidate = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    report = []
+    for frame in held_out:
+        (want,) = reference.run([OUTPUT_NAME], {INPUT_NAME: frame})
+        (got,) = candidate.run([OUTPUT_NAME], {INPUT_NAME: frame})
+        parity = Parity.measure(want, got, tolerance)
+        if not parity.ok:
+            raise ParityError(
+                f"INT8 output differs from {src.name} on a held-out {frame.shape[0]}x{frame.shape[1]} frame: "
+                f"{parity.fraction_within:.2%} of pixels within {tolerance.max_abs} grey levels, need "
+                f"{tolerance.fraction:.2%} (worst {parity.max_abs}); calibrate on frames like the live ones"
+            )
+        report.append(parity)
+    atomic_write_bytes(out, data)
+    return report

@@ -1,0 +1,78 @@
+"""Quantize an exported despeckler to INT8 for CPUs, checked against the float32 model.
+
+    python -m engine.quantize --onnx weights/drnn.onnx --out weights/drnn_int8.onnx
+    python -m engine.quantize --onnx weights/drnn.onnx --out probe_int8.onnx --calibrate my_frames/
+
+Without ``--calibrate`` the activation ranges come from simulated low-probe frames; with it, from
+the frames of a folder, video or DICOM file of your own probe (every 4th frame is held out for the
+check).  Then run it with ``--backend onnxruntime --weights OUT``.  See :mod:`engine.int8`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.int8 import CalibrationError, quantize_int8, simulated_frames, split_frames
+from engine.onnx_export import ParityError
+from engine.weights import WeightsError, WeightsNotFound
+
+__all__ = ["QuantizeConfig", "main"]
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """``frames``: calibration frames taken (simulated, or read from ``calibrate``), before the
+    held-out quarter is set aside."""
+
+    onnx: Path
+    out: Path
+    calibrate: Path | None = None
+    frames: int = 24
+    size: int = 256
+
+
+def _parse(argv: list[str] | None) -> QuantizeConfig:
+    parser = argparse.ArgumentParser(prog="python -m engine.quantize", description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", type=Path, required=True, help="float32 export (python -m engine.export)")
+    parser.add_argument("--out", type=Path, required=True, help="INT8 ONNX file to write")
+    parser.add_argument("--calibrate", type=Path, help="folder, video or DICOM file of your probe's frames "
+                        "(default: simulated low-probe frames)")
+    parser.add_argument("--frames", type=int, default=24, help="frames to use, a quarter held out (default %(default)s)")
+    parser.add_argument("--size", type=int, default=256, help="side of the simulated frames (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.frames < 2:
+        parser.error(f"--frames must be at least 2, got {args.frames}")
+    return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = _parse(argv)
+    from training.data import DataError, iter_frames
+
+    try:
+        if config.calibrate is None:
+            frames = simulated_frames(config.frames, config.size)
+        else:
+            frames = list(itertools.islice(iter_frames(config.calibrate, skip_bad=True), config.frames))
+        calibration, held_out = split_frames(frames)
+        print(f"calibrating on {len(calibration)} frames, checking on {len(held_out)} held-out frames ...", flush=True)
+        report = quantize_int8(config.onnx, config.out, calibration, held_out)
+    except (DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
+        print(f"engine.quantize: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # onnx is not in the base install
+        print(f"engine.quantize: needs the {exc.name} package: pip install -e '.[train]'", file=sys.stderr)
+        return 1
+    worst = min(report, key=lambda p: p.fraction_within)
+    print(f"wrote {config.out} ({config.out.stat().st_size / 1e6:.2f} MB, int8); held-out frames: at worst "
+          f"{worst.fraction_within:.2%} of pixels within {worst.tolerance.max_abs} grey levels of the float32 "
+          f"model (largest difference {max(p.max_abs for p in report)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""INT8 quantization (engine.int8, python -m engine.quantize) on a small real DRNN export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+pytest.importorskip("torch", reason="making the float32 export needs torch (the [train] extra)")
+onnx = pytest.importorskip("onnx", reason="quantizing needs onnx (the [train] extra)")
+
+from engine_testutil import make_checkpoint, random_frames  # noqa: E402
+
+from engine.backends.onnxruntime import OnnxRuntimeDespeckler  # noqa: E402
+from engine.checkpoint import load_generator  # noqa: E402
+from engine.files import sha256_file  # noqa: E402
+from engine.int8 import CalibrationError, quantize_int8, split_frames  # noqa: E402
+from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ParityError, Tolerance, export_checkpoint, export_onnx  # noqa: E402
+from engine.quantize import main  # noqa: E402
+from engine.weights import WeightsError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("int8")
+    return export_checkpoint(make_checkpoint(root / "drnn.pt"), root / "drnn.onnx")
+
+
+def _run(path: Path, frame: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: frame})[0]
+
+
+def onnx_meta(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_quantized_model_keeps_the_frame_contract_and_agrees_with_float32(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    calibration, held_out = random_frames(6, seed=1), random_frames(2, (40, 52), seed=2)
+    report = quantize_int8(fp32, out, calibration, held_out, progress=False)
+    assert len(report) == 2 and all(p.ok for p in report)
+    proto = onnx.load(str(out))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
+    weights_int8 = [made_by.get(n.input[1]) == "DequantizeLinear" for n in proto.graph.node if n.op_type == "Conv"]
+    assert weights_int8 == [False] + [True] * (len(weights_int8) - 2) + [False]  # all but the stem and the head
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["precision"] == "int8" and meta["source_onnx_sha256"] == sha256_file(fp32)
+    assert meta["checkpoint_sha256"] == onnx_meta(fp32)["checkpoint_sha256"] and meta["calibration_frames"] == "6"
+    frame = random_frames(1, (33, 47), seed=3)[0]  # any size, uint8 in and out
+    with OnnxRuntimeDespeckler(out, threads=1) as engine:
+        got = engine.infer(frame)
+    assert got.dtype == np.uint8 and got.shape == frame.shape
+    diff = np.abs(got.astype(int) - _run(fp32, frame).astype(int))
+    assert np.mean(diff <= 8) >= 0.99
+
+
+def test_a_tolerance_it_misses_writes_nothing(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(ParityError, match="held-out"):
+        quantize_int8(fp32, out, random_frames(4, seed=1), random_frames(1, seed=2),
+                      tolerance=Tolerance(max_abs=0, fraction=1.0), progress=False)
+    assert not out.exists()
+
+
+def test_refuses_a_float16_export_and_bad_frames(fp32: Path, tmp_path: Path) -> None:
+    half = export_onnx(load_generator(make_checkpoint(tmp_path / "g.pt")), tmp_path / "half.onnx", fp16=True)
+    frames = random_frames(3)
+    with pytest.raises(WeightsError, match="precision is float16"):
+        quantize_int8(half, tmp_path / "a.onnx", frames[:2], frames[2:], progress=False)
+    with pytest.raises(CalibrationError, match="calibration frame 1: need uint8"):
+        quantize_int8(fp32, tmp_path / "b.onnx", [frames[0], frames[1].astype(np.float32)], frames[2:], progress=False)
+    with pytest.raises(CalibrationError, match="at least 2 frames"):
+        split_frames(frames[:1])
+    calib, held = split_frames(random_frames(8))
+    assert (len(calib), len(held)) == (6, 2)
+
+
+def test_cli_calibrates_on_a_folder_of_pictures(fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(random_frames(5, (48, 64), seed=4)):
+        cv2.imwrite(str(folder / f"f_{i}.png"), frame)
+    (folder / "broken.png").write_bytes(b"not a png")  # skipped and logged, not fatal
+    out = tmp_path / "cli_int8.onnx"
+    assert main(["--onnx", str(fp32), "--out", str(out), "--calibrate", str(folder)]) == 0
+    assert out.is_file() and "int8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--onnx", "{tmp}/missing.onnx"], "missing.onnx"),
+    (["--onnx", "{fp32}", "--calibrate", "{tmp}/empty"], "empty"),
+])
+def test_cli_bad_input_is_one_line_and_exit_1(fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              args: list[str], culprit: str) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(tmp=tmp_path, fp32=fp32) for a in args] + ["--out", str(tmp_path / "x.onnx"), "--frames", "2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("engine.quantize:") and culprit in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
