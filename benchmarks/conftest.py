@@ -17,12 +17,14 @@ import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from benchmarks.modelfiles import ModelFiles, model_files
+from engine.weights import WEIGHTS_DIR
 
 ALL_SIZES = ((256, 256), (512, 512), (600, 800), (1080, 1920))
 #: largest frame the full DRNN is benchmarked at on a CPU without --bench-big (pixels).
@@ -79,6 +81,8 @@ class BackendCase:
     gpu: bool
     options: dict[str, Any] = field(default_factory=dict)
     missing: Callable[[], str | None] = lambda: None
+    #: a model file of its own instead of the session's :class:`ModelFiles` (the shipped INT8 file).
+    weights: Path | None = None
 
 
 def _needs(module: str) -> Callable[[], str | None]:
@@ -94,8 +98,18 @@ def _needs_cuda(module: str) -> Callable[[], str | None]:
     return check
 
 
+def _needs_file(path: Path, how: str) -> Callable[[], str | None]:
+    return lambda: None if path.is_file() else f"{path} is not there ({how})"
+
+
+#: the shipped INT8 export (opt-in CPU model, see engine.int8).
+INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
+
 BACKENDS = (
     BackendCase("onnxruntime-cpu", "onnxruntime", False, {"device": "cpu"}, _needs("onnxruntime")),
+    BackendCase("onnxruntime-int8", "onnxruntime", False, {"device": "cpu"},
+                _needs_file(INT8, "python -m engine.quantize --onnx weights/drnn.onnx --out weights/drnn_int8.onnx"),
+                weights=INT8),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
     BackendCase("tensorrt", "tensorrt", True, {}, _needs_cuda("tensorrt")),
