@@ -76,8 +76,11 @@ def test_refuses_a_float16_export_and_bad_frames(fp32: Path, tmp_path: Path) -> 
         quantize_int8(fp32, tmp_path / "b.onnx", [frames[0], frames[1].astype(np.float32)], frames[2:], progress=False)
     with pytest.raises(CalibrationError, match="at least 2 frames"):
         split_frames(frames[:1])
-    calib, held = split_frames(random_frames(8))
-    assert (len(calib), len(held)) == (6, 2)
+    frames = random_frames(8)
+    calib, held = split_frames(frames)
+    assert (len(calib), len(held)) == (6, 2) and held[0] is frames[3] and held[1] is frames[7]
+    calib, held = split_frames(frames[:2])  # held-out frames are never calibration frames
+    assert len(calib) == len(held) == 1 and calib[0] is frames[0] and held[0] is frames[1]
 
 
 def test_cli_calibrates_on_a_folder_of_pictures(fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
