@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.files import atomic_write_bytes, sha256_file
-from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, Parity, ParityError, Tolerance, check_graph
+from engine.onnx_export import INPUT_NAME, Parity, Tolerance, check_graph, check_parity, onnx_runner
 from engine.weights import WeightsError, existing_file
 
 __all__ = [
@@ -126,7 +126,6 @@ def quantize_int8(
     calibration frames (each runs through the float32 model once).
     """
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -182,19 +181,8 @@ def quantize_int8(
     })
     check_graph(quantized, name=str(out))
     data = quantized.SerializeToString()
-    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    candidate = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    report = []
-    for frame in held_out:
-        (want,) = reference.run([OUTPUT_NAME], {INPUT_NAME: frame})
-        (got,) = candidate.run([OUTPUT_NAME], {INPUT_NAME: frame})
-        parity = Parity.measure(want, got, tolerance)
-        if not parity.ok:
-            raise ParityError(
-                f"INT8 output differs from {src.name} on a held-out {frame.shape[0]}x{frame.shape[1]} frame: "
-                f"{parity.fraction_within:.2%} of pixels within {tolerance.max_abs} grey levels, need "
-                f"{tolerance.fraction:.2%} (worst {parity.max_abs}); calibrate on frames like the live ones"
-            )
-        report.append(parity)
+    report = check_parity(onnx_runner(src), onnx_runner(data), held_out, tolerance,
+                          f"INT8 output differs from {src.name} (held-out frame)",
+                          "; calibrate on frames like the live ones")
     atomic_write_bytes(out, data)
     return report

@@ -21,7 +21,7 @@ compared with the torch float32 model on random frames (:func:`check_forward`, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +46,8 @@ __all__ = [
     "export_checkpoint",
     "check_graph",
     "check_forward",
+    "check_parity",
+    "onnx_runner",
 ]
 
 INPUT_NAME = "frame"
@@ -186,22 +188,42 @@ def check_forward(
     """Run ``frames`` through ``reference`` (torch, uint8 -> uint8) and the ONNX model in ONNX Runtime
     on the CPU; raise :class:`ParityError` if any frame misses ``tolerance``.  Returns each frame's
     :class:`Parity`."""
-    import onnxruntime as ort
     import torch
+
+    def expected(frame: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return reference(torch.from_numpy(frame)).numpy()
+
+    return check_parity(expected, onnx_runner(onnx_model), frames, tolerance, "ONNX output differs from torch")
+
+
+def onnx_runner(onnx_model: bytes | str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """``frame -> despeckled`` through the model (file or serialized bytes) in ONNX Runtime on the CPU."""
+    import onnxruntime as ort
 
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return lambda frame: session.run([OUTPUT_NAME], {INPUT_NAME: frame})[0]
+
+
+def check_parity(
+    expected: Callable[[np.ndarray], np.ndarray],
+    got: Callable[[np.ndarray], np.ndarray],
+    frames: Sequence[np.ndarray],
+    tolerance: Tolerance,
+    what: str,
+    hint: str = "",
+) -> list[Parity]:
+    """:class:`Parity` of ``got(frame)`` against ``expected(frame)`` for each frame; the first frame
+    that misses ``tolerance`` raises :class:`ParityError` starting with ``what`` (and ending with ``hint``)."""
     report = []
     for frame in frames:
-        with torch.inference_mode():
-            expected = reference(torch.from_numpy(frame)).numpy()
-        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: frame})
-        parity = Parity.measure(expected, got, tolerance)
+        parity = Parity.measure(expected(frame), got(frame), tolerance)
         if not parity.ok:
             raise ParityError(
-                f"ONNX output differs from torch on a {frame.shape[0]}x{frame.shape[1]} frame: "
+                f"{what} on a {frame.shape[0]}x{frame.shape[1]} frame: "
                 f"{parity.fraction_within:.4%} of pixels within {tolerance.max_abs} grey level(s), "
-                f"need {tolerance.fraction:.4%} (worst {parity.max_abs})"
+                f"need {tolerance.fraction:.4%} (worst {parity.max_abs}){hint}"
             )
         report.append(parity)
     return report

@@ -61,7 +61,7 @@ def test_quantized_model_keeps_the_frame_contract_and_agrees_with_float32(fp32: 
 
 def test_a_tolerance_it_misses_writes_nothing(fp32: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
-    with pytest.raises(ParityError, match="held-out"):
+    with pytest.raises(ParityError, match="held-out frame"):
         quantize_int8(fp32, out, random_frames(4, seed=1), random_frames(1, seed=2),
                       tolerance=Tolerance(max_abs=0, fraction=1.0), progress=False)
     assert not out.exists()
