@@ -46,6 +46,7 @@ __all__ = [
     "CalibrationError",
     "simulated_frames",
     "split_frames",
+    "tile",
     "quantize_int8",
 ]
 
@@ -57,6 +58,8 @@ INT8_TOLERANCE = Tolerance(max_abs=8, fraction=0.99)
 #: 4th).  Far from the seeds of the model card's training (1000), validation (2000) and evaluation
 #: (3000) sets.
 CALIBRATION_SEED = 7000
+#: side of the calibration and check tiles, pixels (:func:`tile`).
+TILE = 256
 
 
 class CalibrationError(ValueError):
@@ -79,6 +82,18 @@ def split_frames(frames: Sequence[np.ndarray], every: int = 4) -> tuple[list[np.
     held = [f for i, f in enumerate(frames) if i % every == every - 1]
     calib = [f for i, f in enumerate(frames) if i % every != every - 1]
     return calib, held
+
+
+def tile(frame: np.ndarray, side: int = TILE) -> np.ndarray:
+    """The central ``side`` x ``side`` part of ``frame`` (all of it where it is smaller).
+
+    Calibration and the check run on tiles so that their memory does not grow with the frame
+    size; the DRNN sees 45 pixels around each output pixel, so a tile shows it the same local
+    statistics as the whole frame (activation ranges are per tensor, not per position).
+    """
+    h, w = frame.shape
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(frame[top : top + side, left : left + side])
 
 
 def _check_frames(frames: Sequence[np.ndarray], what: str) -> None:
@@ -119,7 +134,8 @@ def quantize_int8(
     """Quantize the float32 export ``onnx_in`` to INT8 at ``out``; returns the held-out parities.
 
     ``calibration``: uint8 (H, W) frames that fix the activation ranges; ``held_out``: other
-    frames on which the result must agree with ``onnx_in`` within ``tolerance`` (else
+    frames on which the result must agree with ``onnx_in`` within ``tolerance`` (both are cut to
+    their central :data:`TILE` x :data:`TILE` part, see :func:`tile`; else
     :class:`~engine.onnx_export.ParityError` and nothing is written).  The source's metadata
     (``checkpoint_sha256``...) is carried over; ``precision`` becomes ``int8`` and
     ``source_onnx_sha256`` / ``calibration_frames`` are added.  ``progress``: a bar over the
@@ -148,13 +164,27 @@ def quantize_int8(
     if len(convs) < 3:
         raise WeightsError(f"{src}: expected the DRNN's convolutions, found {len(convs)} Conv nodes")
 
+    tiles = [tile(f) for f in calibration]
+    bar = tqdm(total=len(tiles), desc="calibrate", unit="frame", disable=not progress)
+
     class _Frames(CalibrationDataReader):
+        """One tile per ``collect_data`` call (``CalibStridedMinMax = 1``): onnxruntime keeps every
+        intermediate tensor of the frames of one call, about 0.8 GB per 256x256 tile for the DRNN."""
+
         def __init__(self) -> None:
-            frames = tqdm(calibration, desc="calibrate", unit="frame", disable=not progress)
-            self._it = iter({INPUT_NAME: f} for f in frames)
+            self._todo: list[np.ndarray] = []
+
+        def __len__(self) -> int:
+            return len(tiles)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._todo = tiles[start_index:end_index]
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
+            if not self._todo:
+                return None
+            bar.update(1)
+            return {INPUT_NAME: self._todo.pop(0)}
 
     with tempfile.TemporaryDirectory(prefix="usdespeckle-int8-") as tmp, _quiet():
         staged = Path(tmp) / "int8.onnx"
@@ -170,8 +200,10 @@ def quantize_int8(
             op_types_to_quantize=["Conv"],
             nodes_to_exclude=[convs[0], convs[-1]],
             calibration_providers=["CPUExecutionProvider"],
+            extra_options={"CalibStridedMinMax": 1},
         )
         quantized = onnx.load(str(staged))
+    bar.close()
     quantized.doc_string = "usdespeckle DRNN int8 (QDQ, per-channel weights): uint8 (H, W) -> uint8 (H, W)"
     onnx.helper.set_model_props(quantized, {
         **meta,
@@ -181,7 +213,7 @@ def quantize_int8(
     })
     check_graph(quantized, name=str(out))
     data = quantized.SerializeToString()
-    report = check_parity(onnx_runner(src), onnx_runner(data), held_out, tolerance,
+    report = check_parity(onnx_runner(src), onnx_runner(data), [tile(f) for f in held_out], tolerance,
                           f"INT8 output differs from {src.name} (held-out frame)",
                           "; calibrate on frames like the live ones")
     atomic_write_bytes(out, data)

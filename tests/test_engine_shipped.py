@@ -47,7 +47,7 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(name: str) ->
         assert meta["source_onnx_sha256"] == sha256_file(fp32), f"{path} is stale: python -m engine.quantize --onnx {fp32}"
     reference = FrameModel(load_generator(CHECKPOINT)).eval()
     # INT8's activation ranges were calibrated on ultrasound frames: on uniform noise, which no
-    # probe produces, its 8-level tolerance does not hold (92 % of pixels), so it is held to it on
+    # probe produces, its 8-level tolerance does not hold (92-95 % of pixels), so it is held to it on
     # the simulated frames only.
     frames = _frames()[2:] if name == "drnn_int8.onnx" else _frames()
     for frame in frames:
