@@ -16,7 +16,7 @@ from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 from engine.backends.onnxruntime import OnnxRuntimeDespeckler  # noqa: E402
 from engine.checkpoint import load_generator  # noqa: E402
 from engine.files import sha256_file  # noqa: E402
-from engine.int8 import CalibrationError, quantize_int8, split_frames  # noqa: E402
+from engine.int8 import TILE, CalibrationError, quantize_int8, split_frames, tile  # noqa: E402
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ParityError, Tolerance, export_checkpoint, export_onnx  # noqa: E402
 from engine.quantize import main  # noqa: E402
 from engine.weights import WeightsError  # noqa: E402
@@ -108,3 +108,14 @@ def test_cli_bad_input_is_one_line_and_exit_1(fp32: Path, tmp_path: Path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("engine.quantize:") and culprit in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_frames_of_mixed_sizes_calibrate_through_central_tiles(fp32: Path, tmp_path: Path) -> None:
+    big = np.arange(300 * 700, dtype=np.int64).reshape(300, 700).astype(np.uint8)
+    cut = tile(big)
+    assert cut.shape == (TILE, TILE) and cut[0, 0] == big[22, 222] and cut.flags["C_CONTIGUOUS"]
+    small = random_frames(1, (40, 52))[0]
+    assert tile(small).shape == small.shape and np.array_equal(tile(small), small)
+    frames = [*random_frames(2, (48, 64), seed=5), random_frames(1, (300, 30), seed=6)[0], random_frames(1, (33, 47), seed=7)[0]]
+    report = quantize_int8(fp32, tmp_path / "mixed.onnx", frames, random_frames(1, (64, 48), seed=8), progress=False)
+    assert report[0].ok and (tmp_path / "mixed.onnx").is_file()
