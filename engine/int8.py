@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.base import FrameError, InputSpec
 from engine.files import atomic_write_bytes, sha256_file
 from engine.onnx_export import INPUT_NAME, Parity, Tolerance, check_graph, check_parity, onnx_runner
 from engine.weights import WeightsError, existing_file
@@ -96,11 +97,17 @@ def tile(frame: np.ndarray, side: int = TILE) -> np.ndarray:
     return np.ascontiguousarray(frame[top : top + side, left : left + side])
 
 
-def _check_frames(frames: Sequence[np.ndarray], what: str) -> None:
+def _checked(frames: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    """``frames`` as C-contiguous uint8 (H, W) arrays of at least 16x16 (the engine's own frame
+    check, any size above); the first bad one raises :class:`CalibrationError` naming it."""
+    spec = InputSpec(max_hw=(1 << 16, 1 << 16))
+    out = []
     for i, frame in enumerate(frames):
-        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 2):
-            kind = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-            raise CalibrationError(f"{what} frame {i}: need uint8 (H, W), got {kind}")
+        try:
+            out.append(spec.check(frame))
+        except FrameError as exc:
+            raise CalibrationError(f"{what} frame {i}: {exc}") from exc
+    return out
 
 
 @contextlib.contextmanager
@@ -153,8 +160,7 @@ def quantize_int8(
     src = existing_file(onnx_in)
     if not calibration or not held_out:
         raise CalibrationError("need calibration frames and held-out frames (at least one of each)")
-    _check_frames(calibration, "calibration")
-    _check_frames(held_out, "held-out")
+    calibration, held_out = _checked(calibration, "calibration"), _checked(held_out, "held-out")
     proto = onnx.load(str(src))
     check_graph(proto, name=str(src))
     meta = {p.key: p.value for p in proto.metadata_props}

@@ -72,8 +72,10 @@ def test_refuses_a_float16_export_and_bad_frames(fp32: Path, tmp_path: Path) -> 
     frames = random_frames(3)
     with pytest.raises(WeightsError, match="precision is float16"):
         quantize_int8(half, tmp_path / "a.onnx", frames[:2], frames[2:], progress=False)
-    with pytest.raises(CalibrationError, match="calibration frame 1: need uint8"):
+    with pytest.raises(CalibrationError, match="calibration frame 1: frame dtype must be uint8"):
         quantize_int8(fp32, tmp_path / "b.onnx", [frames[0], frames[1].astype(np.float32)], frames[2:], progress=False)
+    with pytest.raises(CalibrationError, match="held-out frame 0: frame size 8x8 is outside"):
+        quantize_int8(fp32, tmp_path / "c.onnx", frames[:2], [np.zeros((8, 8), np.uint8)], progress=False)
     with pytest.raises(CalibrationError, match="at least 2 frames"):
         split_frames(frames[:1])
     frames = random_frames(8)
