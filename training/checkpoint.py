@@ -43,6 +43,11 @@ class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this project; the message names the file."""
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's are often paragraphs)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def code_version() -> str:
     """``git describe --always --dirty`` of this checkout, or ``"unknown"`` outside a git checkout."""
     try:
@@ -96,7 +101,7 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = ("generator", "
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt ({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path}: not a {CKPT_FORMAT} file (format: {found!r})")
@@ -124,14 +129,21 @@ def load_generator(path: str | Path) -> torch.nn.Module:
     on the CPU, in eval mode.
 
     Raises:
-        CheckpointError: as :func:`load_checkpoint`, or an architecture or weights that do not fit.
+        CheckpointError: as :func:`load_checkpoint`, or an architecture or weights that do not fit
+            (the message names ``path``).
     """
     from training.models import DRNN
 
     ckpt = load_checkpoint(path)
+    config = ckpt["generator_config"]
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: 'generator_config' must be a dict, found {type(config).__name__}")
     try:
-        g = DRNN(**ckpt["generator_config"])
+        g = DRNN(**config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: bad 'generator_config' {config}: {_first_line(exc)}") from exc
+    try:
         g.load_state_dict(ckpt["generator"], strict=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: generator does not fit DRNN({ckpt['generator_config']}): {exc}") from exc
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: 'generator' weights do not fit DRNN({config}): {_first_line(exc)}") from exc
     return g.eval()

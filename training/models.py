@@ -105,10 +105,14 @@ class DRNN(nn.Module):
         self.blocks = nn.Sequential(*[ResBlock(width, convs_per_block) for _ in range(blocks)])
         self.head = nn.Conv2d(width, 1, head_kernel, padding=head_kernel // 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid output ``z = head(blocks(stem(x)))``, shape ``(N, 1, H, W)``."""
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"DRNN expects a (N, 1, H, W) tensor, got shape {tuple(x.shape)}")
-        return torch.sigmoid(self.head(self.blocks(self.stem(x))))
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
 
 
 def drnn_flops(height: int, width_px: int, config: dict | None = None) -> float:
