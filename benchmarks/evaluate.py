@@ -27,11 +27,13 @@ from tqdm import tqdm
 
 from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
+from engine.base import BackendUnavailable
+from engine.weights import WeightsError, WeightsNotFound
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
 from training.models import DRNN
 
-__all__ = ["despeckle", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+__all__ = ["despeckle", "generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
@@ -68,18 +70,31 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
     }
 
 
+def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights``: a generator checkpoint (eager
+    torch, :func:`despeckle`) or an ``.onnx`` export (the engine's ONNX Runtime backend, CPU), so
+    float32, FP16 and INT8 exports are measured exactly as they run."""
+    if Path(weights).suffix.lower() == ".onnx":
+        from engine.registry import create_despeckler
+
+        return create_despeckler("onnxruntime", weights=weights, device="cpu").infer
+    g = load_generator(weights)
+    return lambda image: despeckle(g, image)
+
+
 def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
     """Mean of each metric over the pairs of ``eval_dir`` for ``x``, ``y`` and ``g`` (NaNs skipped).
 
-    Returns ``{"x": {...}, "y": {...}, "g": {...}, "n": {"pairs": N}}``.
+    ``weights``: see :func:`generator_function`.  Returns ``{"x": {...}, "y": {...}, "g": {...},
+    "n": {"pairs": N}}``.
     """
-    g = load_generator(weights)
+    run = generator_function(weights)
     xs, ys = read_pairs(eval_dir)
     truths = read_truth(eval_dir)
     n = len(xs) if limit <= 0 else min(limit, len(xs))
     rows: dict[str, list[dict[str, float]]] = {"x": [], "y": [], "g": []}
     for x, y, truth in tqdm(list(zip(xs, ys, truths, strict=True))[:n], desc="evaluate", disable=not progress):
-        for name, img in (("x", x), ("y", y), ("g", despeckle(g, x))):
+        for name, img in (("x", x), ("y", y), ("g", run(x))):
             rows[name].append(image_metrics(img, y, truth))
     out: dict[str, dict[str, float]] = {
         name: {k: float(np.nanmean([r[k] for r in rs])) for k in METRICS} for name, rs in rows.items()
@@ -92,9 +107,9 @@ def write_example(weights: str | Path, eval_dir: str | Path, png: str | Path, in
     """PNG with one row per pair index: ``x | G(x) | y`` at full resolution."""
     import cv2
 
-    g = load_generator(weights)
+    run = generator_function(weights)
     xs, ys = read_pairs(eval_dir)
-    rows = [np.concatenate([xs[i], despeckle(g, xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
+    rows = [np.concatenate([xs[i], run(xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(png), np.concatenate(rows, axis=0))
@@ -134,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator file(s) (usdespeckle-ckpt-1)")
+    ap.add_argument("--weights", type=Path, nargs="+", required=True,
+                    help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
     ap.add_argument("--eval", type=Path, required=True, help="paired folder: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only [0: all]")
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             results[str(w)] = res
             met = sum(ok for ok, _ in check_targets(res).values())
             print(f"{w}: {met}/4 targets; " + " ".join(f"{k}={res['g'][k]:.3f}" for k in METRICS))
-    except (CheckpointError, DataError, MetricError) as exc:
+    except (CheckpointError, DataError, MetricError, WeightsError, WeightsNotFound, BackendUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = markdown_table(results[str(a.weights[-1])])

@@ -228,6 +228,13 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
     assert res["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12) and res["x"]["kl_y"] > 0
     assert len(check_targets(res)) == 4
     assert markdown_table(res).count("\n| ") == 3
+    # The same generator's ONNX export, run by the engine's ONNX Runtime backend, measures the same.
+    from engine.onnx_export import export_checkpoint
+
+    exported = evaluate(export_checkpoint(full_run / "generator.pt", tmp_path / "g.onnx"), data / "eval", progress=False)
+    assert exported["x"] == res["x"] and exported["y"] == res["y"]
+    for k in METRICS:
+        assert exported["g"][k] == pytest.approx(res["g"][k], rel=0.05, abs=0.02), k
     png = plot_curves(full_run / "log.csv", tmp_path / "curves.png")
     assert cv2.imread(str(png)).shape[1] > 3 * 300  # one panel per phase
     assert evaluate_main(["--weights", str(full_run / "generator.pt"), "--eval", str(data / "eval"),
