@@ -12,6 +12,8 @@ generator despeckles ``x`` into ``g = G(x)`` and :mod:`benchmarks.metrics` measu
 * ``log_corr``: Pearson correlation of ``ln(img + 1)`` with ``ln(echogenicity)`` in the liver;
 * ``ssnr``: mean / std in the parenchyma.
 
+Fan-geometry sets (truth with ``fov_x`` / ``fov_y``) are measured where both probes image.
+
 :func:`check_targets` compares the means with the project's targets (issue 4).
 """
 
@@ -28,22 +30,15 @@ from tqdm import tqdm
 from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
+from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
-from training.models import DRNN
 
-__all__ = ["despeckle", "generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+__all__ = ["generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
-
-
-@torch.no_grad()
-def despeckle(g: DRNN, image: np.ndarray) -> np.ndarray:
-    """``uint8 (H, W)`` in, ``round(255 * G(image / 255))`` as ``uint8 (H, W)`` out."""
-    x = torch.from_numpy(image).float().div(255.0)[None, None]
-    return (g(x)[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
 
 def _safe(fn: Callable[[], float]) -> float:
@@ -55,9 +50,11 @@ def _safe(fn: Callable[[], float]) -> float:
 
 def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, float]:
     """The :data:`METRICS` of one image ``img`` (``x``, ``y`` or ``G(x)``) of a pair with reference ``y``."""
-    par = truth["parenchyma"]
-    tissue = truth["liver"] & ~truth["structures"]
-    vessels = truth["vessels"]
+    fov = truth.get("fov_x", True) & truth.get("fov_y", True)  # fan geometry: where both probes image
+    par = truth["parenchyma"] & fov
+    liver = truth["liver"] & fov
+    tissue = liver & ~truth["structures"]
+    vessels = truth["vessels"] & fov
     ring = m.ring_mask(vessels, gap=2, width=6, within=tissue)
     has_vessels = vessels.sum() >= 20 and ring.sum() >= 20
     return {
@@ -65,21 +62,27 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
         "grain_ax": _safe(lambda: m.speckle_grain_size(img, par, axis=0)),
         "kl_y": _safe(lambda: m.region_kl(y, par, img, par)),
         "cnr": _safe(lambda: m.cnr(img, vessels, ring)) if has_vessels else math.nan,
-        "log_corr": _safe(lambda: m.log_correlation(img, truth["echogenicity"], truth["liver"])),
+        "log_corr": _safe(lambda: m.log_correlation(img, truth["echogenicity"], liver)),
         "ssnr": _safe(lambda: m.ssnr(img, par)),
     }
 
 
 def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights``: a generator checkpoint (eager
-    torch, :func:`despeckle`) or an ``.onnx`` export (the engine's ONNX Runtime backend, CPU), so
-    float32, FP16 and INT8 exports are measured exactly as they run."""
+    """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights`` as the engine runs it: a
+    generator checkpoint through :class:`engine.torch_model.FrameModel` (eager torch, CPU, float32:
+    batch norm folded, reflected margin, rounding) or an ``.onnx`` export through the engine's ONNX
+    Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run."""
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler
 
         return create_despeckler("onnxruntime", weights=weights, device="cpu").infer
-    g = load_generator(weights)
-    return lambda image: despeckle(g, image)
+    model = FrameModel(load_generator(weights)).eval()
+
+    @torch.no_grad()
+    def run(image: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+
+    return run
 
 
 def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:

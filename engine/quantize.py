@@ -33,6 +33,7 @@ class QuantizeConfig:
     calibrate: Path | None = None
     frames: int = 24
     size: int = 256
+    float_blocks: int = 1
 
 
 def _parse(argv: list[str] | None) -> QuantizeConfig:
@@ -43,10 +44,14 @@ def _parse(argv: list[str] | None) -> QuantizeConfig:
                         "(default: simulated low-probe frames)")
     parser.add_argument("--frames", type=int, default=24, help="frames to use, a quarter held out (default %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="side of the simulated frames (default %(default)s)")
+    parser.add_argument("--float-blocks", type=int, default=1,
+                        help="last residual blocks kept float32: more is slower and closer to float32 (default %(default)s)")
     args = parser.parse_args(argv)
     if args.frames < 2:
         parser.error(f"--frames must be at least 2, got {args.frames}")
-    return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size)
+    if args.float_blocks < 0:
+        parser.error(f"--float-blocks must be at least 0, got {args.float_blocks}")
+    return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size, args.float_blocks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = list(itertools.islice(iter_frames(config.calibrate, skip_bad=True), config.frames))
         calibration, held_out = split_frames(frames)
         print(f"calibrating on {len(calibration)} frames, checking on {len(held_out)} held-out frames ...", flush=True)
-        report = quantize_int8(config.onnx, config.out, calibration, held_out)
+        report = quantize_int8(config.onnx, config.out, calibration, held_out, float_blocks=config.float_blocks)
     except (DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
         print(f"engine.quantize: {exc}", file=sys.stderr)
         return 1

@@ -47,8 +47,10 @@ def test_quantized_model_keeps_the_frame_contract_and_agrees_with_float32(fp32: 
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
     made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
     weights_int8 = [made_by.get(n.input[1]) == "DequantizeLinear" for n in proto.graph.node if n.op_type == "Conv"]
-    assert weights_int8 == [False] + [True] * (len(weights_int8) - 2) + [False]  # all but the stem and the head
+    # DRNN(width=8, blocks=2): stem, 2 x (3 convs + 1x1 shortcut), head; the last block stays float32
+    assert weights_int8 == [False] + [True] * 4 + [False] * 4 + [False]
     meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["float_blocks"] == "1"
     assert meta["precision"] == "int8" and meta["source_onnx_sha256"] == sha256_file(fp32)
     assert meta["checkpoint_sha256"] == onnx_meta(fp32)["checkpoint_sha256"] and meta["calibration_frames"] == "6"
     frame = random_frames(1, (33, 47), seed=3)[0]  # any size, uint8 in and out
@@ -65,6 +67,23 @@ def test_a_tolerance_it_misses_writes_nothing(fp32: Path, tmp_path: Path) -> Non
         quantize_int8(fp32, out, random_frames(4, seed=1), random_frames(1, seed=2),
                       tolerance=Tolerance(max_abs=0, fraction=1.0), progress=False)
     assert not out.exists()
+
+
+def test_float_blocks_choose_the_float32_residual_blocks(fp32: Path, tmp_path: Path) -> None:
+    calibration, held_out = random_frames(4, seed=1), random_frames(1, seed=2)
+    loose = Tolerance(max_abs=255, fraction=0.0)  # structure only here; accuracy is tested above
+    for blocks, want in ((0, [False] + [True] * 8 + [False]), (2, [False] * 10)):
+        out = quantize_int8(fp32, tmp_path / f"f{blocks}.onnx", calibration, held_out, tolerance=loose,
+                            float_blocks=blocks, progress=False)
+        assert out and (tmp_path / f"f{blocks}.onnx").is_file()
+        proto = onnx.load(str(tmp_path / f"f{blocks}.onnx"))
+        made_by = {o: node.op_type for node in proto.graph.node for o in node.output}
+        got = [made_by.get(n.input[1]) == "DequantizeLinear" for n in proto.graph.node if n.op_type == "Conv"]
+        assert got == want, blocks
+    for blocks, match in ((3, "has 2 residual blocks"), (-1, "must be >= 0")):
+        with pytest.raises(WeightsError, match=match):
+            quantize_int8(fp32, tmp_path / "x.onnx", calibration, held_out, float_blocks=blocks, progress=False)
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_refuses_a_float16_export_and_bad_frames(fp32: Path, tmp_path: Path) -> None:

@@ -56,3 +56,23 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(name: str) ->
         (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: frame})
         parity = Parity.measure(expected, got, EXPORTS[name])
         assert parity.ok, f"{name} on a {frame.shape} frame: {parity}"
+
+
+def test_shipped_model_has_no_bright_frame_edges() -> None:
+    """Without the reflected margin of FrameModel the shipped DRNN's outermost two columns came out
+    about 26 grey levels brighter than the tissue just inside them, where the input's differ by 3;
+    now every side's edge-minus-inside step follows the input's."""
+    from training.sim import simulate_pair
+
+    session = ort.InferenceSession(str(WEIGHTS_DIR / "drnn.onnx"), providers=["CPUExecutionProvider"])
+    xs = np.stack([simulate_pair(seed, (96, 96))[0] for seed in range(3, 15)])
+    gs = np.stack([session.run([OUTPUT_NAME], {INPUT_NAME: x})[0] for x in xs])
+
+    def steps(a: np.ndarray) -> dict[str, float]:
+        a = a.astype(float)
+        views = {"top": a, "bottom": a[:, ::-1], "left": a.transpose(0, 2, 1), "right": a.transpose(0, 2, 1)[:, ::-1]}
+        return {side: v[:, :2].mean() - v[:, 4:12].mean() for side, v in views.items()}
+
+    x_steps, g_steps = steps(xs), steps(gs)
+    for side in x_steps:
+        assert abs(g_steps[side] - x_steps[side]) < 6, f"{side} edge step {g_steps[side]:+.1f} vs the input's {x_steps[side]:+.1f}"
