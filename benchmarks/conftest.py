@@ -102,13 +102,14 @@ def _needs_file(path: Path, how: str) -> Callable[[], str | None]:
     return lambda: None if path.is_file() else f"{path} is not there ({how})"
 
 
-#: the shipped INT8 export (opt-in CPU model, see engine.int8).
+#: an INT8 export for CPUs, where one was made (engine.int8; none ships with the current model).
 INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
 
 BACKENDS = (
     BackendCase("onnxruntime-cpu", "onnxruntime", False, {"device": "cpu"}, _needs("onnxruntime")),
     BackendCase("onnxruntime-int8", "onnxruntime", False, {"device": "cpu"},
-                _needs_file(INT8, "python -m engine.quantize --onnx weights/drnn.onnx --out weights/drnn_int8.onnx"),
+                _needs_file(INT8, "make one with python -m engine.quantize --onnx weights/drnn.onnx --out "
+                           "weights/drnn_int8.onnx; none ships with the current model"),
                 weights=INT8),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),

@@ -70,7 +70,7 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
 def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights`` as the engine runs it: a
     generator checkpoint through :class:`engine.torch_model.FrameModel` (eager torch, CPU, float32:
-    batch norm folded, reflected margin, rounding) or an ``.onnx`` export through the engine's ONNX
+    batch norm folded, rounding, black surroundings) or an ``.onnx`` export through the engine's ONNX
     Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run."""
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler

@@ -74,17 +74,18 @@ def weights_for(backend: str, files: ModelFiles) -> Path | None:
 
 def eager_baseline(checkpoint: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The paper-style reference: the DRNN in eager PyTorch FP32 on the CPU, one frame at a time,
-    batch norm not folded, under ``torch.inference_mode``: ``uint8 (H, W) -> uint8 (H, W)``."""
+    batch norm not folded, under ``torch.inference_mode``, computing the engine's frame function
+    (:class:`engine.torch_model.FrameModel`: scaling, rounding, black surroundings):
+    ``uint8 (H, W) -> uint8 (H, W)``."""
     import torch
 
     from engine.checkpoint import load_generator
+    from engine.torch_model import FrameModel
 
-    net = load_generator(checkpoint)
+    model = FrameModel(load_generator(checkpoint), fold=False).eval()
 
     def run(frame: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(frame).float().div_(255.0)[None, None]
-            y = net(x)[0, 0]
-            return y.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).numpy()
+            return model(torch.from_numpy(frame)).numpy()
 
     return run

@@ -1,7 +1,7 @@
 """Quantize an exported despeckler to INT8 for CPUs, checked against the float32 model.
 
-    python -m engine.quantize --onnx weights/drnn.onnx --out weights/drnn_int8.onnx
     python -m engine.quantize --onnx weights/drnn.onnx --out probe_int8.onnx --calibrate my_frames/
+    python -m engine.quantize --onnx weights/drnn.onnx --out probe_int8.onnx --float-blocks 2
 
 Without ``--calibrate`` the activation ranges come from simulated low-probe frames; with it, from
 the frames of a folder, video or DICOM file of your own probe (every 4th frame is held out for the

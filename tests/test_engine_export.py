@@ -114,3 +114,39 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path: Path, capsys: pyt
     assert export_main(["--checkpoint", str(foreign), "--out", str(tmp_path / "x.onnx")]) != 0
     assert "foreign.pt" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_black_surroundings_stay_black_and_isolated_black_pixels_are_despeckled(exported: dict[str, Path]) -> None:
+    from scipy.ndimage import maximum_filter
+
+    from engine.torch_model import BLACK
+
+    frame = random_frames(1, (48, 64), seed=4)[0].copy()
+    frame[frame == 0] = 1
+    frame[:, :20] = 0  # a letterbox bar / the outside of a sector
+    frame[30, 50] = 0  # one black pixel inside tissue
+    reference = FrameModel(load_generator(exported["ckpt"])).eval()
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(frame)).numpy()
+    got = _ort(exported["fp32"], frame)
+    background = maximum_filter(frame, BLACK, mode="constant") == 0
+    assert background[:, :16].all() and not background[:, 16:].any()
+    assert (expected[background] == 0).all() and (got[background] == 0).all()
+    assert expected[30, 50] > 0  # despeckled like its neighbours, not forced to black
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_unfolded_frame_model_is_the_same_function(exported: dict[str, Path]) -> None:
+    """The latency benchmarks' eager reference (batch norm kept) computes what the engine computes."""
+    from benchmarks.modelfiles import eager_baseline
+
+    net = load_generator(exported["ckpt"])
+    unfolded = FrameModel(net, fold=False).eval()
+    assert count_batchnorm(unfolded) > 0 and count_batchnorm(FrameModel(net)) == 0
+    frame = random_frames(1, (40, 56), seed=5)[0]
+    frame[:, :12] = 0
+    with torch.inference_mode():
+        folded = FrameModel(net).eval()(torch.from_numpy(frame)).numpy()
+        eager = unfolded(torch.from_numpy(frame)).numpy()
+    assert np.abs(folded.astype(int) - eager.astype(int)).max() <= 1
+    np.testing.assert_array_equal(eager_baseline(exported["ckpt"])(frame), eager)

@@ -1,4 +1,4 @@
-"""The shipped weights: weights/drnn.onnx (and drnn_fp16.onnx, drnn_int8.onnx) agree with weights/drnn.pt.
+"""The shipped weights: weights/drnn.onnx (and drnn_fp16.onnx, and drnn_int8.onnx where shipped) agree with weights/drnn.pt.
 
 Skipped until the training run has produced ``weights/drnn.pt``; once it exists, its ONNX
 exports must exist too, come from this very checkpoint, and agree with torch.
@@ -59,9 +59,9 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(name: str) ->
 
 
 def test_shipped_model_has_no_bright_frame_edges() -> None:
-    """Without the reflected margin of FrameModel the shipped DRNN's outermost two columns came out
-    about 26 grey levels brighter than the tissue just inside them, where the input's differ by 3;
-    now every side's edge-minus-inside step follows the input's."""
+    """Version 1 of the shipped DRNN drew its outermost two columns about 26 grey levels brighter than
+    the tissue just inside them (zero padding), where the input's differ by 3; the shipped model's
+    edge-minus-inside step must follow the input's on every side."""
     from training.sim import simulate_pair
 
     session = ort.InferenceSession(str(WEIGHTS_DIR / "drnn.onnx"), providers=["CPUExecutionProvider"])

@@ -148,9 +148,9 @@ def fit_calibration(logits: Sequence[np.ndarray], high: Sequence[np.ndarray], se
 @torch.no_grad()
 def apply_calibration(g: DRNN, cal: Calibration) -> DRNN:
     """Fold ``z -> gain * z + offset`` into ``g.head`` in place (``W' = gain W``, ``b' = gain b + offset``); returns ``g``."""
-    g.head.weight.mul_(cal.gain)
     if g.head.bias is None:
         raise OutputCalibrationError("the generator's head convolution has no bias to take the offset")
+    g.head.weight.mul_(cal.gain)
     g.head.bias.mul_(cal.gain).add_(cal.offset)
     return g
 
