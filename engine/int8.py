@@ -132,14 +132,9 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _conv_names(proto) -> list[str]:
-    return [node.name for node in proto.graph.node if node.op_type == "Conv"]
-
-
-def _float_convs(proto, float_blocks: int) -> list[str]:
-    """Names of the Conv nodes kept float32: the stem, the head and those of the last
-    ``float_blocks`` residual blocks (found by their weights' names, ``...blocks.<i>....``)."""
-    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
+def _float_convs(convs: Sequence, float_blocks: int) -> list[str]:
+    """Names of the Conv nodes (``convs``, in graph order) kept float32: the stem, the head and those
+    of the last ``float_blocks`` residual blocks (found by their weights' names, ``...blocks.<i>....``)."""
     block_of = {}
     for node in convs:
         match = re.search(r"(?:^|\.)blocks\.(\d+)\.", node.input[1])
@@ -191,12 +186,12 @@ def quantize_int8(
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("precision", "float32") != "float32":
         raise WeightsError(f"{src}: precision is {meta['precision']}, quantize the float32 export instead")
-    convs = _conv_names(proto)
+    convs = [node for node in proto.graph.node if node.op_type == "Conv"]
     if len(convs) < 3:
         raise WeightsError(f"{src}: expected the DRNN's convolutions, found {len(convs)} Conv nodes")
     if float_blocks < 0:
         raise WeightsError(f"float_blocks must be >= 0, got {float_blocks}")
-    keep_float = _float_convs(proto, float_blocks)
+    keep_float = _float_convs(convs, float_blocks)
 
     tiles = [tile(f) for f in calibration]
     bar = tqdm(total=len(tiles), desc="calibrate", unit="frame", disable=not progress)
