@@ -22,7 +22,7 @@ from training.calibration import (  # noqa: E402
     grey_pdf,
     head_logits,
 )
-from training.checkpoint import load_checkpoint, load_generator  # noqa: E402
+from training.checkpoint import export_generator, load_checkpoint, load_generator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,7 @@ def test_cli_writes_a_calibrated_generator_that_keeps_its_record(ckpt: Path, tmp
     record = load_checkpoint(out)["calibration"]
     assert record["gain"] == pytest.approx(1.4, abs=0.1) and record["previous"] is None
     assert record["masked"] is False and record["low_images"] == 8 and record["high_images"] == 8
+    assert load_checkpoint(export_generator(out, tmp_path / "exported.pt"))["calibration"] == record
     x = torch.rand(1, 1, 33, 47)
     with torch.no_grad():
         want = torch.sigmoid(record["gain"] * g.logits(x) + record["offset"])

@@ -32,7 +32,7 @@ import torch
 from scipy.optimize import minimize
 from tqdm import tqdm
 
-from training.checkpoint import atomic_save, code_version, load_checkpoint, load_generator
+from training.checkpoint import atomic_save, build_generator, code_version, generator_record, load_checkpoint
 from training.models import DRNN
 
 __all__ = [
@@ -162,16 +162,16 @@ def calibrate_checkpoint(weights: str | Path, low: Sequence[np.ndarray], high: S
     :func:`fit_calibration`), fold into the generator of ``weights`` and write a generator file
     to ``out`` (atomically).  ``data`` describes the images for the record.
 
-    ``out`` keeps every key of ``weights`` (``code_version`` stays the training code's) and adds
-    ``"calibration"``: :class:`Calibration` as a dict plus the ``code_version`` of this step.
+    ``out`` is a generator-only file (:func:`~training.checkpoint.generator_record`; its
+    ``code_version`` stays the training code's) with ``"calibration"``: :class:`Calibration` as a
+    dict plus the ``code_version`` of this step and the file's earlier calibration, if any.
     Calibrating a calibrated file composes the two maps.
     """
     ckpt = load_checkpoint(weights)
-    g = load_generator(weights)
+    g = build_generator(ckpt, weights)
     cal = fit_calibration(head_logits(g, low, progress), high, low_masks=low_masks, high_masks=high_masks)
     apply_calibration(g, cal)
-    slim = {k: v for k, v in ckpt.items() if k not in ("discriminator", "opt_g", "opt_d", "pool", "rng")}
-    slim["generator"] = {k: v.detach().clone().contiguous() for k, v in g.state_dict().items()}
+    slim = generator_record(ckpt, g.state_dict())
     slim["calibration"] = {**asdict(cal), "masked": low_masks is not None, "data": data,
                            "code_version": code_version(), "previous": ckpt.get("calibration")}
     atomic_save(slim, out)

@@ -32,6 +32,9 @@ __all__ = [
     "load_checkpoint",
     "export_generator",
     "load_generator",
+    "build_generator",
+    "generator_record",
+    "GENERATOR_KEYS",
     "code_version",
 ]
 
@@ -111,17 +114,26 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = ("generator", "
     return obj
 
 
+#: keys of a generator-only file (what ``weights/drnn.pt`` is), where the source has them.
+GENERATOR_KEYS = ("format", "generator", "generator_config", "code_version", "config", "phase_name", "step",
+                  "calibration")
+
+
+def generator_record(ckpt: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """The :data:`GENERATOR_KEYS` of ``ckpt`` (D, optimizers, buffer and RNG states dropped), with
+    the generator weights copied from ``state`` (default: ``ckpt["generator"]``)."""
+    slim = {k: ckpt[k] for k in GENERATOR_KEYS if k in ckpt}
+    slim["generator"] = {k: v.detach().clone().contiguous() for k, v in (state or ckpt["generator"]).items()}
+    return slim
+
+
 def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the generator-only file (what ``weights/drnn.pt`` is) from a training checkpoint.
 
-    Keeps ``format``, ``generator``, ``generator_config``, ``code_version``, ``config`` and
-    the phase position it was taken at; drops D, optimizers, buffer and RNG states.
+    Keeps ``format``, ``generator``, ``generator_config``, ``code_version``, ``config``, the
+    phase position it was taken at and any ``calibration`` record (:func:`generator_record`).
     """
-    ckpt = load_checkpoint(checkpoint)
-    keep = ("format", "generator", "generator_config", "code_version", "config", "phase_name", "step")
-    slim = {k: ckpt[k] for k in keep if k in ckpt}
-    slim["generator"] = {k: v.detach().clone().contiguous() for k, v in slim["generator"].items()}
-    return atomic_save(slim, out)
+    return atomic_save(generator_record(load_checkpoint(checkpoint)), out)
 
 
 def load_generator(path: str | Path) -> torch.nn.Module:
@@ -132,9 +144,13 @@ def load_generator(path: str | Path) -> torch.nn.Module:
         CheckpointError: as :func:`load_checkpoint`, or an architecture or weights that do not fit
             (the message names ``path``).
     """
+    return build_generator(load_checkpoint(path), path)
+
+
+def build_generator(ckpt: dict[str, Any], path: str | Path) -> torch.nn.Module:
+    """The DRNN of an already loaded checkpoint ``ckpt`` (read from ``path``, named in errors), eval mode."""
     from training.models import DRNN
 
-    ckpt = load_checkpoint(path)
     config = ckpt["generator_config"]
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {path}: 'generator_config' must be a dict, found {type(config).__name__}")
