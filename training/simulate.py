@@ -4,6 +4,7 @@ Examples::
 
     python -m training.simulate --out data/sim --count 400 --size 256 --paired --jitter 1
     python -m training.simulate --out data/fan --count 100 --geometry fan --depth-mm 140
+    python -m training.simulate --out data/pts --count 400 --paired --jitter 1 --model points
     python -m training.simulate --cine sweep.avi --cine-frames 300
     python -m training.simulate --figure docs/images/simulator_example.png
 """
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from training.sim.dataset import GEOMETRIES, SimulateConfig, run
+from training.sim.dataset import GEOMETRIES, MODELS, SimulateConfig, run
 
 __all__ = ["main", "parse_args"]
 
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--pixel-mm", type=float, default=0.25, help="pixel spacing in mm, window geometry (default 0.25)")
     p.add_argument("--geometry", choices=GEOMETRIES, default="window",
                    help="window: tissue rectangle, beams straight down (default); fan: the whole sector / convex scan")
+    p.add_argument("--model", choices=MODELS, default="grid",
+                   help="image formation: grid (scatterer on every fine-grid sample, Gaussian beams; default) or "
+                        "points (point scatterers of random density, diffraction beams, window geometry only)")
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
@@ -61,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     try:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
                               eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
-                              geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames, figure=args.figure)
+                              geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames,
+                              figure=args.figure, model=args.model)
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits

@@ -5,6 +5,8 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 * :func:`make_phantom` -> :class:`Phantom` (echogenicity, scatterers, masks);
 * :func:`image_phantom` -> ``uint8 (H, W)`` B-mode image for a :class:`ProbeModel`
   (:data:`LOW_PROBE`, :data:`HIGH_PROBE`), beams straight down through the window;
+* :func:`draw_points` / :func:`image_points` -> the second image-formation model (point
+  scatterers, diffraction beams), for training and testing across simulator families;
 * :func:`image_fan` -> the whole sector (phased array) or convex scan, scan-converted;
 * :func:`simulate_pair` -> ``(x, y, truth)``: both probes, the same scatterers;
 * :func:`sweep_frames` -> endless frames of a probe sweeping over one phantom (live demo);
@@ -14,9 +16,18 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 from __future__ import annotations
 
 from training.sim.cine import sweep_frames, write_cine
-from training.sim.dataset import GEOMETRIES, SimulateConfig, run, simulate_pair, write_dataset, write_figure
+from training.sim.dataset import (
+    GEOMETRIES,
+    MODELS,
+    SimulateConfig,
+    run,
+    simulate_pair,
+    write_dataset,
+    write_figure,
+)
 from training.sim.imaging import SimulationError, complex_envelope, image_phantom, log_compress
 from training.sim.phantom import MASK_NAMES, Phantom, make_phantom
+from training.sim.points import PointField, draw_points, image_points
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, PROBES, ProbeModel, probe_by_name
 from training.sim.scan import BeamGrid, beam_grid, fan_mask, image_fan
 
@@ -30,6 +41,9 @@ __all__ = [
     "MASK_NAMES",
     "make_phantom",
     "image_phantom",
+    "PointField",
+    "draw_points",
+    "image_points",
     "complex_envelope",
     "log_compress",
     "SimulationError",
@@ -40,6 +54,7 @@ __all__ = [
     "write_figure",
     "SimulateConfig",
     "GEOMETRIES",
+    "MODELS",
     "BeamGrid",
     "beam_grid",
     "fan_mask",

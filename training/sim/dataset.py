@@ -26,18 +26,24 @@ from tqdm import tqdm
 from training.sim.cine import CODECS, write_cine
 from training.sim.imaging import image_phantom
 from training.sim.phantom import Phantom, make_phantom
+from training.sim.points import draw_points, image_points
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel
 from training.sim.scan import fan_mask, image_fan
 
-__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "GEOMETRIES", "simulate_pair", "write_dataset", "write_figure", "run"]
+__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "GEOMETRIES", "MODELS", "simulate_pair", "write_dataset", "write_figure", "run"]
 
 #: ``window``: a rectangle of tissue inside the field of view, beams straight down (the default,
 #: for training crops); ``fan``: the whole field of view from the skin, a sector for the phased
 #: array and a convex fan for the convex array, black outside.
 GEOMETRIES = ("window", "fan")
 
+#: image-formation models: ``grid`` (:mod:`training.sim.imaging`: a scatterer on every sample of
+#: a fine grid, Gaussian beams) and ``points`` (:mod:`training.sim.points`: point scatterers of
+#: random density, diffraction beams with side lobes, frequency-dependent attenuation).
+MODELS = ("grid", "points")
+
 #: bumped whenever a change alters the images a seed produces.
-SIMULATOR_VERSION = "1"
+SIMULATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class SimulateConfig:
         cine: video file of a probe sweep, or ``None``.
         cine_frames: frames in the video.
         figure: PNG file showing low, high and truth side by side, or ``None``.
+        model: image-formation model, ``"grid"`` or ``"points"`` (see :data:`MODELS`; ``points``
+            images the ``window`` geometry only).
     """
 
     out: Path | None = None
@@ -73,6 +81,7 @@ class SimulateConfig:
     cine: Path | None = None
     cine_frames: int = 150
     figure: Path | None = None
+    model: str = "grid"
 
     def __post_init__(self) -> None:
         if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
@@ -85,6 +94,10 @@ class SimulateConfig:
             raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model == "points" and self.geometry != "window":
+            raise ValueError("the points model images the window geometry only; use --geometry window")
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
@@ -98,8 +111,9 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
-          pixel_mm: float, geometry: str, depth_mm: float) -> tuple[Phantom, list[ProbeModel]]:
-    """A phantom and the probes that image it, both jittered by ``jitter``."""
+          pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid") -> tuple[Phantom, list[ProbeModel]]:
+    """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` model
+    keeps its point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
     scale = 1.0
     if jitter > 0:
         scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
@@ -107,10 +121,15 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
     if geometry == "fan":  # the whole field of view from the skin; scatterers drawn per beam grid
         phantom = make_phantom(rng, size, depth_mm * scale / size[0], top_mm=0.0, scatterers=False, with_capsule=True)
         return phantom, list(probes)
+    if model == "points":
+        phantom = make_phantom(rng, size, pixel_mm * scale, scatterers=False)
+        return replace(phantom, points=draw_points(phantom, rng)), list(probes)
     return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes)), list(probes)
 
 
 def _image(phantom: Phantom, probe: ProbeModel, rng: np.random.Generator, geometry: str) -> np.ndarray:
+    if phantom.points is not None:
+        return image_points(phantom, phantom.points, probe, rng)
     return image_fan(phantom, probe, rng) if geometry == "fan" else image_phantom(phantom, probe, rng)
 
 
@@ -124,18 +143,19 @@ def simulate_pair(
     depth_mm: float = 120.0,
     low: ProbeModel = LOW_PROBE,
     high: ProbeModel = HIGH_PROBE,
+    model: str = "grid",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One phantom seen by both probes: ``(x, y, truth)``.
 
     ``x`` (low probe) and ``y`` (high probe) are ``uint8 (H, W)`` images of the same tissue;
     ``truth`` holds ``echogenicity`` (float32, parenchyma ~ 1) and the bool masks ``vessels``,
     ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
-    geometry both probes image the same scatterers.  In the ``fan`` geometry each probe draws
+    geometry both probes image the same scatterers (``model``: see :data:`MODELS`).  In the ``fan`` geometry each probe draws
     scatterers along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y``
     (inside each fan) and ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
-    phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm)
+    phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model)
     x, y, truth = _image(phantom, p_low, rng, geometry), _image(phantom, p_high, rng, geometry), phantom.truth()
     if geometry == "fan":
         truth["fov_x"], truth["fov_y"] = fan_mask(phantom, p_low), fan_mask(phantom, p_high)
@@ -147,7 +167,7 @@ def simulate_pair(
 
 def _single(seed: np.random.SeedSequence, cfg: SimulateConfig, probe: ProbeModel) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm)
+    phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm, cfg.model)
     return _image(phantom, p, rng, cfg.geometry)
 
 
@@ -168,6 +188,7 @@ def write_dataset(
     pixel_mm: float = 0.25,
     geometry: str = "window",
     depth_mm: float = 120.0,
+    model: str = "grid",
     progress: bool = True,
 ) -> dict[str, int]:
     """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
@@ -176,7 +197,7 @@ def write_dataset(
     """
     cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
                          eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                         depth_mm=depth_mm)
+                         depth_mm=depth_mm, model=model)
     out = Path(out_dir)
     n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
     low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -189,7 +210,7 @@ def write_dataset(
     for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
         if kind == "eval":
             x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                                        depth_mm=depth_mm)
+                                        depth_mm=depth_mm, model=model)
             _imwrite(out / "eval" / f"x_{i:03d}.png", x)
             _imwrite(out / "eval" / f"y_{i:03d}.png", y)
             np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
@@ -210,7 +231,7 @@ def write_dataset(
 
 
 def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256), *,
-                 geometry: str = "window", depth_mm: float = 120.0) -> Path:
+                 geometry: str = "window", depth_mm: float = 120.0, model: str = "grid") -> Path:
     """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
 
     The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
@@ -219,7 +240,7 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm)
+    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model)
     fig = Figure(figsize=(12, 4.4), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
@@ -247,10 +268,11 @@ def run(config: SimulateConfig) -> dict[str, int]:
     if config.out is not None:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
                                      eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm,
-                                     geometry=config.geometry, depth_mm=config.depth_mm))
+                                     geometry=config.geometry, depth_mm=config.depth_mm, model=config.model))
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:
-        write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm)
+        write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm,
+                     model=config.model)
         written["figure"] = 1
     return written

@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from training.sim.scatterers import fast_margin, scatterer_spectrum
+
+if TYPE_CHECKING:
+    from training.sim.points import PointField
 
 __all__ = ["Phantom", "make_phantom", "MASK_NAMES"]
 
@@ -65,6 +69,8 @@ class Phantom:
         attenuation: float32 ``(Ht, Wt)`` attenuation (dB / cm / MHz, one way): liver 0.4-0.65,
             abdominal wall 0.6-1.0, blood 0.18, cysts 0.05.
         params: the drawn texture parameters (log standard deviations), for logs.
+        points: point scatterers for the ``points`` image-formation model
+            (:func:`training.sim.points.draw_points`), or ``None``.
     """
 
     echogenicity: np.ndarray
@@ -77,6 +83,7 @@ class Phantom:
     attenuation: np.ndarray
     specular: tuple[tuple[np.ndarray, float], ...] = ()
     params: dict[str, float] = field(default_factory=dict)
+    points: PointField | None = None
 
     @property
     def size(self) -> tuple[int, int]:
