@@ -115,6 +115,21 @@ def test_supervised_phase_on_pairs(data: Path, tmp_path: Path) -> None:
     assert ",spectrum," in log and ",hist," in log  # only the supervised phase has these terms here
 
 
+def test_pairs_from_several_folders_one_per_simulator_model(data: Path, tmp_path: Path) -> None:
+    from training.batches import load_pairs
+    from training.data import DataError
+    from training.train import parse_args
+
+    write_dataset(tmp_path / "pts", count=0, size=(48, 64), seed=6, paired=True, eval_count=2, model="points",
+                  progress=False)
+    xs, ys = load_pairs([data / "eval", tmp_path / "pts" / "eval"])
+    assert len(xs.images) == len(ys.images) == 5
+    assert np.array_equal(xs.images[3], cv2.imread(str(tmp_path / "pts" / "eval" / "x_000.png"), cv2.IMREAD_UNCHANGED))
+    assert parse_args(["--pairs", "a", "b", "--out", "o"]).pairs == (Path("a"), Path("b"))
+    with pytest.raises(DataError, match="no folder"):
+        load_pairs([])
+
+
 def test_cli_runs_and_reports_bad_input(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--config", "quick", "--no-progress", "--set", "phases.gan.iterations=1"]
     assert main([*common, "--low", str(data / "low"), "--high", str(data / "high"), "--out", str(tmp_path / "ok")]) == 0

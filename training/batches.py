@@ -64,7 +64,17 @@ def load_images(folder: str | Path) -> ImageSet:
     return ImageSet(read_folder(folder), str(folder))
 
 
-def load_pairs(folder: str | Path) -> tuple[ImageSet, ImageSet]:
-    """The ``x_NNN`` / ``y_NNN`` pairs of ``folder`` as two aligned :class:`ImageSet` (x, y)."""
-    xs, ys = read_pairs(folder)
-    return ImageSet(xs, f"{folder} (x)"), ImageSet(ys, f"{folder} (y)")
+def load_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[ImageSet, ImageSet]:
+    """The ``x_NNN`` / ``y_NNN`` pairs of one folder or of several (joined in the order given) as
+    two aligned :class:`ImageSet` (x, y); e.g. one paired set per simulator family."""
+    folders = [folders] if isinstance(folders, str | Path) else list(folders)
+    if not folders:
+        raise DataError("no folder of pairs given")
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for folder in folders:
+        fx, fy = read_pairs(folder)
+        xs += fx
+        ys += fy
+    name = ", ".join(str(f) for f in folders)
+    return ImageSet(xs, f"{name} (x)"), ImageSet(ys, f"{name} (y)")

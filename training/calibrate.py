@@ -23,7 +23,7 @@ __all__ = ["CalibrateConfig", "main"]
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    """``images``: frames read from each of ``low`` and ``high`` at most (in name order)."""
+    """``images``: frames read from each of ``low`` and ``high`` (or pairs from ``pairs``) at most, in name order."""
 
     weights: Path
     out: Path
@@ -41,7 +41,7 @@ def _parse(argv: list[str] | None) -> CalibrateConfig:
     p.add_argument("--high", type=Path, help="high-quality probe's images: folder, video or DICOM file")
     p.add_argument("--pairs", type=Path, help="instead of --low/--high: a simulated paired folder (parenchyma only)")
     p.add_argument("--out", type=Path, required=True, help="calibrated generator file to write")
-    p.add_argument("--images", type=int, default=64, help="frames read from each of --low, --high at most (default %(default)s)")
+    p.add_argument("--images", type=int, default=64, help="frames read from each of --low, --high (or pairs from --pairs) at most, in name order (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     a = p.parse_args(argv)
     if a.images < 1:

@@ -33,7 +33,7 @@ class TrainArgs:
     out: Path
     low: Path | None
     high: Path | None
-    pairs: Path | None
+    pairs: tuple[Path, ...] | None
     resume: bool
     device: str
     max_steps: int
@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
                     help="override a config key, e.g. phases.gan.iterations=100 or model.width=32 (repeatable)")
     ap.add_argument("--low", type=Path, help="folder of low-quality (small-aperture) images")
     ap.add_argument("--high", type=Path, help="folder of high-quality (large-aperture) images")
-    ap.add_argument("--pairs", type=Path, help="folder of simulated x_NNN/y_NNN pairs (supervised phase)")
+    ap.add_argument("--pairs", type=Path, nargs="+",
+                    help="folder(s) of simulated x_NNN/y_NNN pairs (supervised phase), e.g. one per simulator model")
     ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, samples")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (its config)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="[cpu]")
@@ -58,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     a = ap.parse_args(argv)
     if a.max_steps < 0:
         ap.error("--max-steps must be >= 0")
-    return TrainArgs(a.config, tuple(a.overrides), a.out, a.low, a.high, a.pairs, a.resume, a.device,
+    pairs = tuple(a.pairs) if a.pairs else None
+    return TrainArgs(a.config, tuple(a.overrides), a.out, a.low, a.high, pairs, a.resume, a.device,
                      a.max_steps, not a.no_progress, a.init)
 
 

@@ -67,7 +67,7 @@ class RunOptions:
     out: Path
     low: Path | None = None
     high: Path | None = None
-    pairs: Path | None = None
+    pairs: Path | tuple[Path, ...] | None = None
     resume: bool = False
     device: str = "cpu"
     max_steps: int = 0
