@@ -103,8 +103,8 @@ def draw_points(phantom: Phantom, rng: np.random.Generator, density_per_mm2: flo
     amp[strong] *= rng.uniform(4.0, 10.0, int(strong.sum())).astype(np.float32)
     # Specular interfaces: one reflector per column, as strong as the speckle of E = `strength`^2.
     per_pixel = math.sqrt(rho * px * px)
-    extra = [(np.asarray(curve, np.float64) + 0.5, strength) for curve, strength in phantom.specular]
-    for curve, strength in extra:
+    for row_of_column, strength in phantom.specular:
+        curve = np.asarray(row_of_column, np.float64) + 0.5  # row centre, as the grid model places it
         ok = np.isfinite(curve) & (curve >= 0) & (curve < ht)
         rows = np.concatenate([rows, curve[ok]])
         cols = np.concatenate([cols, np.flatnonzero(ok) + 0.5])
