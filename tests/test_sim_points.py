@@ -158,3 +158,5 @@ def test_cli_points_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "window geometry only" in err[0]
     assert not (tmp_path / "q").exists()
+    with pytest.raises(ValueError, match="window geometry only"):  # the library refuses it too
+        simulate_pair(0, 64, geometry="fan", model="points")

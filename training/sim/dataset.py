@@ -114,6 +114,9 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
           pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid") -> tuple[Phantom, list[ProbeModel]]:
     """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` model
     keeps its point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
+    if model not in MODELS or (model == "points" and geometry != "window"):
+        raise ValueError(f"model must be one of {', '.join(MODELS)} (points: window geometry only), "
+                         f"got {model!r} with geometry {geometry!r}")
     scale = 1.0
     if jitter > 0:
         scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
@@ -150,9 +153,10 @@ def simulate_pair(
     ``x`` (low probe) and ``y`` (high probe) are ``uint8 (H, W)`` images of the same tissue;
     ``truth`` holds ``echogenicity`` (float32, parenchyma ~ 1) and the bool masks ``vessels``,
     ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
-    geometry both probes image the same scatterers (``model``: see :data:`MODELS`).  In the ``fan`` geometry each probe draws
-    scatterers along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y``
-    (inside each fan) and ``parenchyma`` keeps 3 mm inside both.
+    geometry both probes image the same scatterers, with either image-formation ``model``
+    (:data:`MODELS`).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
+    along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y`` (inside each
+    fan) and ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
     phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model)

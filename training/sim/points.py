@@ -229,15 +229,16 @@ def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
 
 
 def image_points(phantom: Phantom, points: PointField, probe: ProbeModel | str, rng: np.random.Generator,
-                 **options: str | float | None) -> np.ndarray:
+                 *, apodisation: str | None = None, cycles: float | None = None,
+                 decimation: str | None = None) -> np.ndarray:
     """B-mode image of ``phantom``'s ``points`` seen by ``probe``: ``uint8 (H, W)``.
 
-    :func:`point_envelope` (``options``: ``apodisation``, ``cycles``, ``decimation``), then log
-    compression by ``points.display``: ``median`` as :func:`training.sim.imaging.log_compress`,
-    ``peak``: ``255 (dB - p99.9 + DR) / DR`` clipped to 0..255 (``DR`` the probe's dynamic range).
+    :func:`point_envelope` (same options), then log compression by ``points.display``:
+    ``median`` as :func:`training.sim.imaging.log_compress`, ``peak``:
+    ``255 (dB - p99.9 + DR) / DR`` clipped to 0..255 (``DR`` the probe's dynamic range).
     """
     probe = probe_by_name(probe)
-    env = point_envelope(phantom, points, probe, rng, **options)  # type: ignore[arg-type]
+    env = point_envelope(phantom, points, probe, rng, apodisation=apodisation, cycles=cycles, decimation=decimation)
     if points.display == "median":
         return log_compress(env, probe.dynamic_range_db, probe.gain)
     db = 20.0 * np.log10(np.maximum(env, 1e-12))
