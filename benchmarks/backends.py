@@ -38,6 +38,7 @@ class BenchConfig:
     warmup: int = 3
     threads: int | None = None
     checkpoint: Path | None = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def run(config: BenchConfig) -> list[Timing]:
         despecklers = {}
         for backend in config.backends:
             path = weights_for(backend, files)
-            extra = {"device": "cpu", **options} if backend in ("torch", "onnxruntime") else {}
+            extra = {"device": config.device, **options} if backend in ("torch", "onnxruntime") else {}
             despecklers[backend] = stack.enter_context(create_despeckler(backend, path, **extra))
         timings = bench_backends(despecklers, frames, config.warmup)
     h, w = config.size
@@ -109,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="generator checkpoint (default: the shipped weights, else a random full-size DRNN)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="device of the torch and onnxruntime backends (default cpu; TensorRT is always on the GPU)")
     args = parser.parse_args(argv)
-    run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint))
+    run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint, args.device))
     return 0
 
 

@@ -113,6 +113,7 @@ BACKENDS = (
                 weights=INT8),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
+    BackendCase("torch-cuda-graphs", "torch", True, {"device": "cuda", "cuda_graphs": True}, _needs_cuda("torch")),
     BackendCase("tensorrt", "tensorrt", True, {}, _needs_cuda("tensorrt")),
 )
 

@@ -58,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = (("hop 1", "receive", "grab"), ("despeckle", "despeckle", "receive"), ("hand-over", "publish", "despeckle"))
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 #: longest wait for any one frame (a 1080x1920 frame of the full DRNN takes ~50 s on 2 CPU cores), seconds.
+#: seconds between checks that every stage of the chain is still running
+POLL_S = 0.5
 FRAME_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 5.0
 
@@ -146,11 +148,16 @@ def _collect(cfg: LatencyConfig, endpoint: str, procs: dict[str, tuple[subproces
     got: list[tuple[dict, int, int]] = []
     with Subscriber(endpoint) as sub, tqdm(total=cfg.warmup + cfg.frames, desc="frames", unit="frame", leave=False) as bar:
         while len(got) < cfg.warmup + cfg.frames:
-            frame = sub.receive(FRAME_TIMEOUT_S)
-            wall, mono = time.time_ns(), time.monotonic_ns()
-            for name, (proc, log) in procs.items():
-                if proc.poll() is not None:
-                    raise ChainError(f"{name} exited with status {proc.returncode}; see {log}")
+            waited = 0.0
+            while True:  # short waits, so that a stage that dies is reported at once
+                frame = sub.receive(POLL_S)
+                wall, mono = time.time_ns(), time.monotonic_ns()
+                for name, (proc, log) in procs.items():
+                    if proc.poll() is not None:
+                        raise ChainError(f"{name} exited with status {proc.returncode}; see {log}")
+                waited += POLL_S
+                if frame is not None or waited >= FRAME_TIMEOUT_S:
+                    break
             if frame is None:
                 raise ChainError(f"no frame for {FRAME_TIMEOUT_S:.0f} s from {endpoint}; see the logs in {cfg.out}")
             got.append((frame[1], wall, mono))

@@ -3,6 +3,7 @@ and the compute floor's FLOP count is checked against the DRNN's formula."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -63,6 +64,19 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
     assert report["floor"]["floor_s"] > 0
     assert report["baseline"]["eager_torch_fp32_ms"] > 0 and report["baseline"]["speedup"] > 0
     assert report["baseline"]["threads"] == 1
+
+
+def test_latency_tool_reports_a_stage_that_dies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A despeckler that cannot start (TensorRT is not installed here) is named at once, with its exit status."""
+    pytest.importorskip("torch", reason="making a model file needs torch")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed: the despeckler would start")
+    out = tmp_path / "run"
+    args = ["--backend", "tensorrt", "--size", "32x32", "--frames", "5", "--warmup", "1", "--baseline-frames", "0",
+            "--tiny-model", "--out", str(out)]
+    assert latency_main(args) == 1
+    assert f"despeckler exited with status 1; see {out / 'despeckler.log'}" in capsys.readouterr().err
+    assert "tensorrt" in (out / "despeckler.log").read_text().lower()
 
 
 def test_latency_tool_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:

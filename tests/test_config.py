@@ -81,6 +81,7 @@ def test_unknown_key_is_named() -> None:
         (("phases", 1, "epochs"), True, r"phases\[1\]\.epochs: expected int, got bool"),
         (("ms_ssim", "sigmas"), 2.0, r"ms_ssim\.sigmas: expected a list"),
         (("phases", 0, "kind"), "dream", r"phases\[0\]\.kind: 'dream' is not one of"),
+        (("phases", 2, "spectrum_window"), "kaiser", r"phases\[2\]\.spectrum_window: 'kaiser' is not one of none, hann"),
         (("phases", 2, "pool_size"), 0, r"phases\[2\]\.pool_size"),
         (("phases", 2, "d_crop"), 64, r"phases\[2\]\.d_crop: D crop 64 is larger than G crop 32"),
         (("phases", 0, "weights"), {"l1": 0.0}, r"phases\[0\]\.weights: a reconstruct phase needs"),

@@ -72,18 +72,25 @@ def test_torch_cuda_slots_in_order_and_fp16_agrees(files, cpu_reference, cuda_gr
 
 
 @needs_cuda
-def test_pipelined_throughput_beats_one_at_a_time(files) -> None:
-    frames = random_frames(8, (512, 512), seed=5) * 8
-    with create_despeckler("torch", files["pt"], device="cuda", in_flight=3) as gpu:
+def test_pipelined_throughput_beats_one_at_a_time() -> None:
+    """The full-size shipped DRNN at 512x512, where the GPU's compute is what copies and the next
+    frame's launches can hide behind.  (A tiny DRNN is bound by kernel launches; there the slots'
+    bookkeeping costs more than the overlap gains.)  Median of 3 alternating rounds per mode."""
+    from engine.weights import WEIGHTS_DIR
+
+    frames = random_frames(8, (512, 512), seed=5) * 4
+    with create_despeckler("torch", WEIGHTS_DIR / "drnn.pt", device="cuda", in_flight=3) as gpu:
         gpu.map(frames[:8])  # warm-up: cuDNN autotuning, allocator
-        start = time.perf_counter()
-        for frame in frames:
-            gpu.infer(frame)
-        serial = time.perf_counter() - start
-        start = time.perf_counter()
-        gpu.map(frames)
-        pipelined = time.perf_counter() - start
-    assert pipelined < serial, f"pipelined {pipelined:.3f} s vs one at a time {serial:.3f} s"
+        serial, pipelined = [], []
+        for _ in range(3):
+            start = time.perf_counter()
+            for frame in frames:
+                gpu.infer(frame)
+            serial.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            gpu.map(frames)
+            pipelined.append(time.perf_counter() - start)
+    assert np.median(pipelined) < np.median(serial), f"pipelined {pipelined} s vs one at a time {serial} s"
 
 
 @needs_cuda
@@ -127,3 +134,18 @@ def test_tensorrt_engine_builds_caches_and_agrees(files, cpu_reference, tmp_path
             assert again.engine_path == engine_file
     assert engine_file.stat().st_mtime_ns == built_at
     assert "using the cached engine" in caplog.text
+
+
+@needs_cuda
+def test_shipped_weights_in_fp16_on_cuda_agree_with_the_cpu_export() -> None:
+    """The shipped model (not a random one) through the CUDA slots in FP16, against ``drnn.onnx``
+    on ONNX Runtime's CPU provider, on simulated low-probe frames of two sizes."""
+    from engine.weights import WEIGHTS_DIR
+    from training.sim import simulate_pair
+
+    frames = [simulate_pair(seed, size)[0] for seed, size in ((21, (256, 256)), (22, (256, 256)), (23, (200, 320)))]
+    with create_despeckler("onnxruntime", WEIGHTS_DIR / "drnn.onnx", device="cpu") as cpu, \
+            create_despeckler("torch", WEIGHTS_DIR / "drnn.pt", device="cuda") as gpu:
+        for frame in frames:
+            parity = Parity.measure(cpu.infer(frame), gpu.infer(frame), FP16_TOLERANCE)
+            assert parity.ok, parity

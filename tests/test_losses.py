@@ -147,3 +147,17 @@ def test_pool_fills_then_replaces_and_round_trips() -> None:
                        torch.sort(pool.state_dict()["images"].flatten(1).sum(1)).values)
     with pytest.raises(ValueError, match="capacity"):
         ImagePool(0)
+
+
+def test_hann_spectrum_loss_ignores_a_bright_crop_edge_but_sees_grain() -> None:
+    a = _speckle(11)
+    edged = a.clone()
+    edged[..., :, :2] += 0.3  # two bright columns at the left edge: a wrap-around jump for the FFT
+    plain = float(spectrum_loss(a, edged))
+    hann = float(spectrum_loss(a, edged, window="hann"))
+    assert hann < 0.2 * plain, (hann, plain)
+    fine, coarse = _speckle(8), _speckle(9)
+    coarse = F.conv2d(F.pad(coarse, (2, 2, 0, 0), mode="replicate"), torch.ones(1, 1, 1, 5) / 5)
+    assert float(spectrum_loss(fine, coarse, window="hann")) > 4 * float(spectrum_loss(fine, _speckle(10), window="hann"))
+    with pytest.raises(ValueError, match="spectrum window 'kaiser'"):
+        spectrum_loss(a, a, window="kaiser")

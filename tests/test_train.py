@@ -108,11 +108,31 @@ def test_resume_after_stop_gives_identical_weights(data: Path, full_run: Path, t
 
 def test_supervised_phase_on_pairs(data: Path, tmp_path: Path) -> None:
     cfg = load_config("quick", ["phases.0.kind=supervised", "phases.0.weights={l1: 1.0, hist: 0.5, spectrum: 0.01}",
-                                "phases.1.epochs=1", "phases.gan.iterations=1"])
+                                "phases.0.spectrum_window=hann", "phases.1.epochs=1", "phases.gan.iterations=1"])
     result = train(cfg, RunOptions(out=tmp_path, low=data / "low", high=data / "high", pairs=data / "eval", progress=False))
     assert result.status == "finished"
     log = (tmp_path / "log.csv").read_text()
     assert ",spectrum," in log and ",hist," in log  # only the supervised phase has these terms here
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_phase_on_cuda_with_amp_and_resume(data: Path, tmp_path: Path) -> None:
+    """The quick config on one GPU (bfloat16 autocast), stopped and resumed; the result runs on the CPU."""
+    cfg = load_config("quick")
+    assert cfg.amp
+    assert train(cfg, _opts(data, tmp_path, device="cuda", max_steps=9)).status == "stopped"
+    second = train(cfg, _opts(data, tmp_path, device="cuda", resume=True))
+    assert second.status == "finished" and second.units == sum(p.steps() for p in cfg.phases) - 9
+    trained = _generator(tmp_path / "generator.pt")
+    assert all(v.isfinite().all() for v in trained.values() if v.is_floating_point())
+    m = cfg.model
+    g = DRNN(m.width, m.blocks, m.convs_per_block, m.stem_kernel, m.head_kernel).eval()
+    g.load_state_dict(trained)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cpu, gpu = g(x), g.cuda()(x.cuda()).cpu()
+    assert (cpu - gpu).abs().max() < 1e-3
 
 
 def test_pairs_from_several_folders_one_per_simulator_model(data: Path, tmp_path: Path) -> None:

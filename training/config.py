@@ -43,6 +43,7 @@ __all__ = [
     "PhaseConfig",
     "TrainConfig",
     "PHASE_KINDS",
+    "SPECTRUM_WINDOWS",
     "CONFIG_DIR",
     "CONFIG_VERSION",
     "load_config",
@@ -54,6 +55,8 @@ __all__ = [
 CONFIG_VERSION = 1
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PHASE_KINDS = ("reconstruct", "discriminate", "gan", "supervised")
+#: Tapers the spectrum loss can apply to a crop before its FFT (see :func:`training.losses.spectrum_loss`).
+SPECTRUM_WINDOWS = ("none", "hann")
 
 
 class ConfigError(ValueError):
@@ -107,6 +110,7 @@ class PhaseConfig:
     ``window`` (every crop of a moving window with ``overlap``; ``gan`` draws from these).
     ``real_fraction`` / ``pool_fraction``: shares of the D minibatch taken from high-quality
     crops and from the history buffer; the rest is fresh ``G(x)``.
+    ``spectrum_window``: taper of the spectrum loss, one of :data:`SPECTRUM_WINDOWS`.
     """
 
     name: str
@@ -128,6 +132,7 @@ class PhaseConfig:
     real_fraction: float = 0.5
     pool_fraction: float = 0.0
     pool_size: int = 0
+    spectrum_window: str = "none"
     weights: LossWeights = field(default_factory=LossWeights)
 
     def uses_d(self) -> bool:
@@ -226,6 +231,8 @@ def _check_phase(p: PhaseConfig, key: str) -> None:
         raise bad("kind", f"{p.kind!r} is not one of {', '.join(PHASE_KINDS)}")
     if p.crops not in ("random", "window"):
         raise bad("crops", f"{p.crops!r} is not 'random' or 'window'")
+    if p.spectrum_window not in SPECTRUM_WINDOWS:
+        raise bad("spectrum_window", f"{p.spectrum_window!r} is not one of {', '.join(SPECTRUM_WINDOWS)}")
     for name in ("crop", "d_crop", "batch", "d_batch", "g_steps", "d_steps"):
         if getattr(p, name) < 1:
             raise bad(name, "must be >= 1")

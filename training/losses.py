@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from training.config import SPECTRUM_WINDOWS
+
 __all__ = [
     "ZHAO_SIGMAS",
     "gaussian_kernel1d",
@@ -128,6 +130,11 @@ def bce_fake_loss(logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.zeros_like(logits, dtype=torch.float32))
 
 
+def _hann(n: int, device: torch.device) -> torch.Tensor:
+    """Symmetric Hann window ``0.5 - 0.5 cos(2 pi k / (n - 1))``, ``k = 0 .. n-1`` (zero at both ends)."""
+    return torch.hann_window(n, periodic=False, device=device)
+
+
 def histogram_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """1-D Wasserstein-1 distance between the intensity distributions of ``a`` and ``b``, per image.
 
@@ -140,20 +147,30 @@ def histogram_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (sa - sb).abs().mean()
 
 
-def spectrum_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def spectrum_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6, window: str = "none") -> torch.Tensor:
     """L1 distance between the smoothed 2-D log power spectra of ``a`` and ``b``.
 
-    ``P(u, v) = box3x3( mean_n |FFT2(a_n - mean(a_n))(u, v)|^2 / (H W) )`` (the 3x3 running
+    ``P(u, v) = box3x3( mean_n |FFT2(t_n (a_n - mean(a_n)))(u, v)|^2 / (H W) )`` (the 3x3 running
     mean over neighbouring frequencies, wrapped around, steadies the periodogram of a small
     batch); loss ``= mean_{u,v} |log(P_a + eps) - log(P_b + eps)|``.  A power spectrum is the
     Fourier transform of the autocorrelation, so matching it matches the speckle grain in
     every direction (axial, lateral and oblique: no oriented texture can hide) without asking
     pixels to coincide.
+
+    ``window`` is the taper ``t``: ``"none"`` (``t = 1``: the FFT wraps the crop around, so the
+    jump between opposite edges leaks power along both frequency axes, and the edges of ``G(x)``
+    can be bent to match it) or ``"hann"`` (separable 2-D Hann taper divided by its RMS, so a
+    white image keeps its power; the crop's edges weigh nothing, and the leakage is gone).
     """
+    if window not in SPECTRUM_WINDOWS:
+        raise ValueError(f"spectrum window {window!r} is not one of {', '.join(SPECTRUM_WINDOWS)}")
 
     def log_power(t: torch.Tensor) -> torch.Tensor:
         t = t.float()
         t = t - t.mean(dim=(-2, -1), keepdim=True)
+        if window == "hann":
+            taper = _hann(t.shape[-2], t.device)[:, None] * _hann(t.shape[-1], t.device)[None, :]
+            t = t * (taper / taper.square().mean().sqrt())
         spec = torch.fft.fft2(t, norm="ortho")
         power = (spec.real**2 + spec.imag**2).mean(dim=0, keepdim=True)
         power = F.avg_pool2d(F.pad(power, (1, 1, 1, 1), mode="circular"), 3, stride=1)

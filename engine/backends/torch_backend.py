@@ -62,6 +62,8 @@ class TorchDespeckler(PipelinedDespeckler):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"torch backend: device {device!r} asked for but torch sees no CUDA GPU")
+        if self.device.type == "cuda" and self.device.index is None:  # set_device and streams need the index
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"torch backend: device must be cpu or cuda, got {device!r}")
         if cuda_graphs and self.device.type != "cuda":
