@@ -102,14 +102,14 @@ def _needs_file(path: Path, how: str) -> Callable[[], str | None]:
     return lambda: None if path.is_file() else f"{path} is not there ({how})"
 
 
-#: an INT8 export for CPUs, where one was made (engine.int8; none ships with the current model).
+#: the INT8 export for CPUs (engine.int8; shipped with model version 3, or one you made).
 INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
 
 BACKENDS = (
     BackendCase("onnxruntime-cpu", "onnxruntime", False, {"device": "cpu"}, _needs("onnxruntime")),
     BackendCase("onnxruntime-int8", "onnxruntime", False, {"device": "cpu"},
                 _needs_file(INT8, "make one with python -m engine.quantize --onnx weights/drnn.onnx --out "
-                           "weights/drnn_int8.onnx; none ships with the current model"),
+                           "weights/drnn_int8.onnx"),
                 weights=INT8),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
