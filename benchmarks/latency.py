@@ -58,9 +58,9 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = (("hop 1", "receive", "grab"), ("despeckle", "despeckle", "receive"), ("hand-over", "publish", "despeckle"))
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 #: longest wait for any one frame (a 1080x1920 frame of the full DRNN takes ~50 s on 2 CPU cores), seconds.
-#: seconds between checks that every stage of the chain is still running
-POLL_S = 0.5
 FRAME_TIMEOUT_S = 180.0
+#: seconds between checks, while waiting for a frame, that every stage of the chain is still running
+POLL_S = 0.5
 STOP_TIMEOUT_S = 5.0
 
 
