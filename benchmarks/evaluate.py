@@ -35,7 +35,13 @@ from engine.weights import WeightsError, WeightsNotFound
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
 
-__all__ = ["generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table"]
+__all__ = [
+    "generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table",
+    "LOAD_ERRORS",
+]
+
+#: What loading weights or a paired set can raise: reported as one line, exit status 2.
+LOAD_ERRORS = (CheckpointError, DataError, MetricError, WeightsError, WeightsNotFound, BackendUnavailable)
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             results[str(w)] = res
             met = sum(ok for ok, _ in check_targets(res).values())
             print(f"{w}: {met}/4 targets; " + " ".join(f"{k}={res['g'][k]:.3f}" for k in METRICS))
-    except (CheckpointError, DataError, MetricError, WeightsError, WeightsNotFound, BackendUnavailable) as exc:
+    except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = markdown_table(results[str(a.weights[-1])])

@@ -60,19 +60,12 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(name: str) ->
 
 def test_shipped_model_has_no_bright_frame_edges() -> None:
     """Version 1 of the shipped DRNN drew its outermost two columns about 26 grey levels brighter than
-    the tissue just inside them (zero padding), where the input's differ by 3; the shipped model's
-    edge-minus-inside step must follow the input's on every side."""
-    from training.sim import simulate_pair
+    the tissue just inside them (zero padding), where the input's differ by 3; the shipped export's
+    edge-minus-inside step must follow the input's on every side (``benchmarks.edges``)."""
+    from benchmarks.edges import LIMIT, check_frames, edge_deviation
 
     session = ort.InferenceSession(str(WEIGHTS_DIR / "drnn.onnx"), providers=["CPUExecutionProvider"])
-    xs = np.stack([simulate_pair(seed, (96, 96))[0] for seed in range(3, 15)])
-    gs = np.stack([session.run([OUTPUT_NAME], {INPUT_NAME: x})[0] for x in xs])
-
-    def steps(a: np.ndarray) -> dict[str, float]:
-        a = a.astype(float)
-        views = {"top": a, "bottom": a[:, ::-1], "left": a.transpose(0, 2, 1), "right": a.transpose(0, 2, 1)[:, ::-1]}
-        return {side: v[:, :2].mean() - v[:, 4:12].mean() for side, v in views.items()}
-
-    x_steps, g_steps = steps(xs), steps(gs)
-    for side in x_steps:
-        assert abs(g_steps[side] - x_steps[side]) < 6, f"{side} edge step {g_steps[side]:+.1f} vs the input's {x_steps[side]:+.1f}"
+    for family, frames in check_frames().items():
+        devs = edge_deviation(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], frames)
+        for side, dev in devs.items():
+            assert abs(dev) < LIMIT, f"{family} frames, {side} edge: step {dev:+.1f} grey levels off the input's"
