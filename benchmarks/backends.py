@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.modelfiles import ModelFiles, model_files, weights_for
-from engine.base import Despeckler
+from engine.base import BackendUnavailable, Despeckler
 from engine.registry import create_despeckler
 from engine.trt_cache import parse_hw
+from engine.weights import WeightsError
 
 __all__ = ["BenchConfig", "Timing", "bench_backends", "run", "main"]
 
@@ -113,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="device of the torch and onnxruntime backends (default cpu; TensorRT is always on the GPU)")
     args = parser.parse_args(argv)
-    run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint, args.device))
+    try:
+        run(BenchConfig(tuple(args.backends), args.size, args.frames, args.warmup, args.threads, args.checkpoint, args.device))
+    except (BackendUnavailable, WeightsError, ValueError) as exc:  # ValueError: unknown backend or option
+        print(f"python -m benchmarks.backends: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
