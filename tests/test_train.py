@@ -263,6 +263,10 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
     assert res["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12) and res["x"]["kl_y"] > 0
     assert len(check_targets(res)) == 4
     assert markdown_table(res).count("\n| ") == 3
+    assert set(res["median"]) == {"x", "y", "g"} and set(res["median"]["g"]) == set(METRICS)
+    assert res["median"]["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12)
+    assert min(res["median"]["x"]["grain_lat"], res["x"]["grain_lat"]) > 0
+    assert "Per-pair medians of the lateral grain (px): x " in markdown_table(res)
     # The same generator's ONNX export, run by the engine's ONNX Runtime backend, measures the same.
     from engine.onnx_export import export_checkpoint
 
