@@ -8,7 +8,7 @@ edges.  Per side of a stack of frames (N, H, W)::
 and a generator passes when on every side ``|step(G(x)) - step(x)| < LIMIT`` grey levels, on
 12 grid-model frames (seeds 3-14) and 6 points-model frames (seeds 3-8) of 96x96 pixels from
 the simulator (:func:`check_frames`).  ``tests/test_engine_shipped.py`` applies it to the shipped
-export (grid frames); the model card's snapshot choice applies it to candidates:
+export (both families); the model card's snapshot choice applies it to candidates:
 
     python -m benchmarks.edges --weights RUN/snapshots/*.pt
 """

@@ -1,9 +1,8 @@
 """Where the shipped weights live and the errors raised when a weights file is unusable.
 
 The repository ships ``weights/drnn.pt`` (a generator checkpoint, see :mod:`engine.checkpoint`)
-and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`).
-An INT8 file for CPUs is made with ``python -m engine.quantize`` (see :mod:`engine.int8`); none
-ships with the current model, which misses the INT8 check.
+and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`) and
+``weights/drnn_int8.onnx`` (opt-in, for CPUs, last 3 residual blocks float32; see :mod:`engine.int8`).
 Backends that get no ``weights`` argument use these, resolved relative to the repository that holds
 this package, so ``create_despeckler()`` works from any working directory.
 """

@@ -164,13 +164,16 @@ def spectrum_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6, window: s
     """
     if window not in SPECTRUM_WINDOWS:
         raise ValueError(f"spectrum window {window!r} is not one of {', '.join(SPECTRUM_WINDOWS)}")
+    taper = None
+    if window == "hann":  # one taper for both sides (same crop size)
+        taper = _hann(a.shape[-2], a.device)[:, None] * _hann(a.shape[-1], a.device)[None, :]
+        taper = taper / taper.square().mean().sqrt()
 
     def log_power(t: torch.Tensor) -> torch.Tensor:
         t = t.float()
         t = t - t.mean(dim=(-2, -1), keepdim=True)
-        if window == "hann":
-            taper = _hann(t.shape[-2], t.device)[:, None] * _hann(t.shape[-1], t.device)[None, :]
-            t = t * (taper / taper.square().mean().sqrt())
+        if taper is not None:
+            t = t * taper
         spec = torch.fft.fft2(t, norm="ortho")
         power = (spec.real**2 + spec.imag**2).mean(dim=0, keepdim=True)
         power = F.avg_pool2d(F.pad(power, (1, 1, 1, 1), mode="circular"), 3, stride=1)

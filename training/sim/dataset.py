@@ -94,10 +94,7 @@ class SimulateConfig:
             raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.model == "points" and self.geometry != "window":
-            raise ValueError("the points model images the window geometry only; use --geometry window")
+        _check_model(self.model, self.geometry)
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
@@ -110,13 +107,19 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
 
 
+def _check_model(model: str, geometry: str) -> None:
+    """Raise ``ValueError`` for an unknown image-formation model or the points model on a fan."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if model == "points" and geometry != "window":
+        raise ValueError("the points model images the window geometry only; use --geometry window")
+
+
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
           pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid") -> tuple[Phantom, list[ProbeModel]]:
     """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` model
     keeps its point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
-    if model not in MODELS or (model == "points" and geometry != "window"):
-        raise ValueError(f"model must be one of {', '.join(MODELS)} (points: window geometry only), "
-                         f"got {model!r} with geometry {geometry!r}")
+    _check_model(model, geometry)
     scale = 1.0
     if jitter > 0:
         scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
