@@ -12,6 +12,15 @@ generator despeckles ``x`` into ``g = G(x)`` and :mod:`benchmarks.metrics` measu
 * ``log_corr``: Pearson correlation of ``ln(img + 1)`` with ``ln(echogenicity)`` in the liver;
 * ``ssnr``: mean / std in the parenchyma.
 
+Two diagnostics of the KL figure (JSON and the table's notes, not targets):
+
+* ``kl_y_shift``: ``KL(p_y || p_img)`` after the best constant grey shift of ``img``
+  (:func:`benchmarks.metrics.shifted_kl`, |s| <= 40): what is left once a brightness offset,
+  such as the high probe's own gain setting, is taken out;
+* ``kl_split``: the split-half KL of the image's own parenchyma
+  (:func:`benchmarks.metrics.split_half_kl`, 32-pixel checkerboard): the estimator's floor at
+  half the pixels; for two full regions it is about half of this.
+
 Fan-geometry sets (truth with ``fov_x`` / ``fov_y``) are measured where both probes image.
 
 :func:`check_targets` compares the means with the project's targets (issue 4).
@@ -37,7 +46,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "check_targets", "METRICS", "markdown_table",
-    "LOAD_ERRORS",
+    "LOAD_ERRORS", "DIAGNOSTICS",
 ]
 
 #: What loading weights or a paired set can raise: reported as one line, exit status 2.
@@ -45,6 +54,8 @@ LOAD_ERRORS = (CheckpointError, DataError, MetricError, WeightsError, WeightsNot
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
+#: Diagnostics of the KL figure, reported beside the metrics (not in the table's columns).
+DIAGNOSTICS = ("kl_y_shift", "kl_split")
 
 
 def _safe(fn: Callable[[], float]) -> float:
@@ -55,7 +66,7 @@ def _safe(fn: Callable[[], float]) -> float:
 
 
 def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, float]:
-    """The :data:`METRICS` of one image ``img`` (``x``, ``y`` or ``G(x)``) of a pair with reference ``y``."""
+    """The :data:`METRICS` and :data:`DIAGNOSTICS` of one image ``img`` (``x``, ``y`` or ``G(x)``) of a pair with reference ``y``."""
     fov = truth.get("fov_x", True) & truth.get("fov_y", True)  # fan geometry: where both probes image
     par = truth["parenchyma"] & fov
     liver = truth["liver"] & fov
@@ -70,6 +81,8 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
         "cnr": _safe(lambda: m.cnr(img, vessels, ring)) if has_vessels else math.nan,
         "log_corr": _safe(lambda: m.log_correlation(img, truth["echogenicity"], liver)),
         "ssnr": _safe(lambda: m.ssnr(img, par)),
+        "kl_y_shift": _safe(lambda: m.shifted_kl(y, par, img, par)[0]),
+        "kl_split": _safe(lambda: m.split_half_kl(img, par)),
     }
 
 
@@ -107,11 +120,12 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     for x, y, truth in tqdm(list(zip(xs, ys, truths, strict=True))[:n], desc="evaluate", disable=not progress):
         for name, img in (("x", x), ("y", y), ("g", run(x))):
             rows[name].append(image_metrics(img, y, truth))
+    keys = METRICS + DIAGNOSTICS
     out: dict[str, dict[str, float]] = {
-        name: {k: float(np.nanmean([r[k] for r in rs])) for k in METRICS} for name, rs in rows.items()
+        name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()
     }
     out["n"] = {"pairs": n}
-    out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in METRICS} for name, rs in rows.items()}
+    out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
     return out
 
 
@@ -156,6 +170,10 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
         med = res["median"]
         checks += ("\nPer-pair medians of the lateral grain (px): " +
                    ", ".join(f"{label} {med[key]['grain_lat']:.3f}" for key, label in (("x", "x"), ("y", "y"), ("g", "G(x)"))) + "\n")
+    if "kl_y_shift" in res["g"]:
+        x, y, g = res["x"], res["y"], res["g"]
+        checks += (f"\nKL diagnostics: y's split-half KL (estimator floor at half the pixels) {y['kl_split']:.4f}; "
+                   f"KL(y, . + best grey shift) x {x['kl_y_shift']:.4f}, G(x) {g['kl_y_shift']:.4f}\n")
     return head + body + "\n" + checks
 
 

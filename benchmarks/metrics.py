@@ -22,6 +22,8 @@ Beyond the paper:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import fft, ndimage
 
@@ -34,6 +36,8 @@ __all__ = [
     "intensity_pdf",
     "kl_divergence",
     "region_kl",
+    "split_half_kl",
+    "shifted_kl",
     "autocovariance",
     "speckle_grain_size",
     "ring_mask",
@@ -166,6 +170,58 @@ def region_kl(
     _, p = intensity_pdf(reference, reference_mask, bins)
     _, q = intensity_pdf(output, output_mask, bins)
     return kl_divergence(p, q)
+
+
+def split_half_kl(image: np.ndarray, mask: np.ndarray | None = None, block: int = 32, bins: int = DEFAULT_BINS) -> float:
+    """The KL estimator's floor on one region: ``KL(p_a || p_b)`` between its two halves.
+
+    The region is split by a checkerboard of ``block x block`` pixel squares (``a`` the squares
+    with ``(row // block + col // block)`` even, ``b`` the others), so both halves sample one
+    tissue with speckle that is nearly independent between squares.  Two samples of one
+    distribution give a positive KL that shrinks as ``~ (bins - 1) / N`` with the pixel count
+    ``N``: a KL between two full regions of this size that is not clearly above about half of
+    this value cannot be told from sampling noise.
+    """
+    img, m = _region(image, mask)
+    if block < 1:
+        raise MetricError(f"block must be >= 1, got {block}")
+    rows, cols = np.indices(m.shape)
+    even = ((rows // block + cols // block) % 2 == 0)
+    if not (m & even).any() or not (m & ~even).any():
+        raise MetricError(f"the region does not reach both halves of a {block}-pixel checkerboard")
+    return region_kl(img, m & even, img, m & ~even, bins)
+
+
+def shifted_kl(
+    reference: np.ndarray,
+    reference_mask: np.ndarray | None,
+    output: np.ndarray,
+    output_mask: np.ndarray | None,
+    max_shift: int = 40,
+    bins: int = DEFAULT_BINS,
+) -> tuple[float, int]:
+    """``min_s KL(p_reference || p_{clip(output + s)})`` over integer grey shifts ``|s| <= max_shift``.
+
+    What is left of :func:`region_kl` once an overall brightness offset (a gain the output
+    cannot know, e.g. a probe's own gain setting) is taken out; grey levels are clipped to
+    [0, 255] after the shift, as a display would.  Returns ``(kl, s)`` for the best shift
+    (the smallest ``|s|`` among equal KLs).
+    """
+    if max_shift < 0:
+        raise MetricError(f"max_shift must be >= 0, got {max_shift}")
+    _, p = intensity_pdf(reference, reference_mask, bins)
+    img, m = _region(output, output_mask, "output_mask")
+    levels = np.bincount(np.clip(np.rint(img[m]), 0, 255).astype(np.int64), minlength=256)
+    grey = np.arange(256)
+    edges = np.linspace(0.0, 256.0, bins + 1)
+    best = (math.inf, 0)
+    for s in sorted(range(-max_shift, max_shift + 1), key=abs):
+        shifted = np.bincount(np.clip(grey + s, 0, 255), weights=levels, minlength=256)
+        counts, _ = np.histogram(grey, bins=edges, weights=shifted)
+        kl = kl_divergence(p, counts + 1.0)  # Laplace smoothing, as intensity_pdf
+        if kl < best[0]:
+            best = (kl, s)
+    return best
 
 
 def autocovariance(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -51,6 +51,36 @@ def test_kl_of_identical_histograms_is_zero_and_positive_otherwise(rng):
     assert M.kl_divergence(p, q) != pytest.approx(M.kl_divergence(q, p), rel=1e-3)  # not symmetric
 
 
+def test_split_half_kl_is_small_for_one_texture_and_large_for_two(rng):
+    one = rng.normal(120, 20, (128, 128))
+    floor = M.split_half_kl(one)
+    assert 0 < floor < 0.05
+    assert M.split_half_kl(one, block=16) < 0.05
+    two = one.copy()  # the checkerboard's odd squares 30 grey levels brighter
+    r, c = np.indices(two.shape)
+    two[(r // 32 + c // 32) % 2 == 1] += 30
+    assert M.split_half_kl(two) > 20 * floor
+    small = np.zeros(one.shape, bool)
+    small[:8, :8] = True  # inside one square: no second half
+    with pytest.raises(M.MetricError, match="both halves"):
+        M.split_half_kl(one, small)
+
+
+def test_shifted_kl_finds_a_brightness_offset(rng):
+    y = rng.normal(120, 15, (96, 96)).round()
+    darker = y - 9  # the same grey levels, 9 darker
+    kl, shift = M.shifted_kl(y, None, darker, None)
+    assert shift == 9 and kl == pytest.approx(0.0, abs=1e-12)
+    assert M.region_kl(y, None, darker, None) > 0.1
+    other = rng.normal(120, 30, (96, 96))  # a wider PDF: no shift makes it match
+    wide, s = M.shifted_kl(y, None, other, None)
+    assert wide > 0.1 and wide <= M.region_kl(y, None, other, None) and abs(s) <= 3
+    kl4, s4 = M.shifted_kl(y, None, darker, None, max_shift=4)  # the best it may do: +4
+    assert s4 == 4 and kl4 == pytest.approx(M.region_kl(y, None, darker + 4, None), rel=1e-9)
+    with pytest.raises(M.MetricError, match="max_shift"):
+        M.shifted_kl(y, None, darker, None, max_shift=-1)
+
+
 def test_kl_matches_closed_form_for_two_bins():
     p, q = np.array([0.5, 0.5]), np.array([0.25, 0.75])
     assert M.kl_divergence(p, q) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))

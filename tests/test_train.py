@@ -254,19 +254,21 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None:
-    from benchmarks.evaluate import METRICS, check_targets, evaluate, markdown_table
+    from benchmarks.evaluate import DIAGNOSTICS, METRICS, check_targets, evaluate, markdown_table
     from benchmarks.evaluate import main as evaluate_main
     from training.runlog import plot_curves
 
     res = evaluate(full_run / "generator.pt", data / "eval", progress=False)
-    assert res["n"]["pairs"] == 3 and set(res["g"]) == set(METRICS)
+    assert res["n"]["pairs"] == 3 and set(res["g"]) == set(METRICS + DIAGNOSTICS)
     assert res["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12) and res["x"]["kl_y"] > 0
     assert len(check_targets(res)) == 4
     assert markdown_table(res).count("\n| ") == 3
-    assert set(res["median"]) == {"x", "y", "g"} and set(res["median"]["g"]) == set(METRICS)
+    assert set(res["median"]) == {"x", "y", "g"} and set(res["median"]["g"]) == set(METRICS + DIAGNOSTICS)
     assert res["median"]["y"]["kl_y"] == pytest.approx(0.0, abs=1e-12)
     assert min(res["median"]["x"]["grain_lat"], res["x"]["grain_lat"]) > 0
     assert "Per-pair medians of the lateral grain (px): x " in markdown_table(res)
+    assert res["y"]["kl_y_shift"] == pytest.approx(0.0, abs=1e-12) and res["y"]["kl_split"] > 0
+    assert res["x"]["kl_y_shift"] <= res["x"]["kl_y"] and "KL diagnostics: y's split-half KL" in markdown_table(res)
     # The same generator's ONNX export, run by the engine's ONNX Runtime backend, measures the same.
     from engine.onnx_export import export_checkpoint
 
