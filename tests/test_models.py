@@ -85,6 +85,20 @@ def test_discriminator_one_probability_per_image(size: tuple[int, int]) -> None:
     assert bool(((p > 0) & (p < 1)).all())
 
 
+def test_discriminator_keeps_the_signal_through_its_layers() -> None:
+    """He initialisation: the last features of the default D keep the input's scale and differ
+    between images, so its output does not start out the same for every image."""
+    torch.manual_seed(4)
+    d = Discriminator()
+    x = torch.rand(8, 1, 64, 64)
+    with torch.no_grad():
+        feats = d.features(x)
+        logits = d.logits(x)
+    assert 0.1 < float(feats.std() / x.std()) < 10.0
+    assert float(logits.std()) > 1e-3
+    assert all(float(m.bias.abs().max()) == 0.0 for m in d.features if isinstance(m, nn.Conv2d))
+
+
 def test_discriminator_layout_default_and_custom() -> None:
     d = Discriminator()
     convs = [m for m in d.features if isinstance(m, nn.Conv2d)]
