@@ -144,9 +144,9 @@ class Discriminator(nn.Module):
     activations' scale through the eight layers; the paper does not state one.  With
     PyTorch's default (``std = 1 / sqrt(3 k^2 C_in)``) the default D's last features carry
     a few per cent of the input's standard deviation, its output is nearly the same for every
-    image, and on
-    the simulator's crops it stayed at chance for 60 Adam steps at lr 2e-4 where this start
-    separated the two probes' crops within 100 (``weights/MODEL_CARD.md``).
+    image, and on the simulator's crops it stayed at chance for 60 Adam steps at lr 2e-4,
+    where this start began to separate the two probes' crops after about 90
+    (``weights/MODEL_CARD.md``, unsupervised variant).
     """
 
     def __init__(
