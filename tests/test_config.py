@@ -48,6 +48,21 @@ def test_paper_yaml_holds_every_hyperparameter_of_the_paper() -> None:
     assert gan.pool_size >= gan.d_batch * gan.pool_fraction
 
 
+def test_paper_cpu_shortens_the_paper_without_changing_its_method() -> None:
+    """paper_cpu.yaml may change lengths, crops and learning rates, nothing else of paper.yaml."""
+    paper, cpu = load_config("paper"), load_config("paper_cpu")
+    assert (cpu.model, cpu.discriminator, cpu.ms_ssim) == (paper.model, paper.discriminator, paper.ms_ssim)
+    assert [(p.name, p.kind) for p in cpu.phases] == [(p.name, p.kind) for p in paper.phases]
+    shortened = {"crop", "d_crop", "batch", "d_batch", "lr_g", "lr_d", "samples", "epochs", "iterations", "g_steps",
+                 "pool_size"}
+    for slow, fast in zip(paper.phases, cpu.phases, strict=True):
+        same = {k: v for k, v in vars(slow).items() if k not in shortened}
+        assert same == {k: v for k, v in vars(fast).items() if k not in shortened}, slow.name
+    g_pre, d_pre, gan = cpu.phases
+    assert gan.batch * 2 == g_pre.batch and gan.d_batch * 2 == d_pre.d_batch  # half the batch sizes, as the paper
+    assert gan.weights == LossWeights(adv=1.0, l1=0.5, ms_ssim=0.5) and gan.d_steps == 1
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     cfg = load_config(name)
