@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from training.config import ConfigError, load_config  # noqa: E402
 from training.models import DRNN  # noqa: E402
 from training.sim import write_dataset  # noqa: E402
 from training.train import main  # noqa: E402
-from training.trainer import RunOptions, train  # noqa: E402
+from training.trainer import RunOptions, resolve_config, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,23 @@ def test_resume_after_stop_gives_identical_weights(data: Path, full_run: Path, t
     d_a = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["discriminator"]
     d_b = load_checkpoint(full_run / "checkpoints" / "last.pt")["discriminator"]
     assert _same(d_a, d_b)
+
+
+def test_resume_extends_a_finished_run(data: Path, full_run: Path, tmp_path: Path) -> None:
+    """A finished run resumed with a longer last phase runs only the added units."""
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    opts = _opts(data, run, resume=True)
+    same = train(resolve_config("quick", opts), opts)
+    assert same.status == "finished" and same.units == 0
+    assert _same(_generator(run / "generator.pt"), _generator(full_run / "generator.pt"))
+    longer = resolve_config("quick", opts, ("phases.gan.iterations=5",))
+    more = train(longer, opts)
+    assert more.status == "finished" and more.units == 5 - load_config("quick").phases[2].iterations
+    assert not _same(_generator(run / "generator.pt"), _generator(full_run / "generator.pt"))
+    units = sum(p.steps() for p in longer.phases)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["unit"] == units
+    assert f"gan,5,{units}," in (run / "log.csv").read_text()  # phase step 5 logged
 
 
 def test_supervised_phase_on_pairs(data: Path, tmp_path: Path) -> None:

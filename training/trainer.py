@@ -389,7 +389,11 @@ class Trainer:
         try:
             self.g.load_state_dict(ckpt["generator"])
             self.d.load_state_dict(ckpt["discriminator"])
-            self.phase_idx, self.step, self.unit, self.wall = ckpt["phase"], ckpt["step"], ckpt["unit"], ckpt["wall_s"]
+            phase, step = ckpt["phase"], ckpt["step"]
+            if phase == len(self.cfg.phases) > 0:
+                # A finished run: continue at the end of its last phase, which --set may have lengthened.
+                phase, step = phase - 1, config_from_dict(ckpt["config"]).phases[-1].steps()
+            self.phase_idx, self.step, self.unit, self.wall = phase, step, ckpt["unit"], ckpt["wall_s"]
             if self.phase_idx < len(self.cfg.phases):
                 self._begin_phase()
                 for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
