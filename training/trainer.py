@@ -38,7 +38,6 @@ from training.batches import ImageSet, load_images, load_pairs
 from training.checkpoint import CKPT_FORMAT, atomic_save, code_version, export_generator, load_checkpoint
 from training.config import (
     ConfigError,
-    LossWeights,
     PhaseConfig,
     TrainConfig,
     apply_overrides,
@@ -240,19 +239,19 @@ class Trainer:
         self,
         x: torch.Tensor,
         target: torch.Tensor,
-        w: LossWeights,
+        p: PhaseConfig,
         rng: np.random.Generator,
         d_crop: int = 0,
         real: torch.Tensor | None = None,
-        spectrum_window: str = "none",
     ) -> tuple[dict[str, float], torch.Tensor]:
-        """One G step on ``sum_k w_k * term_k``.
+        """One G step on ``sum_k w_k * term_k``, ``w = p.weights``.
 
         Structural terms (``l1``, ``ms_ssim``) compare ``G(x)`` with ``target``.  ``adv`` scores
         a random ``d_crop`` window of ``G(x)`` with the frozen D.  Statistics terms (``hist``,
         ``spectrum``) compare ``G(x)`` with ``target`` or, when ``real`` crops are given, that
-        window with them (unpaired); ``spectrum_window`` tapers the spectrum term's crops.
+        window with them (unpaired); ``p.spectrum_window`` tapers the spectrum term's crops.
         """
+        w = p.weights
         self.g_train.train()
         with self._autocast():
             out = self.g_train(x)
@@ -273,7 +272,7 @@ class Trainer:
         if w.hist:
             terms["hist"] = histogram_loss(stats_out, stats_ref)
         if w.spectrum:
-            terms["spectrum"] = spectrum_loss(stats_out, stats_ref, window=spectrum_window)
+            terms["spectrum"] = spectrum_loss(stats_out, stats_ref, window=p.spectrum_window)
         loss = sum(getattr(w, k) * v for k, v in terms.items())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -297,14 +296,14 @@ class Trainer:
 
     def _unit_reconstruct(self, p: PhaseConfig) -> tuple[dict[str, float], list[torch.Tensor]]:
         x = self.data.low.crops(self._epoch_batch("x", p.batch // self.world), p.crop, self.device)
-        losses, out = self._g_update(x, x, p.weights, self._rng(_STREAM_UNIT, self.step), spectrum_window=p.spectrum_window)
+        losses, out = self._g_update(x, x, p, self._rng(_STREAM_UNIT, self.step))
         return losses, [x, out]
 
     def _unit_supervised(self, p: PhaseConfig) -> tuple[dict[str, float], list[torch.Tensor]]:
         pos = self._epoch_batch("x", p.batch // self.world)
         x = self.data.pair_x.crops(pos, p.crop, self.device)
         y = self.data.pair_y.crops(pos, p.crop, self.device)
-        losses, out = self._g_update(x, y, p.weights, self._rng(_STREAM_UNIT, self.step), spectrum_window=p.spectrum_window)
+        losses, out = self._g_update(x, y, p, self._rng(_STREAM_UNIT, self.step))
         return losses, [x, out, y]
 
     def _unit_discriminate(self, p: PhaseConfig) -> tuple[dict[str, float], list[torch.Tensor]]:
@@ -334,7 +333,7 @@ class Trainer:
         for _ in range(p.g_steps):
             x = self.data.low.crops(xpos[rng.integers(len(xpos), size=g_batch)], p.crop, self.device)
             real_g = self.data.high.crops(ypos[rng.integers(len(ypos), size=g_batch)], p.d_crop, self.device) if stats else None
-            g_losses, out = self._g_update(x, x, p.weights, rng, d_crop=p.d_crop, real=real_g, spectrum_window=p.spectrum_window)
+            g_losses, out = self._g_update(x, x, p, rng, d_crop=p.d_crop, real=real_g)
             for k, v in g_losses.items():
                 totals[k] = totals.get(k, 0.0) + v / p.g_steps
         return {**d_losses, **totals}, [x, out, real]
