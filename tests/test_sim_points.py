@@ -1,5 +1,6 @@
 """The second image-formation model (point scatterers, diffraction beams): physics measured on
-its beams, pulses and images, and its place in the data sets and the CLI."""
+its beams, pulses and images, and its place in the data sets and the CLI.  The speckle, pair and
+CLI tests run for the third model (``array``, tests/test_sim_array.py) as well."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from training.sim import (
     make_phantom,
     simulate_pair,
 )
+from training.sim.array import array_envelope
 from training.sim.points import beam_profile, point_envelope, pulse_spectrum
 from training.simulate import main
 
@@ -102,8 +104,9 @@ def test_points_follow_density_and_interfaces() -> None:
         draw_points(ph, rng, density_per_mm2=0.0)
 
 
+@pytest.mark.parametrize("envelope", [point_envelope, array_envelope], ids=["points", "array"])
 @pytest.mark.parametrize("probe", [LOW_PROBE, HIGH_PROBE], ids=["low", "high"])
-def test_dense_points_give_rayleigh_speckle_sparse_points_do_not(phantom: Phantom, probe) -> None:
+def test_dense_points_give_rayleigh_speckle_sparse_points_do_not(phantom: Phantom, probe, envelope) -> None:
     """Many scatterers per resolution cell: the envelope (per row, tissue texture removed) has
     mean / std 1.913; one scatterer in several cells: far from it (non-Rayleigh)."""
     truth = phantom.truth()
@@ -112,7 +115,7 @@ def test_dense_points_give_rayleigh_speckle_sparse_points_do_not(phantom: Phanto
     def snr(density: float) -> float:
         rng = np.random.default_rng(11)
         pts = draw_points(phantom, rng, density_per_mm2=density)
-        env = point_envelope(phantom, pts, probe, rng, apodisation="tukey", cycles=2.0, decimation="sample")
+        env = envelope(phantom, pts, probe, rng, apodisation="tukey", cycles=2.0, decimation="sample")
         env = env / np.sqrt(truth["echogenicity"])
         rows = [env[r][mask[r]] / np.sqrt(np.mean(env[r][mask[r]] ** 2)) for r in range(env.shape[0])]
         pooled = np.concatenate(rows)
@@ -122,15 +125,16 @@ def test_dense_points_give_rayleigh_speckle_sparse_points_do_not(phantom: Phanto
     assert snr(1.0) < RAYLEIGH_SNR - 0.4
 
 
-def test_point_pairs_low_probe_coarser_and_share_tissue() -> None:
+@pytest.mark.parametrize("model", ["points", "array"])
+def test_point_pairs_low_probe_coarser_and_share_tissue(model: str) -> None:
     for seed in (0, 1):
-        x, y, truth = simulate_pair(seed, (160, 160), model="points")
+        x, y, truth = simulate_pair(seed, (160, 160), model=model)
         mask = truth["parenchyma"]
         assert x.dtype == y.dtype == np.uint8 and x.shape == y.shape == (160, 160)
         assert speckle_grain_size(x, mask, axis=1) > 1.6 * speckle_grain_size(y, mask, axis=1)
         smooth = [cv2.GaussianBlur(im.astype(np.float32), (0, 0), 6).ravel() for im in (x, y)]
         assert np.corrcoef(*smooth)[0, 1] > 0.6
-    again = simulate_pair(1, (160, 160), model="points")[0]
+    again = simulate_pair(1, (160, 160), model=model)[0]
     assert np.array_equal(again, x)
 
 
@@ -147,16 +151,17 @@ def test_displays_median_and_peak(phantom: Phantom) -> None:
         image_points(phantom, pts, HIGH_PROBE, rng, decimation="max")
 
 
-def test_cli_points_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--out", str(tmp_path / "p"), "--count", "1", "--size", "48x64", "--paired", "--model", "points"]) == 0
+@pytest.mark.parametrize("model", ["points", "array"])
+def test_cli_point_models(model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--out", str(tmp_path / "p"), "--count", "1", "--size", "48x64", "--paired", "--model", model]) == 0
     assert cv2.imread(str(tmp_path / "p" / "eval" / "y_000.png"), cv2.IMREAD_UNCHANGED).shape == (48, 64)
-    assert "model: points" in (tmp_path / "p" / "simulate.yaml").read_text()
+    assert f"model: {model}" in (tmp_path / "p" / "simulate.yaml").read_text()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        main(["--out", str(tmp_path / "q"), "--model", "points", "--geometry", "fan"])
+        main(["--out", str(tmp_path / "q"), "--model", model, "--geometry", "fan"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "window geometry only" in err[0]
     assert not (tmp_path / "q").exists()
     with pytest.raises(ValueError, match="window geometry only"):  # the library refuses it too
-        simulate_pair(0, 64, geometry="fan", model="points")
+        simulate_pair(0, 64, geometry="fan", model=model)

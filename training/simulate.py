@@ -5,6 +5,7 @@ Examples::
     python -m training.simulate --out data/sim --count 400 --size 256 --paired --jitter 1
     python -m training.simulate --out data/fan --count 100 --geometry fan --depth-mm 140
     python -m training.simulate --out data/pts --count 400 --paired --jitter 1 --model points
+    python -m training.simulate --out data/arr --count 0 --paired --eval-count 30 --jitter 1 --model array
     python -m training.simulate --cine sweep.avi --cine-frames 300
     python -m training.simulate --figure docs/images/simulator_example.png
 """
@@ -53,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--geometry", choices=GEOMETRIES, default="window",
                    help="window: tissue rectangle, beams straight down (default); fan: the whole sector / convex scan")
     p.add_argument("--model", choices=MODELS, default="grid",
-                   help="image formation: grid (scatterer on every fine-grid sample, Gaussian beams; default) or "
-                        "points (point scatterers of random density, diffraction beams, window geometry only)")
+                   help="image formation: grid (scatterer on every fine-grid sample, Gaussian beams; default), "
+                        "points (point scatterers of random density, diffraction beams) or array (the same points "
+                        "through an element-level array, delay-and-sum); points and array: window geometry only")
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")

@@ -7,6 +7,8 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
   (:data:`LOW_PROBE`, :data:`HIGH_PROBE`), beams straight down through the window;
 * :func:`draw_points` / :func:`image_points` -> the second image-formation model (point
   scatterers, diffraction beams), for training and testing across simulator families;
+* :func:`image_array` -> the third: the same points through an element-level array with
+  delay-and-sum beamforming (the out-of-family check);
 * :func:`image_fan` -> the whole sector (phased array) or convex scan, scan-converted;
 * :func:`simulate_pair` -> ``(x, y, truth)``: both probes, the same scatterers;
 * :func:`sweep_frames` -> endless frames of a probe sweeping over one phantom (live demo);
@@ -15,6 +17,7 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 
 from __future__ import annotations
 
+from training.sim.array import image_array
 from training.sim.cine import sweep_frames, write_cine
 from training.sim.dataset import (
     GEOMETRIES,
@@ -44,6 +47,7 @@ __all__ = [
     "PointField",
     "draw_points",
     "image_points",
+    "image_array",
     "complex_envelope",
     "log_compress",
     "SimulationError",

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from training.sim.array import image_array
 from training.sim.cine import CODECS, write_cine
 from training.sim.imaging import image_phantom
 from training.sim.phantom import Phantom, make_phantom
@@ -30,7 +31,7 @@ from training.sim.points import draw_points, image_points
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel
 from training.sim.scan import fan_mask, image_fan
 
-__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "GEOMETRIES", "MODELS", "simulate_pair", "write_dataset", "write_figure", "run"]
+__all__ = ["SimulateConfig", "SIMULATOR_VERSION", "GEOMETRIES", "MODELS", "POINT_MODELS", "simulate_pair", "write_dataset", "write_figure", "run"]
 
 #: ``window``: a rectangle of tissue inside the field of view, beams straight down (the default,
 #: for training crops); ``fan``: the whole field of view from the skin, a sector for the phased
@@ -39,8 +40,12 @@ GEOMETRIES = ("window", "fan")
 
 #: image-formation models: ``grid`` (:mod:`training.sim.imaging`: a scatterer on every sample of
 #: a fine grid, Gaussian beams) and ``points`` (:mod:`training.sim.points`: point scatterers of
-#: random density, diffraction beams with side lobes, frequency-dependent attenuation).
-MODELS = ("grid", "points")
+#: random density, diffraction beams with side lobes, frequency-dependent attenuation) and ``array``
+#: (:mod:`training.sim.array`: the same point scatterers seen through an element-level linear
+#: array with delay-and-sum beamforming).
+MODELS = ("grid", "points", "array")
+#: models that image point scatterers, the ``window`` geometry only.
+POINT_MODELS = ("points", "array")
 
 #: bumped whenever a change alters the images a seed produces.
 SIMULATOR_VERSION = "1"
@@ -64,7 +69,7 @@ class SimulateConfig:
         cine: video file of a probe sweep, or ``None``.
         cine_frames: frames in the video.
         figure: PNG file showing low, high and truth side by side, or ``None``.
-        model: image-formation model, ``"grid"`` or ``"points"`` (see :data:`MODELS`; ``points``
+        model: image-formation model, ``"grid"``, ``"points"`` or ``"array"`` (see :data:`MODELS`; ``points`` and ``array``
             images the ``window`` geometry only).
     """
 
@@ -108,17 +113,17 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _check_model(model: str, geometry: str) -> None:
-    """Raise ``ValueError`` for an unknown image-formation model or the points model on a fan."""
+    """Raise ``ValueError`` for an unknown image-formation model or a point-scatterer model on a fan."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    if model == "points" and geometry != "window":
-        raise ValueError("the points model images the window geometry only; use --geometry window")
+    if model in POINT_MODELS and geometry != "window":
+        raise ValueError(f"the {model} model images the window geometry only; use --geometry window")
 
 
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
           pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid") -> tuple[Phantom, list[ProbeModel]]:
-    """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` model
-    keeps its point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
+    """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` and
+    ``array`` models keep their point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
     _check_model(model, geometry)
     scale = 1.0
     if jitter > 0:
@@ -127,15 +132,16 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
     if geometry == "fan":  # the whole field of view from the skin; scatterers drawn per beam grid
         phantom = make_phantom(rng, size, depth_mm * scale / size[0], top_mm=0.0, scatterers=False, with_capsule=True)
         return phantom, list(probes)
-    if model == "points":
+    if model in POINT_MODELS:
         phantom = make_phantom(rng, size, pixel_mm * scale, scatterers=False)
         return replace(phantom, points=draw_points(phantom, rng)), list(probes)
     return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes)), list(probes)
 
 
-def _image(phantom: Phantom, probe: ProbeModel, rng: np.random.Generator, geometry: str) -> np.ndarray:
+def _image(phantom: Phantom, probe: ProbeModel, rng: np.random.Generator, geometry: str, model: str) -> np.ndarray:
     if phantom.points is not None:
-        return image_points(phantom, phantom.points, probe, rng)
+        form = image_array if model == "array" else image_points
+        return form(phantom, phantom.points, probe, rng)
     return image_fan(phantom, probe, rng) if geometry == "fan" else image_phantom(phantom, probe, rng)
 
 
@@ -163,7 +169,8 @@ def simulate_pair(
     """
     rng = np.random.default_rng(seed)
     phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model)
-    x, y, truth = _image(phantom, p_low, rng, geometry), _image(phantom, p_high, rng, geometry), phantom.truth()
+    x, y = _image(phantom, p_low, rng, geometry, model), _image(phantom, p_high, rng, geometry, model)
+    truth = phantom.truth()
     if geometry == "fan":
         truth["fov_x"], truth["fov_y"] = fan_mask(phantom, p_low), fan_mask(phantom, p_high)
         both = (truth["fov_x"] & truth["fov_y"]).astype(np.uint8)
@@ -175,7 +182,7 @@ def simulate_pair(
 def _single(seed: np.random.SeedSequence, cfg: SimulateConfig, probe: ProbeModel) -> np.ndarray:
     rng = np.random.default_rng(seed)
     phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm, cfg.model)
-    return _image(phantom, p, rng, cfg.geometry)
+    return _image(phantom, p, rng, cfg.geometry, cfg.model)
 
 
 def _imwrite(path: Path, image: np.ndarray) -> None:

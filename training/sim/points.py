@@ -39,6 +39,7 @@ Pure numpy/scipy; the paired images of :func:`training.sim.dataset.simulate_pair
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ from training.sim.phantom import Phantom
 from training.sim.probe import FWHM_PER_SIGMA, ProbeModel, probe_by_name
 
 __all__ = ["PointField", "draw_points", "point_envelope", "image_points", "beam_profile", "pulse_spectrum",
+           "aperture_weights", "banded_envelope", "draw_options", "display", "BandTransfer",
            "APODISATIONS", "DISPLAYS", "DECIMATIONS"]
 
 #: aperture weightings a beam may be drawn with (side lobes: rect highest, Hann lowest).
@@ -129,14 +131,20 @@ def _splat(points: PointField, weights: np.ndarray, shape: tuple[int, int], u: i
     return grid.reshape(hf, wf).astype(np.complex64)
 
 
-def _apodisation(kind: str, n: int) -> np.ndarray:
-    t = (np.arange(n) + 0.5) / n
+def aperture_weights(kind: str, t: np.ndarray) -> np.ndarray:
+    """Apodisation :data:`APODISATIONS` ``kind`` at relative aperture positions ``t`` (0..1 across
+    the active aperture; 0 outside): ``rect`` 1, ``hann`` ``sin^2(pi t)``, ``tukey`` flat with
+    ``sin^2`` tapers over the outer quarter on each side (50 % taper)."""
+    t = np.asarray(t, np.float64)
+    inside = (t >= 0.0) & (t <= 1.0)
     if kind == "rect":
-        return np.ones(n)
-    if kind == "hann":
-        return np.sin(np.pi * t) ** 2
-    edge = np.minimum(t, 1.0 - t) / 0.25  # Tukey, 50 % taper
-    return np.where(edge >= 1.0, 1.0, np.sin(0.5 * np.pi * np.minimum(edge, 1.0)) ** 2)
+        w = np.ones_like(t)
+    elif kind == "hann":
+        w = np.sin(np.pi * t) ** 2
+    else:
+        edge = np.minimum(t, 1.0 - t) / 0.25
+        w = np.where(edge >= 1.0, 1.0, np.sin(0.5 * np.pi * np.clip(edge, 0.0, 1.0)) ** 2)
+    return np.where(inside, w, 0.0)
 
 
 def beam_profile(x_mm: np.ndarray, z_mm: float, probe: ProbeModel, apodisation: str = "rect") -> np.ndarray:
@@ -152,7 +160,7 @@ def beam_profile(x_mm: np.ndarray, z_mm: float, probe: ProbeModel, apodisation: 
                            (min(probe.aperture_mm, z / probe.f_number_min), 0.0)):
         n = max(64, math.ceil(width * reach / (lam * z)))
         u = (np.arange(n) + 0.5) / n * width - width / 2
-        aperture = _apodisation(apodisation, n) * np.exp(1j * np.pi * u**2 * defocus / lam)
+        aperture = aperture_weights(apodisation, (np.arange(n) + 0.5) / n) * np.exp(1j * np.pi * u**2 * defocus / lam)
         beam *= np.exp(-2j * np.pi * np.outer(x_mm, u) / (lam * z)) @ aperture
     return beam / math.sqrt(float(np.sum(np.abs(beam) ** 2)))
 
@@ -173,22 +181,30 @@ def pulse_spectrum(k: np.ndarray, probe: ProbeModel, cycles: float, loss_db_mhz:
     return np.where(f > 0, spectrum, 0.0)
 
 
-def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str, rng: np.random.Generator,
-                   *, apodisation: str | None = None, cycles: float | None = None,
-                   decimation: str | None = None) -> np.ndarray:
-    """Steps 1-4 and the detection of step 5: the envelope ``|IQ|`` of the visible window,
-    float32 ``(H, W)``, one beam line per pixel column.
+#: ``(depth_mm, loss_db_mhz, kz, x_mm) -> transfer``: the 2-D transfer function (fine grid, FFT
+#: order) of one depth band's pulse-echo response; ``kz`` the RF depth frequency of each row bin
+#: (cycles/mm), ``x_mm`` the lateral offset of each column (mm, FFT order).
+BandTransfer = Callable[[float, float, np.ndarray, np.ndarray], np.ndarray]
 
-    ``apodisation`` (:data:`APODISATIONS`), ``cycles`` (burst length, > 0) and ``decimation``
-    (:data:`DECIMATIONS`) are drawn from ``rng`` when ``None``.
-    """
-    probe = probe_by_name(probe)
+
+def draw_options(rng: np.random.Generator, apodisation: str | None, cycles: float | None,
+                 decimation: str | None) -> tuple[str, float, str]:
+    """``(apodisation, cycles, decimation)``, each drawn from ``rng`` when ``None``; ``ValueError`` if invalid."""
     apod = str(rng.choice(APODISATIONS)) if apodisation is None else apodisation
     n_cycles = float(rng.uniform(1.5, 3.0)) if cycles is None else float(cycles)
     pick = str(rng.choice(DECIMATIONS)) if decimation is None else decimation
     if apod not in APODISATIONS or pick not in DECIMATIONS or not n_cycles > 0:
         raise ValueError(f"apodisation must be one of {APODISATIONS}, decimation one of {DECIMATIONS}, "
                          f"cycles > 0; got {apod!r}, {pick!r}, {n_cycles}")
+    return apod, n_cycles, pick
+
+
+def banded_envelope(phantom: Phantom, points: PointField, probe: ProbeModel, rng: np.random.Generator,
+                    transfer: BandTransfer, decimation: str) -> np.ndarray:
+    """Steps 1 and 4-5 around a pulse-echo response: splat ``points`` with their two-way phase,
+    filter each depth band (every :data:`BAND_ROWS` rows) by ``transfer``, blend linearly between
+    band centres, then column attenuation, noise, TGC and ``decimation``: the envelope ``|IQ|``
+    of the visible window, float32 ``(H, W)``, one beam line per pixel column."""
     ht, wt = phantom.echogenicity.shape
     px = phantom.pixel_mm
     u = v = max(1, math.ceil(px / FINE_MM))
@@ -197,7 +213,6 @@ def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
     z_abs = phantom.top_mm + (points.rows - phantom.margin[0]) * px
     spec = fft.fft2(_splat(points, points.amplitude * np.exp(-2j * np.pi * k0 * z_abs), (ht, wt), u, v), workers=1)
 
-    # Per depth band: pulse (with this depth's attenuation) x beam, blended linearly.
     path = np.cumsum(phantom.attenuation * (depth > 0)[:, None] * (px / 10.0), axis=0)  # dB/MHz, one way
     kz = fft.fftfreq(ht * u, d=px / u) + k0  # RF spatial frequency of each base-band bin
     x_mm = fft.fftfreq(wt * v, d=1.0 / (wt * v)) * px / v  # lateral offsets, FFT order
@@ -207,12 +222,10 @@ def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
     iq = np.zeros((ht * u, wt * v), np.complex64)
     for c in centres:
         row = min(int(c // u), ht - 1)
-        axial = pulse_spectrum(kz, probe, n_cycles, float(path[row].mean()))
-        lateral = fft.fft(beam_profile(x_mm, float(depth[row]), probe, apod))
+        h = transfer(float(depth[row]), float(path[row].mean()), kz, x_mm)
         weight = np.clip(1.0 - np.abs(rows - c) / delta, 0.0, None).astype(np.float32)
         band = weight > 0
-        iq[band] += weight[band, None] * fft.ifft2(spec * np.outer(axial, lateral).astype(np.complex64),
-                                                   workers=1)[band]
+        iq[band] += weight[band, None] * fft.ifft2(spec * h.astype(np.complex64), workers=1)[band]
     # Column-wise attenuation relative to the band's mean (posterior enhancement), noise, TGC.
     mean_loss = 10.0 ** (-2.0 * probe.center_mhz * path.mean(axis=1) / 20.0)  # already in the pulses
     rel = 10.0 ** (-2.0 * probe.center_mhz * (path - path.mean(axis=1, keepdims=True)) / 20.0)
@@ -224,23 +237,45 @@ def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
     tgc = 10.0 ** (2.0 * probe.tgc_db_cm_mhz * probe.center_mhz * np.maximum(depth, 0.0) / 10.0 / 20.0)
     iq *= np.repeat(tgc, u)[:, None].astype(np.float32)
     env = np.abs(iq).reshape(ht, u, wt, v)[:, :, :, 0]  # beam lines one pixel apart
-    env = env.mean(axis=1) if pick == "mean" else env[:, u // 2]
+    env = env.mean(axis=1) if decimation == "mean" else env[:, u // 2]
     return phantom.crop(env).astype(np.float32)
+
+
+def point_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str, rng: np.random.Generator,
+                   *, apodisation: str | None = None, cycles: float | None = None,
+                   decimation: str | None = None) -> np.ndarray:
+    """Steps 1-4 and the detection of step 5: the envelope ``|IQ|`` of the visible window,
+    float32 ``(H, W)``, one beam line per pixel column; per band the separable transfer
+    ``pulse_spectrum(kz) x FFT(beam_profile(x))``.
+
+    ``apodisation`` (:data:`APODISATIONS`), ``cycles`` (burst length, > 0) and ``decimation``
+    (:data:`DECIMATIONS`) are drawn from ``rng`` when ``None``.
+    """
+    probe = probe_by_name(probe)
+    apod, n_cycles, pick = draw_options(rng, apodisation, cycles, decimation)
+
+    def transfer(depth_mm: float, loss: float, kz: np.ndarray, x_mm: np.ndarray) -> np.ndarray:
+        return np.outer(pulse_spectrum(kz, probe, n_cycles, loss), fft.fft(beam_profile(x_mm, depth_mm, probe, apod)))
+
+    return banded_envelope(phantom, points, probe, rng, transfer, pick)
+
+
+def display(envelope: np.ndarray, probe: ProbeModel, mode: str) -> np.ndarray:
+    """Step 5's log compression by ``mode`` (:data:`DISPLAYS`): ``median`` as
+    :func:`training.sim.imaging.log_compress`, ``peak``: ``255 (dB - p99.9 + DR) / DR`` clipped
+    to 0..255 (``DR`` the probe's dynamic range)."""
+    if mode == "median":
+        return log_compress(envelope, probe.dynamic_range_db, probe.gain)
+    db = 20.0 * np.log10(np.maximum(envelope, 1e-12))
+    grey = 255.0 * (db - (float(np.percentile(db, 99.9)) - probe.dynamic_range_db)) / probe.dynamic_range_db
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
 def image_points(phantom: Phantom, points: PointField, probe: ProbeModel | str, rng: np.random.Generator,
                  *, apodisation: str | None = None, cycles: float | None = None,
                  decimation: str | None = None) -> np.ndarray:
-    """B-mode image of ``phantom``'s ``points`` seen by ``probe``: ``uint8 (H, W)``.
-
-    :func:`point_envelope` (same options), then log compression by ``points.display``:
-    ``median`` as :func:`training.sim.imaging.log_compress`, ``peak``:
-    ``255 (dB - p99.9 + DR) / DR`` clipped to 0..255 (``DR`` the probe's dynamic range).
-    """
+    """B-mode image of ``phantom``'s ``points`` seen by ``probe``: ``uint8 (H, W)``;
+    :func:`point_envelope` (same options), then :func:`display` by ``points.display``."""
     probe = probe_by_name(probe)
     env = point_envelope(phantom, points, probe, rng, apodisation=apodisation, cycles=cycles, decimation=decimation)
-    if points.display == "median":
-        return log_compress(env, probe.dynamic_range_db, probe.gain)
-    db = 20.0 * np.log10(np.maximum(env, 1e-12))
-    grey = 255.0 * (db - (float(np.percentile(db, 99.9)) - probe.dynamic_range_db)) / probe.dynamic_range_db
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return display(env, probe, points.display)
