@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LIMIT", "SIDES", "frame_edge_steps", "check_frames", "edge_deviation", "main"]
+__all__ = ["LIMIT", "SIDES", "frame_edge_steps", "check_frames", "edge_deviation", "worst_deviation", "main"]
 
 #: largest accepted |step(G(x)) - step(x)| on any side, grey levels.
 LIMIT = 6.0
@@ -55,6 +55,13 @@ def edge_deviation(run: Callable[[np.ndarray], np.ndarray], frames: np.ndarray) 
     return {side: g[side] - x[side] for side in SIDES}
 
 
+def worst_deviation(run: Callable[[np.ndarray], np.ndarray],
+                    frames: dict[str, np.ndarray]) -> tuple[float, dict[str, dict[str, float]]]:
+    """``(worst |deviation|, {family: edge_deviation})`` over the families of :func:`check_frames`."""
+    devs = {family: edge_deviation(run, f) for family, f in frames.items()}
+    return max(abs(v) for d in devs.values() for v in d.values()), devs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.edges", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator checkpoint(s) or ONNX export(s)")
@@ -65,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = check_frames()
     try:
         for w in a.weights:
-            run = generator_function(w)
-            devs = {family: edge_deviation(run, f) for family, f in frames.items()}
-            worst = max(abs(v) for d in devs.values() for v in d.values())
+            worst, devs = worst_deviation(generator_function(w), frames)
             detail = "; ".join(f"{fam} " + " ".join(f"{s} {v:+.1f}" for s, v in d.items()) for fam, d in devs.items())
             print(f"{w}: {'OK' if worst < a.limit else 'EDGE'} (worst {worst:.1f} grey levels; {detail})")
     except LOAD_ERRORS as exc:

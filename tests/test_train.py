@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -270,6 +271,29 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "tb").iterdir())) == 1
     assert np.isfinite(float(load_checkpoint(tmp_path / "generator.pt")["generator"]["stem.0.weight"].abs().sum()))
 
+
+def test_select_cli_on_run_checkpoints(data: Path, full_run: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks.select measures every file on every set, writes the table and its pick; a
+    missing file is one line and exit status 2."""
+    from benchmarks.select import main as select_main
+
+    other = tmp_path / "other" / "eval"
+    shutil.copytree(data / "eval", other)
+    files = [full_run / "checkpoints" / "after_g_pretrain.pt", full_run / "generator.pt"]
+    # The quick run's 8-channel generators draw frame edges; a 255-level limit lets the rule choose.
+    assert select_main(["--weights", *map(str, files), "--incumbent", str(files[1]), "--eval", str(data / "eval"),
+                        str(other), "--edge-limit", "255", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| " + str(full_run)) == 2 and f"| weights | edges | {data.name} | other | met |" in out
+    report = json.loads((tmp_path / "s.json").read_text())
+    totals = [sum(sum(m.values()) for m in c["met"].values()) for c in report["candidates"]]
+    assert report["pick"] == str(files[0] if totals[0] > totals[1] else files[1]) and f"pick: {report['pick']}" in out
+    assert set(report["results"][str(files[0])]) == {data.name, "other"}
+    assert all(len(c["met"]) == 2 for c in report["candidates"])
+    assert select_main(["--weights", str(tmp_path / "none.pt"), "--eval", str(data / "eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "none.pt" in err[-1]
 
 def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None:
     from benchmarks.evaluate import DIAGNOSTICS, METRICS, check_targets, evaluate, markdown_table

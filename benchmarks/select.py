@@ -1,0 +1,155 @@
+"""Pick a snapshot: the model card's selection rule over several validation sets.
+
+For every generator file (checkpoint or ONNX export) the frame-edge check
+(:mod:`benchmarks.edges`) and, on every paired validation set, :func:`benchmarks.evaluate.evaluate`
+and the issue's four targets (:func:`benchmarks.evaluate.check_targets`).  A missed target's
+relative shortfall (0 when met)::
+
+    grain     g_lat / (1.25 y_lat) - 1
+    kl        KL(y, g) / (0.5 KL(y, x)) - 1
+    cnr       1 - CNR_g / max(CNR_x, 0.95 CNR_y)
+    log_corr  1 - r_g / r_x
+
+The rule (fixed before any held-out set is looked at): among the files that pass the edge check,
+the one that meets the most targets over all sets; ties go to the smallest summed shortfall on
+the missed targets other than KL (which every candidate so far misses everywhere).  With
+``--incumbent`` (the shipped weights) the pick replaces it only if it meets strictly more targets.
+
+    python -m benchmarks.select --weights RUN/snapshots/*.pt --incumbent weights/drnn.pt \\
+        --eval data/val_a/eval data/val_b/eval --json select.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.edges import LIMIT, check_frames, worst_deviation
+from benchmarks.evaluate import LOAD_ERRORS, check_targets, evaluate, generator_function
+
+__all__ = ["Candidate", "shortfalls", "score", "rank", "pick", "markdown", "main"]
+
+#: the targets of :func:`benchmarks.evaluate.check_targets`, one flag letter each.
+TARGETS = {"grain": "G", "kl": "K", "cnr": "C", "log_corr": "L"}
+
+
+def shortfalls(res: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Relative shortfall of each target (module docstring) on the means of one set; 0 when met."""
+    x, y, g = res["x"], res["y"], res["g"]
+    need_cnr = max(x["cnr"], 0.95 * y["cnr"])
+    return {
+        "grain": max(0.0, g["grain_lat"] / (1.25 * y["grain_lat"]) - 1.0),
+        "kl": max(0.0, g["kl_y"] / (0.5 * x["kl_y"]) - 1.0) if x["kl_y"] > 0 else 0.0,
+        "cnr": max(0.0, 1.0 - g["cnr"] / need_cnr) if need_cnr > 0 else 0.0,
+        "log_corr": max(0.0, 1.0 - g["log_corr"] / x["log_corr"]) if x["log_corr"] > 0 else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generator file measured: worst edge deviation (grey levels), per set the targets met
+    (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``)."""
+
+    weights: str
+    edge_worst: float
+    met: dict[str, dict[str, bool]]
+    shortfall: dict[str, dict[str, float]]
+
+    @property
+    def total(self) -> int:
+        return sum(sum(m.values()) for m in self.met.values())
+
+    @property
+    def non_kl_shortfall(self) -> float:
+        return sum(v for s in self.shortfall.values() for k, v in s.items() if k != "kl")
+
+
+def score(weights: str, edge_worst: float, results: dict[str, dict[str, dict[str, float]]]) -> Candidate:
+    """A :class:`Candidate` from ``results`` = ``{set: evaluate(...)}``."""
+    return Candidate(
+        weights=weights, edge_worst=edge_worst,
+        met={s: {k: bool(ok) for k, (ok, _) in check_targets(r).items()} for s, r in results.items()},
+        shortfall={s: shortfalls(r) for s, r in results.items()},
+    )
+
+
+def rank(candidates: list[Candidate], limit: float = LIMIT) -> list[Candidate]:
+    """Edge-clean first, then most targets met, then smallest non-KL shortfall."""
+    return sorted(candidates, key=lambda c: (c.edge_worst >= limit, -c.total, c.non_kl_shortfall))
+
+
+def pick(candidates: list[Candidate], incumbent: str | None = None, limit: float = LIMIT) -> Candidate | None:
+    """The rule's choice, ``None`` if no file passes the edge check.  With ``incumbent`` (one of the
+    candidates' ``weights``): the incumbent, unless it fails the edge check or the best other
+    edge-clean file meets strictly more targets."""
+    clean = [c for c in rank(candidates, limit) if c.edge_worst < limit]
+    if incumbent is None:
+        return clean[0] if clean else None
+    current = next((c for c in candidates if c.weights == incumbent), None)
+    if current is None:
+        raise ValueError(f"incumbent {incumbent} is not among the candidates")
+    challenger = next((c for c in clean if c.weights != incumbent), None)
+    if current.edge_worst >= limit:
+        return challenger
+    return challenger if challenger is not None and challenger.total > current.total else current
+
+
+def markdown(candidates: list[Candidate], limit: float = LIMIT) -> str:
+    """One row per file (best first): edges, the targets met per set as flags (``GKCL``, ``.`` for
+    a miss), the total and the non-KL shortfall."""
+    ranked = rank(candidates, limit)
+    sets = list(ranked[0].met) if ranked else []
+    head = "| weights | edges | " + " | ".join(sets) + " | met | shortfall |\n|---|---|" + "---|" * (len(sets) + 2) + "\n"
+    rows = []
+    for c in ranked:
+        flags = [("".join(TARGETS[k] if ok else "." for k, ok in c.met[s].items())) for s in sets]
+        edge = f"{'ok' if c.edge_worst < limit else 'EDGE'} {c.edge_worst:.1f}"
+        rows.append(f"| {c.weights} | {edge} | " + " | ".join(flags)
+                    + f" | {c.total}/{4 * len(sets)} | {c.non_kl_shortfall:.3f} |\n")
+    return head + "".join(rows)
+
+
+def _set_names(dirs: list[Path]) -> list[str]:
+    """Short unique names for the sets: the folder above ``eval/`` (or the folder itself)."""
+    names = [str(d.parent.name if d.name == "eval" else d.name) for d in dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in dirs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.select --weights W [W ...] --eval DIR [DIR ...] [--incumbent W] [--json F]``."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.select", description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="candidate generator files (checkpoints or ONNX)")
+    ap.add_argument("--eval", type=Path, nargs="+", required=True, help="paired validation folders (x_NNN.png, y_NNN.png, truth_NNN.npz)")
+    ap.add_argument("--incumbent", type=Path, help="the weights in use: replaced only by a file that meets more targets")
+    ap.add_argument("--limit", type=int, default=0, help="use the first N pairs of each set [0: all]")
+    ap.add_argument("--edge-limit", type=float, default=LIMIT, help="edge check, grey levels (default %(default)s)")
+    ap.add_argument("--json", type=Path, help="write every file's figures here")
+    a = ap.parse_args(argv)
+    files = list(dict.fromkeys([*a.weights, *([a.incumbent] if a.incumbent else [])]))
+    names = _set_names(a.eval)
+    frames = check_frames()
+    candidates, raw = [], {}
+    try:
+        for w in files:
+            worst, _ = worst_deviation(generator_function(w), frames)
+            results = {n: evaluate(w, d, a.limit, progress=False) for n, d in zip(names, a.eval, strict=True)}
+            candidates.append(score(str(w), worst, results))
+            raw[str(w)] = results
+            print(f"{w}: {candidates[-1].total}/{4 * len(names)} targets, edges {worst:.1f}", file=sys.stderr)
+    except LOAD_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(candidates, a.edge_limit))
+    chosen = pick(candidates, str(a.incumbent) if a.incumbent else None, a.edge_limit)
+    print(f"pick: {chosen.weights} ({chosen.total} targets)" if chosen else "pick: none (every file fails the edge check)")
+    if a.json:
+        a.json.write_text(json.dumps({"pick": chosen.weights if chosen else None,
+                                      "candidates": [asdict(c) for c in candidates], "results": raw}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
