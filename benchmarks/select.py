@@ -27,6 +27,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from benchmarks.edges import LIMIT, check_frames, worst_deviation
 from benchmarks.evaluate import LOAD_ERRORS, check_targets, evaluate, generator_function
 
@@ -127,18 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use the first N pairs of each set [0: all]")
     ap.add_argument("--edge-limit", type=float, default=LIMIT, help="edge check, grey levels (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write every file's figures here")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     files = list(dict.fromkeys([*a.weights, *([a.incumbent] if a.incumbent else [])]))
     names = _set_names(a.eval)
     frames = check_frames()
     candidates, raw = [], {}
     try:
-        for w in files:
+        for w in (bar := tqdm(files, desc="select", unit="file", disable=a.no_progress)):
             worst, _ = worst_deviation(generator_function(w), frames)
-            results = {n: evaluate(w, d, a.limit, progress=False) for n, d in zip(names, a.eval, strict=True)}
+            results = {}
+            for n, d in zip(names, a.eval, strict=True):
+                bar.set_postfix_str(f"{Path(w).name} on {n}")
+                results[n] = evaluate(w, d, a.limit, progress=False)
             candidates.append(score(str(w), worst, results))
             raw[str(w)] = results
-            print(f"{w}: {candidates[-1].total}/{4 * len(names)} targets, edges {worst:.1f}", file=sys.stderr)
+            bar.write(f"{w}: {candidates[-1].total}/{4 * len(names)} targets, edges {worst:.1f}", file=sys.stderr)
     except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

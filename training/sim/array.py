@@ -29,8 +29,10 @@ pitch ``p`` (drawn per image, ``lambda / 2 .. lambda``) and width ``0.9 p``, dir
 
 For a scatterer at the band's centre depth and every line offset and output depth around it
 this gives the band's complex PSF; its energy is set to that of the attenuated pulse
-(so the depth's loss and the spectrum's downshift stay, as in the ``points`` model) and the
-band's image is the splatted scatterer field convolved with it.
+(so the depth's loss and the spectrum's downshift stay, as in the ``points`` model), it is
+multiplied by ``exp(2 pi i k0 z_b)`` (``k0 = 2 f0 / c``: the splat already carries each
+scatterer's own two-way phase ``exp(-2 pi i k0 z)``, and neighbouring bands, which are blended,
+must agree in phase) and the band's image is the splatted scatterer field convolved with it.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: float, dx_mm: np.ndarray,
             cycles: float, pitch_mm: float, loss_db_mhz: float = 0.0) -> np.ndarray:
     """Complex base-band PSF ``h(dz, dx)`` of a scatterer at ``depth_mm``: rows the output
     depths ``depth_mm + dz_mm`` (1-D array), columns the beam lines at lateral offsets ``dx_mm``
-    from it; energy ``sum |h|^2`` equal to the pulse's (see :func:`pulse_envelope`)."""
+    from it; energy ``sum |h|^2`` equal to the pulse's (see :func:`pulse_envelope`), the
+    scatterer's own phase ``exp(-2 pi i k0 depth)`` taken out (module docstring)."""
     lam = probe.wavelength_mm
     c = probe.sound_speed_m_s * 1e-3
     f0 = probe.center_mhz
@@ -141,7 +144,7 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: float, dx_mm: np.ndarray,
     phase = np.exp(2j * np.pi * f0 * (arg - 2.0 * z_out[None, :, None] / c))
     psf = np.einsum("mnj,nj,mj->nm", field * phase, w, gain)
     norm = math.sqrt(energy / max(float(np.sum(np.abs(psf) ** 2)), 1e-300))
-    return psf * norm * np.exp(4j * np.pi * f0 * zb / c)  # the scatterer's own phase exp(-2 pi i k0 z) taken out
+    return psf * norm * np.exp(4j * np.pi * f0 * zb / c)
 
 
 def array_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str, rng: np.random.Generator,
