@@ -69,8 +69,8 @@ class SimulateConfig:
         cine: video file of a probe sweep, or ``None``.
         cine_frames: frames in the video.
         figure: PNG file showing low, high and truth side by side, or ``None``.
-        model: image-formation model, ``"grid"``, ``"points"`` or ``"array"`` (see :data:`MODELS`; ``points`` and ``array``
-            images the ``window`` geometry only).
+        model: image-formation model, ``"grid"``, ``"points"`` or ``"array"`` (see :data:`MODELS`;
+            ``points`` and ``array`` image the ``window`` geometry only).
     """
 
     out: Path | None = None
