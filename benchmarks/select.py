@@ -30,7 +30,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.edges import LIMIT, check_frames, worst_deviation
-from benchmarks.evaluate import LOAD_ERRORS, check_targets, evaluate, generator_function
+from benchmarks.evaluate import (
+    CNR_MIN,
+    GRAIN_MAX,
+    KL_MAX,
+    LOAD_ERRORS,
+    check_targets,
+    evaluate_many,
+    generator_function,
+)
 
 __all__ = ["Candidate", "shortfalls", "score", "rank", "pick", "markdown", "main"]
 
@@ -41,10 +49,10 @@ TARGETS = {"grain": "G", "kl": "K", "cnr": "C", "log_corr": "L"}
 def shortfalls(res: dict[str, dict[str, float]]) -> dict[str, float]:
     """Relative shortfall of each target (module docstring) on the means of one set; 0 when met."""
     x, y, g = res["x"], res["y"], res["g"]
-    need_cnr = max(x["cnr"], 0.95 * y["cnr"])
+    need_cnr = max(x["cnr"], CNR_MIN * y["cnr"])
     return {
-        "grain": max(0.0, g["grain_lat"] / (1.25 * y["grain_lat"]) - 1.0),
-        "kl": max(0.0, g["kl_y"] / (0.5 * x["kl_y"]) - 1.0) if x["kl_y"] > 0 else 0.0,
+        "grain": max(0.0, g["grain_lat"] / (GRAIN_MAX * y["grain_lat"]) - 1.0),
+        "kl": max(0.0, g["kl_y"] / (KL_MAX * x["kl_y"]) - 1.0) if x["kl_y"] > 0 else 0.0,
         "cnr": max(0.0, 1.0 - g["cnr"] / need_cnr) if need_cnr > 0 else 0.0,
         "log_corr": max(0.0, 1.0 - g["log_corr"] / x["log_corr"]) if x["log_corr"] > 0 else 0.0,
     }
@@ -116,7 +124,7 @@ def markdown(candidates: list[Candidate], limit: float = LIMIT) -> str:
 
 def _set_names(dirs: list[Path]) -> list[str]:
     """Short unique names for the sets: the folder above ``eval/`` (or the folder itself)."""
-    names = [str(d.parent.name if d.name == "eval" else d.name) for d in dirs]
+    names = [d.parent.name if d.name == "eval" else d.name for d in dirs]
     return names if len(set(names)) == len(names) else [str(d) for d in dirs]
 
 
@@ -134,20 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     files = list(dict.fromkeys([*a.weights, *([a.incumbent] if a.incumbent else [])]))
     names = _set_names(a.eval)
     frames = check_frames()
-    candidates, raw = [], {}
     try:
-        for w in (bar := tqdm(files, desc="select", unit="file", disable=a.no_progress)):
-            worst, _ = worst_deviation(generator_function(w), frames)
-            results = {}
-            for n, d in zip(names, a.eval, strict=True):
-                bar.set_postfix_str(f"{Path(w).name} on {n}")
-                results[n] = evaluate(w, d, a.limit, progress=False)
-            candidates.append(score(str(w), worst, results))
-            raw[str(w)] = results
-            bar.write(f"{w}: {candidates[-1].total}/{4 * len(names)} targets, edges {worst:.1f}", file=sys.stderr)
+        runs = {str(w): generator_function(w) for w in files}
+        edges = {w: worst_deviation(run, frames)[0]
+                 for w, run in tqdm(runs.items(), desc="edge check", unit="file", disable=a.no_progress)}
+        per_set = {n: evaluate_many(runs, d, a.limit, progress=not a.no_progress)
+                   for n, d in zip(names, a.eval, strict=True)}
     except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    raw = {w: {n: per_set[n][w] for n in names} for w in edges}
+    candidates = [score(w, edges[w], raw[w]) for w in edges]
     print(markdown(candidates, a.edge_limit))
     chosen = pick(candidates, str(a.incumbent) if a.incumbent else None, a.edge_limit)
     print(f"pick: {chosen.weights} ({chosen.total} targets)" if chosen else "pick: none (every file fails the edge check)")

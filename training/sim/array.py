@@ -102,7 +102,7 @@ def _elements(aperture_mm: float, pitch_mm: float) -> np.ndarray:
     return (np.arange(n) - (n - 1) / 2.0) * pitch_mm
 
 
-def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: float, dx_mm: np.ndarray, *, apodisation: str,
+def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: np.ndarray, dx_mm: np.ndarray, *, apodisation: str,
             cycles: float, pitch_mm: float, loss_db_mhz: float = 0.0) -> np.ndarray:
     """Complex base-band PSF ``h(dz, dx)`` of a scatterer at ``depth_mm``: rows the output
     depths ``depth_mm + dz_mm`` (1-D array), columns the beam lines at lateral offsets ``dx_mm``
@@ -125,7 +125,8 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: float, dx_mm: np.ndarray,
     amp = a[None, :] * _directivity(lat, r, width, lam) / np.sqrt(r) * np.exp(-2j * np.pi * f0 * tau)
     z_out = zb + np.asarray(dz_mm, np.float64)
     v = _elements(min(probe.aperture_mm, float(z_out.max()) / probe.f_number_min), pitch_mm)
-    rho = np.hypot(zb, dx_mm[:, None] + v[None, :])  # (lines, rx elements)
+    lat_rx = dx_mm[:, None] + v[None, :]  # rx element to scatterer, lateral (lines x rx elements)
+    rho = np.hypot(zb, lat_rx)
     t_j = (z_out[:, None] + np.sqrt(z_out[:, None] ** 2 + v[None, :] ** 2)) / c  # (depths, rx elements)
     arg = t_j[None, :, :] - rho[:, None, :] / c  # (lines, depths, rx elements)
     step = 1.0 / (16.0 * f0)
@@ -139,7 +140,6 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: float, dx_mm: np.ndarray,
     # Receive: dynamic aperture, directivity, delay-and-sum, demodulation at 2 z / c.
     d_rx = np.minimum(probe.aperture_mm, z_out / probe.f_number_min)  # (depths,)
     w = aperture_weights(apodisation, (v[None, :] + d_rx[:, None] / 2.0) / d_rx[:, None])  # (depths, rx)
-    lat_rx = dx_mm[:, None] + v[None, :]
     gain = _directivity(lat_rx, rho, width, lam) / np.sqrt(rho)  # (lines, rx)
     phase = np.exp(2j * np.pi * f0 * (arg - 2.0 * z_out[None, :, None] / c))
     psf = np.einsum("mnj,nj,mj->nm", field * phase, w, gain)
