@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.edges import LIMIT, check_frames, worst_deviation
+from benchmarks.edges import LIMIT, check_frames, worst_seam
 from benchmarks.evaluate import (
     CNR_MIN,
     GRAIN_MAX,
@@ -60,8 +60,8 @@ def shortfalls(res: dict[str, dict[str, float]]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One generator file measured: worst edge deviation (grey levels), per set the targets met
-    (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``)."""
+    """One generator file measured: worst frame-edge seam (grey levels, :mod:`benchmarks.edges`), per
+    set the targets met (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``)."""
 
     weights: str
     edge_worst: float
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = check_frames()
     try:
         runs = {str(w): generator_function(w) for w in files}
-        edges = {w: worst_deviation(run, frames)[0]
+        edges = {w: worst_seam(run, frames)[0]
                  for w, run in tqdm(runs.items(), desc="edge check", unit="file", disable=a.no_progress)}
         per_set = {n: evaluate_many(runs, d, a.limit, progress=not a.no_progress)
                    for n, d in zip(names, a.eval, strict=True)}

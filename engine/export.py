@@ -27,6 +27,7 @@ class ExportConfig:
     fp16: bool = False
     opset: int = DEFAULT_OPSET
     check: bool = True
+    context: int | None = None
 
 
 def _parse(argv: list[str] | None) -> ExportConfig:
@@ -36,14 +37,20 @@ def _parse(argv: list[str] | None) -> ExportConfig:
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (uint8 I/O kept)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the checker and parity check")
+    parser.add_argument("--edge-context", type=int, default=None, metavar="PIXELS",
+                        help="mirrored context around the frame against edge seams (default: the network's "
+                             "receptive-field radius rounded up to 8, 24 for the DRNN; 0: none, faster)")
     args = parser.parse_args(argv)
-    return ExportConfig(args.checkpoint, args.out, args.fp16, args.opset, args.check)
+    if args.edge_context is not None and args.edge_context < 0:
+        parser.error(f"--edge-context must be >= 0 pixels, got {args.edge_context}")
+    return ExportConfig(args.checkpoint, args.out, args.fp16, args.opset, args.check, args.edge_context)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = _parse(argv)
     try:
-        out = export_checkpoint(config.checkpoint, config.out, fp16=config.fp16, opset=config.opset, check=config.check)
+        out = export_checkpoint(config.checkpoint, config.out, fp16=config.fp16, opset=config.opset, check=config.check,
+                                context=config.context)
     except (CheckpointError, WeightsError, WeightsNotFound, ParityError) as exc:
         print(f"engine.export: {exc}", file=sys.stderr)
         return 1

@@ -100,13 +100,16 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     metadata: dict[str, str] | None = None,
+    context: int | None = None,
 ) -> Path:
     """Export ``net`` (a DRNN in [0, 1] -> [0, 1]) as a uint8 -> uint8 ONNX model at ``out``.
 
     With ``check`` the file is verified by :func:`check_graph` and :func:`check_forward` against
     the float32 torch model; a failed check raises and leaves no file behind.  ``metadata`` is
     stored in the model's ``metadata_props`` (with ``precision``), readable from ONNX Runtime's
-    ``get_modelmeta().custom_metadata_map``.
+    ``get_modelmeta().custom_metadata_map``.  ``context``: the mirrored edge context of
+    :class:`engine.torch_model.FrameModel` (``None``: the network's default), stored as
+    ``edge_context``.
     """
     import onnx
     import torch
@@ -115,7 +118,7 @@ def export_onnx(
     from engine.torch_model import FrameModel
 
     out = Path(out)
-    model = FrameModel(net, torch.float16 if fp16 else torch.float32).eval()
+    model = FrameModel(net, torch.float16 if fp16 else torch.float32, context=context).eval()
     example = torch.randint(0, 256, (64, 48), dtype=torch.uint8)
     height, width = torch.export.Dim("height", min=2), torch.export.Dim("width", min=2)
     with torch.inference_mode(False), torch.no_grad():
@@ -133,10 +136,10 @@ def export_onnx(
     proto = program.model_proto
     precision = "float16" if fp16 else "float32"
     proto.doc_string = f"usdespeckle DRNN {precision}: uint8 (H, W) -> uint8 (H, W)"
-    onnx.helper.set_model_props(proto, {"precision": precision, **(metadata or {})})
+    onnx.helper.set_model_props(proto, {"precision": precision, "edge_context": str(model.context), **(metadata or {})})
     if check:
         check_graph(proto, name=str(out))
-        reference = FrameModel(net, torch.float32).eval()
+        reference = FrameModel(net, torch.float32, context=context).eval()
         frames = _random_frames(((64, 64), (37, 53)))
         check_forward(reference, proto.SerializeToString(), frames, FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
     atomic_write_bytes(out, proto.SerializeToString())
@@ -145,7 +148,13 @@ def export_onnx(
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET, check: bool = True
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    fp16: bool = False,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    context: int | None = None,
 ) -> Path:
     """Load the generator of ``checkpoint`` (see :mod:`engine.checkpoint`) and :func:`export_onnx` it,
     recording the checkpoint's sha256 as ``checkpoint_sha256`` in the model's metadata."""
@@ -153,7 +162,8 @@ def export_checkpoint(
     from engine.files import sha256_file
 
     metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint)}
-    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check, metadata=metadata)
+    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check, metadata=metadata,
+                       context=context)
 
 
 def check_graph(proto, name: str = "model") -> None:

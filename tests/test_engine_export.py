@@ -22,7 +22,7 @@ from engine.onnx_export import (  # noqa: E402
     Parity,
     check_graph,
 )
-from engine.torch_model import FrameModel, count_batchnorm, fold_batchnorm  # noqa: E402
+from engine.torch_model import FrameModel, count_batchnorm, edge_context, fold_batchnorm, receptive_radius  # noqa: E402
 from engine.weights import WeightsError  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def test_graph_keeps_the_uint8_contract(exported: dict[str, Path]) -> None:
     assert onnx.TensorProto.FLOAT16 in fp16_types
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (37, 53), (96, 40)])
+@pytest.mark.parametrize("shape", [(64, 64), (37, 53), (96, 40), (16, 16), (17, 90)])
 def test_fp32_export_matches_torch(exported: dict[str, Path], shape: tuple[int, int]) -> None:
     reference = FrameModel(load_generator(exported["ckpt"])).eval()
     for frame in random_frames(2, shape, seed=shape[0]):
@@ -150,3 +150,41 @@ def test_unfolded_frame_model_is_the_same_function(exported: dict[str, Path]) ->
         eager = unfolded(torch.from_numpy(frame)).numpy()
     assert np.abs(folded.astype(int) - eager.astype(int)).max() <= 1
     np.testing.assert_array_equal(eager_baseline(exported["ckpt"])(frame), eager)
+
+
+def test_edge_context_is_the_receptive_field_and_changes_only_the_edges(exported: dict[str, Path]) -> None:
+    from training.models import DRNN
+
+    assert receptive_radius(DRNN()) == 22 and edge_context(DRNN()) == 24  # 3 + 6 x 3 + 1, rounded up to 8
+    net = load_generator(exported["ckpt"])  # width 8, 2 blocks: 3 + 6 + 1 = 10 -> 16
+    assert receptive_radius(net) == 10 and FrameModel(net).context == 16
+    meta = ort.InferenceSession(str(exported["fp32"]), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert meta.custom_metadata_map["edge_context"] == "16"
+    frame = random_frames(1, (60, 70), seed=9)[0]
+    with torch.inference_mode():
+        mirrored = FrameModel(net).eval()(torch.from_numpy(frame)).numpy().astype(int)
+        zero = FrameModel(net, context=0).eval()(torch.from_numpy(frame)).numpy().astype(int)
+    inside = (slice(10, -10), slice(10, -10))  # beyond the receptive field of every edge
+    np.testing.assert_array_equal(mirrored[inside], zero[inside])
+    assert np.abs(mirrored - zero)[:2].mean() > 1.0  # the outer rows do change
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        FrameModel(net, context=-1)
+
+
+def test_edge_context_removes_the_seam_of_zero_padding() -> None:
+    """A 7x7 box filter with zero padding darkens a frame's outer 2 pixels by about a third
+    (``benchmarks.edges``); with the mirrored edge context the seam is gone."""
+    from benchmarks.edges import seams
+
+    box = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
+    torch.nn.init.constant_(box.weight, 1 / 49)
+    frames = np.stack(random_frames(8, (80, 80), seed=4))
+
+    def runner(context: int | None):
+        model = FrameModel(box, context=context).eval()
+        return lambda f: model(torch.from_numpy(f)).numpy()
+
+    mean = float(frames.mean())
+    plain, mirrored = seams(runner(0), frames, margin=12), seams(runner(None), frames, margin=12)
+    assert all(v < -0.25 * mean for v in plain.values()), plain  # the outer 2 pixels keep 4/7 and 5/7
+    assert all(abs(v) < 0.05 * mean for v in mirrored.values()), mirrored  # what is left: mirrored content
