@@ -22,7 +22,14 @@ from engine.onnx_export import (  # noqa: E402
     Parity,
     check_graph,
 )
-from engine.torch_model import FrameModel, count_batchnorm, edge_context, fold_batchnorm, receptive_radius  # noqa: E402
+from engine.torch_model import (  # noqa: E402
+    FrameModel,
+    count_batchnorm,
+    edge_context,
+    fill_background,
+    fold_batchnorm,
+    receptive_radius,
+)
 from engine.weights import WeightsError  # noqa: E402
 
 
@@ -189,3 +196,35 @@ def test_edge_context_removes_the_seam_of_zero_padding() -> None:
     plain, mirrored = seams(runner(0), frames, margin=12), seams(runner(None), frames, margin=12)
     assert all(v < -0.25 * mean for v in plain.values()), plain  # the outer 2 pixels keep 4/7 and 5/7
     assert all(abs(v) < 0.05 * mean for v in mirrored.values()), mirrored  # what is left: mirrored content
+
+
+def test_fill_takes_nearby_tissue_outside_and_leaves_vessels_and_other_frames_alone() -> None:
+    frame = random_frames(1, (48, 72), seed=6)[0].copy()
+    frame[frame == 0] = 1  # tissue without black pixels: nothing to fill
+    x = torch.from_numpy(frame).float().div(255)[None, None]
+    assert torch.equal(fill_background(x, torch.from_numpy(frame), 6), x)
+    frame[:, :24] = 0  # the outside of a sector, 24 columns from the frame's left border
+    frame[20:32, 40:52] = 0  # an anechoic vessel inside tissue: black, but no straight path out
+    frame[47, 60] = 0  # a black speckle pixel on the border
+    x = torch.from_numpy(frame).float().div(255)[None, None]
+    filled = fill_background(x, torch.from_numpy(frame), 6)
+    assert torch.equal(filled[..., 24:], x[..., 24:])  # vessel and border pixel untouched
+    assert float(filled[..., :, :24].min()) > 0  # every black column within 6 x 4 pixels is filled
+    near = filled[..., :, 18:24].mean() / x[..., :, 24:30].mean()
+    assert 0.8 < float(near) < 1.2  # with the brightness of the tissue next to it
+
+
+def test_fill_removes_the_darkening_next_to_black_surroundings() -> None:
+    """A box filter next to a black bar: without the fill the pixels next to the bar lose part of
+    their neighbourhood to the black; with it they keep the tissue's brightness."""
+    box = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
+    torch.nn.init.constant_(box.weight, 1 / 49)
+    frame = random_frames(1, (64, 80), seed=8)[0].copy()
+    frame[frame == 0] = 1
+    frame[:, :30] = 0
+    with torch.inference_mode():
+        filled = FrameModel(box).eval()(torch.from_numpy(frame)).numpy().astype(float)
+        plain = FrameModel(box, context=0).eval()(torch.from_numpy(frame)).numpy().astype(float)
+    edge, inside = (slice(None), slice(30, 32)), (slice(None), slice(36, 44))
+    assert plain[edge].mean() < 0.8 * plain[inside].mean()  # darkened by the black beside it
+    assert abs(filled[edge].mean() / filled[inside].mean() - 1) < 0.1
