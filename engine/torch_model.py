@@ -24,12 +24,13 @@ while the validation figures stayed (2026-11-26, model card).  It costs
 The fill does for a sector's border what the mirror does for the frame's: the black outside of
 a sector scan is as false a darkness as zero padding, and version 4 drew a bright rim along a
 sector's straight edges (its outer 3 pixels 16.8 grey levels above those 6-12 pixels inside, 8
-validation sector scans).  Outside pixels are the black ones with an all-black straight path
-along their row or column to the frame's border (four running sums of the lit pixels) that lie
-within ``BLACK // 2`` pixels of an all-black ``BLACK x BLACK`` window, so neither the black lumen
-of a vessel inside tissue nor a black speckle pixel on the border is one; they take the mean of their known
-neighbours in a 9x9 box, 4 pixels further each step, for ``ceil(context / 4)`` steps.  A frame
-without such pixels is unchanged.
+validation sector scans; -1.6 with the fill, vessel CNR and log-correlation there within 0.01).
+Outside pixels are the black ones with an all-black straight path along their row or column to
+the frame's border (four running sums of the lit pixels) that lie within ``BLACK // 2`` pixels
+of an all-black ``BLACK x BLACK`` window, so neither the black lumen of a vessel inside tissue
+nor a black speckle pixel on the border is one; they take the mean of their known neighbours in
+a 9x9 box, 4 pixels further each step, for ``ceil(context / 4)`` steps.  A frame without such
+pixels is unchanged.
 
 The last line keeps what the scanner leaves black black: the surroundings of a sector scan,
 letterbox bars.  The shipped DRNN never saw such regions in training and lifts them to about
