@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["BLACK", "FrameModel", "fold_batchnorm", "count_batchnorm", "receptive_radius", "edge_context",
-           "fill_background"]
+           "black_windows", "fill_background"]
 
 #: side of the all-black window that marks a pixel as background, kept black (module docstring).
 BLACK = 9
@@ -100,18 +100,23 @@ def edge_context(model: nn.Module) -> int:
     return -(-receptive_radius(model) // 8) * 8
 
 
-def fill_background(x: torch.Tensor, frame: torch.Tensor, steps: int) -> torch.Tensor:
-    """``x`` (1, 1, H, W) with the outside of ``frame`` (H, W) (module docstring) filled from
-    nearby tissue: each step sets the unknown pixels with a known one in their 9x9 box to the
-    mean of those."""
+def black_windows(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lit, background)`` of ``frame`` (H, W), both (1, 1, H, W): its non-zero pixels (float32
+    0/1) and the pixels whose whole ``BLACK x BLACK`` window is black (bool)."""
     lit = (frame > 0).to(torch.float32)[None, None]
+    return lit, nn.functional.max_pool2d(lit, BLACK, stride=1, padding=BLACK // 2) <= 0
+
+
+def fill_background(x: torch.Tensor, lit: torch.Tensor, background: torch.Tensor, steps: int) -> torch.Tensor:
+    """``x`` (1, 1, H, W) with the outside of its frame (module docstring; ``lit`` and
+    ``background`` from :func:`black_windows`) filled from nearby tissue: each step sets the
+    unknown pixels with a known one in their 9x9 box to the mean of those."""
     straight = (
         (lit.cumsum(-1) == 0)
         | (lit.flip(-1).cumsum(-1).flip(-1) == 0)
         | (lit.cumsum(-2) == 0)
         | (lit.flip(-2).cumsum(-2).flip(-2) == 0)
     )
-    background = nn.functional.max_pool2d(lit, BLACK, stride=1, padding=BLACK // 2) <= 0
     near = nn.functional.max_pool2d(background.to(torch.float32), BLACK, stride=1, padding=BLACK // 2) > 0
     outside = straight & near
     known = (~outside).to(x.dtype)
@@ -153,8 +158,9 @@ class FrameModel(nn.Module):
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         h, w = frame.shape
         x = frame.to(self.dtype).div(255.0).unsqueeze(0).unsqueeze(0)
+        lit, background = black_windows(frame)
         if self.context:  # symbolic under torch.export: one graph for every frame size
-            x = fill_background(x, frame, -(-self.context // 4))
+            x = fill_background(x, lit, background, -(-self.context // 4))
             c = torch.sym_min(self.context, torch.sym_min(h - 1, w - 1))
             x = nn.functional.pad(x, (c, c, c, c), mode="reflect")
             y = self.net(x)[..., c : c + h, c : c + w]
@@ -162,5 +168,4 @@ class FrameModel(nn.Module):
             y = self.net(x)
         y = y.squeeze(0).squeeze(0).to(torch.float32)
         out = y.clamp(0.0, 1.0).mul(255.0).round()
-        lit = nn.functional.max_pool2d(frame.to(torch.float32)[None, None], BLACK, stride=1, padding=BLACK // 2)[0, 0]
-        return torch.where(lit > 0, out, torch.zeros_like(out)).to(torch.uint8)
+        return torch.where(background[0, 0], torch.zeros_like(out), out).to(torch.uint8)

@@ -24,6 +24,7 @@ from engine.onnx_export import (  # noqa: E402
 )
 from engine.torch_model import (  # noqa: E402
     FrameModel,
+    black_windows,
     count_batchnorm,
     edge_context,
     fill_background,
@@ -202,12 +203,12 @@ def test_fill_takes_nearby_tissue_outside_and_leaves_vessels_and_other_frames_al
     frame = random_frames(1, (48, 72), seed=6)[0].copy()
     frame[frame == 0] = 1  # tissue without black pixels: nothing to fill
     x = torch.from_numpy(frame).float().div(255)[None, None]
-    assert torch.equal(fill_background(x, torch.from_numpy(frame), 6), x)
+    assert torch.equal(fill_background(x, *black_windows(torch.from_numpy(frame)), 6), x)
     frame[:, :24] = 0  # the outside of a sector, 24 columns from the frame's left border
     frame[20:32, 40:52] = 0  # an anechoic vessel inside tissue: black, but no straight path out
     frame[47, 60] = 0  # a black speckle pixel on the border
     x = torch.from_numpy(frame).float().div(255)[None, None]
-    filled = fill_background(x, torch.from_numpy(frame), 6)
+    filled = fill_background(x, *black_windows(torch.from_numpy(frame)), 6)
     assert torch.equal(filled[..., 24:], x[..., 24:])  # vessel and border pixel untouched
     assert float(filled[..., :, :24].min()) > 0  # every black column within 6 x 4 pixels is filled
     near = filled[..., :, 18:24].mean() / x[..., :, 24:30].mean()
