@@ -107,6 +107,18 @@ def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray
     return run
 
 
+def _worse_than_x(xs: list[dict[str, float]], gs: list[dict[str, float]]) -> dict[str, int]:
+    """Per-pair harm, which a mean over the pairs hides: for ``cnr`` and ``log_corr`` the number
+    of pairs where ``G(x)`` scores below ``x`` (a vessel or lesion that ``x`` shows and ``G(x)``
+    weakens or paints over), out of ``pairs_<metric>`` pairs where both are defined."""
+    out: dict[str, int] = {}
+    for k in ("cnr", "log_corr"):
+        both = [(x[k], g[k]) for x, g in zip(xs, gs, strict=True) if math.isfinite(x[k]) and math.isfinite(g[k])]
+        out[k] = sum(g < x for x, g in both)
+        out[f"pairs_{k}"] = len(both)
+    return out
+
+
 def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped)."""
     keys = METRICS + DIAGNOSTICS
@@ -114,6 +126,8 @@ def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, flo
         name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()
     }
     out["n"] = {"pairs": len(rows["x"])}
+    if "g" in rows:
+        out["worse_than_x"] = _worse_than_x(rows["x"], rows["g"])
     out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
     return out
 
@@ -192,6 +206,10 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
         med = res["median"]
         checks += ("\nPer-pair medians of the lateral grain (px): " +
                    ", ".join(f"{label} {med[key]['grain_lat']:.3f}" for key, label in (("x", "x"), ("y", "y"), ("g", "G(x)"))) + "\n")
+    if "worse_than_x" in res:
+        w = res["worse_than_x"]
+        checks += (f"\nPairs where G(x) scores below x: CNR {w['cnr']} of {w['pairs_cnr']}, "
+                   f"log-correlation {w['log_corr']} of {w['pairs_log_corr']}\n")
     if "kl_y_shift" in res["g"]:
         x, y, g = res["x"], res["y"], res["g"]
         checks += (f"\nKL diagnostics: y's split-half KL (estimator floor at half the pixels) {y['kl_split']:.4f}; "

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from benchmarks import metrics as m
-from benchmarks.evaluate import check_targets, image_metrics
-from training.sim import simulate_pair
+from benchmarks.evaluate import check_targets, evaluate_many, image_metrics, markdown_table
+from training.sim import simulate_pair, write_dataset
 
 
 def test_fan_pairs_are_measured_where_both_probes_image() -> None:
@@ -29,3 +32,19 @@ def test_window_pairs_use_the_whole_masks_and_targets_compare_means() -> None:
     res = {"x": got, "y": image_metrics(y, y, truth), "g": image_metrics(y, y, truth)}
     verdicts = check_targets(res)
     assert verdicts["kl"][0] and verdicts["grain"][0]  # y itself meets the grain and KL targets
+
+
+def test_pairs_where_the_output_scores_below_the_input_are_counted(tmp_path: Path) -> None:
+    """A mean over the pairs can hide a few harmed ones; ``worse_than_x`` counts them."""
+    write_dataset(tmp_path / "set", count=0, size=96, seed=12, paired=True, eval_count=3)
+    rng = np.random.default_rng(0)
+
+    def noisy(x: np.ndarray) -> np.ndarray:  # strong added noise: lower CNR and log-correlation on every pair
+        return np.clip(x + rng.normal(0.0, 80.0, x.shape), 0, 255).astype(np.uint8)
+
+    res = evaluate_many({"same": lambda x: x.copy(), "noisy": noisy}, tmp_path / "set" / "eval", progress=False)
+    same, harm = res["same"]["worse_than_x"], res["noisy"]["worse_than_x"]
+    assert harm["pairs_cnr"] >= 1 and harm["pairs_log_corr"] == 3
+    assert same == {"cnr": 0, "pairs_cnr": harm["pairs_cnr"], "log_corr": 0, "pairs_log_corr": 3}
+    assert harm["cnr"] == harm["pairs_cnr"] and harm["log_corr"] == 3
+    assert f"CNR {harm['cnr']} of {harm['pairs_cnr']}, log-correlation 3 of 3" in markdown_table(res["noisy"])
