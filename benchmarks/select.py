@@ -14,6 +14,9 @@ The rule (fixed before any held-out set is looked at): among the files that pass
 the one that meets the most targets over all sets; ties go to the smallest summed shortfall on
 the missed targets other than KL (which every candidate so far misses everywhere).  With
 ``--incumbent`` (the shipped weights) the pick replaces it only if it meets strictly more targets.
+The table also shows, outside the rule, how many pairs each file harms (vessel CNR or
+log-correlation below x's, summed over the sets: ``worse_than_x`` of
+:func:`benchmarks.evaluate.evaluate`).
 
     python -m benchmarks.select --weights RUN/snapshots/*.pt --incumbent weights/drnn.pt \\
         --eval data/val_a/eval data/val_b/eval --json select.json
@@ -61,12 +64,15 @@ def shortfalls(res: dict[str, dict[str, float]]) -> dict[str, float]:
 @dataclass(frozen=True)
 class Candidate:
     """One generator file measured: worst frame-edge seam (grey levels, :mod:`benchmarks.edges`), per
-    set the targets met (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``)."""
+    set the targets met (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``);
+    ``harmed``: pairs where G(x) scores below x in vessel CNR, plus those in log-correlation, over
+    all sets (not part of the rule)."""
 
     weights: str
     edge_worst: float
     met: dict[str, dict[str, bool]]
     shortfall: dict[str, dict[str, float]]
+    harmed: int = 0
 
     @property
     def total(self) -> int:
@@ -83,6 +89,7 @@ def score(weights: str, edge_worst: float, results: dict[str, dict[str, dict[str
         weights=weights, edge_worst=edge_worst,
         met={s: {k: bool(ok) for k, (ok, _) in check_targets(r).items()} for s, r in results.items()},
         shortfall={s: shortfalls(r) for s, r in results.items()},
+        harmed=sum(r["worse_than_x"]["cnr"] + r["worse_than_x"]["log_corr"] for r in results.values()),
     )
 
 
@@ -109,16 +116,16 @@ def pick(candidates: list[Candidate], incumbent: str | None = None, limit: float
 
 def markdown(candidates: list[Candidate], limit: float = LIMIT) -> str:
     """One row per file (best first): edges, the targets met per set as flags (``GKCL``, ``.`` for
-    a miss), the total and the non-KL shortfall."""
+    a miss), the total, the non-KL shortfall and the harmed pairs."""
     ranked = rank(candidates, limit)
     sets = list(ranked[0].met) if ranked else []
-    head = "| weights | edges | " + " | ".join(sets) + " | met | shortfall |\n|---|---|" + "---|" * (len(sets) + 2) + "\n"
+    head = "| weights | edges | " + " | ".join(sets) + " | met | shortfall | harmed |\n|---|---|" + "---|" * (len(sets) + 3) + "\n"
     rows = []
     for c in ranked:
         flags = [("".join(TARGETS[k] if ok else "." for k, ok in c.met[s].items())) for s in sets]
         edge = f"{'ok' if c.edge_worst < limit else 'EDGE'} {c.edge_worst:.1f}"
         rows.append(f"| {c.weights} | {edge} | " + " | ".join(flags)
-                    + f" | {c.total}/{4 * len(sets)} | {c.non_kl_shortfall:.3f} |\n")
+                    + f" | {c.total}/{4 * len(sets)} | {c.non_kl_shortfall:.3f} | {c.harmed} |\n")
     return head + "".join(rows)
 
 

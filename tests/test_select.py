@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.select import Candidate, markdown, pick, rank, shortfalls
+from benchmarks.select import Candidate, markdown, pick, rank, score, shortfalls
 
 #: set means in the shape of benchmarks.evaluate.evaluate: x, y and g's figures.
 X = {"grain_lat": 7.0, "kl_y": 0.20, "cnr": 1.10, "log_corr": 0.55}
@@ -44,7 +44,15 @@ def test_rule_edge_check_first_then_targets_then_shortfall() -> None:
     assert pick([few, tie_big, edgy, tie_small]).weights == "tie_small"
     assert pick([edgy]) is None
     table = markdown([few, edgy])
-    assert "| few | ok 1.0 | GKCL | G... | 5/8 |" in table and "| edgy | EDGE 7.5 |" in table
+    assert "| few | ok 1.0 | GKCL | G... | 5/8 | 0.000 | 0 |" in table and "| edgy | EDGE 7.5 |" in table
+
+
+def test_score_counts_targets_and_harmed_pairs_over_the_sets() -> None:
+    harm = {"cnr": 2, "pairs_cnr": 20, "log_corr": 3, "pairs_log_corr": 20}
+    c = score("w.pt", 1.5, {"a": {**_res(), "worse_than_x": harm},
+                            "b": {**_res(grain_lat=7.5), "worse_than_x": {**harm, "cnr": 0}}})
+    assert c.total == 7 and c.met["b"]["grain"] is False and c.harmed == 2 + 3 + 0 + 3
+    assert markdown([c]).splitlines()[-1].endswith("| 7/8 | 1.000 | 8 |")
 
 
 def test_incumbent_is_replaced_only_by_more_targets() -> None:
