@@ -120,14 +120,14 @@ def _worse_than_x(xs: list[dict[str, float]], gs: list[dict[str, float]]) -> dic
 
 
 def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped)."""
+    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped), and
+    :func:`_worse_than_x`'s counts."""
     keys = METRICS + DIAGNOSTICS
     out: dict[str, dict[str, float]] = {
         name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()
     }
     out["n"] = {"pairs": len(rows["x"])}
-    if "g" in rows:
-        out["worse_than_x"] = _worse_than_x(rows["x"], rows["g"])
+    out["worse_than_x"] = _worse_than_x(rows["x"], rows["g"])
     out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
     return out
 
@@ -157,8 +157,9 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     """Mean of each metric over the pairs of ``eval_dir`` for ``x``, ``y`` and ``g`` (NaNs skipped).
 
     ``weights``: see :func:`generator_function`.  Returns ``{"x": {...}, "y": {...}, "g": {...},
-    "n": {"pairs": N}, "median": {"x": {...}, "y": {...}, "g": {...}}}``: the means (which the
-    targets use) and the per-pair medians, which a few outlying pairs cannot move (a grain of
+    "n": {"pairs": N}, "worse_than_x": {...}, "median": {"x": {...}, "y": {...}, "g": {...}}}``:
+    the means (which the targets use), the pairs where ``g`` scores below ``x`` in CNR and in
+    log-correlation, and the per-pair medians, which a few outlying pairs cannot move (a grain of
     96 px where the tissue's own texture sets the autocovariance, say).
     """
     return evaluate_many({str(weights): generator_function(weights)}, eval_dir, limit, progress)[str(weights)]
