@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from beam_testutil import side_lobe_db
 
 from training.sim import HIGH_PROBE, LOW_PROBE
 from training.sim.array import das_psf, pulse_envelope
@@ -30,13 +31,6 @@ def _fwhm(db: np.ndarray, step: float) -> float:
     return float(above[-1] - above[0] + 1) * step
 
 
-def _side_lobe_db(db: np.ndarray) -> float:
-    """Highest level beyond the main lobe's first minimum (right half; the profile is symmetric)."""
-    c = len(db) // 2
-    rising = np.flatnonzero(np.diff(db[c:]) > 0)
-    return float(db[c + rising[0]:].max()) if len(rising) else -np.inf
-
-
 @pytest.mark.parametrize("probe", [LOW_PROBE, HIGH_PROBE], ids=["low", "high"])
 def test_psf_width_at_the_focus_follows_diffraction(probe) -> None:
     """Lateral FWHM at the focus within 20 % of the probe's pulse-echo formula (which the grid model
@@ -54,9 +48,9 @@ def test_narrowband_side_lobes_rect_and_hann_broadband_fills_the_nulls() -> None
     """A long (8-cycle) burst through a rectangular aperture: two-way sinc^4 side lobes, first at
     -26.5 dB; Hann apodisation: below -40 dB; a 2-cycle burst fills the nulls (no side lobe)."""
     dx = np.arange(-150, 151) * 0.02
-    assert _side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=8.0)) == pytest.approx(-26.5, abs=3.0)
-    assert _side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=8.0, apodisation="hann")) < -40.0
-    assert _side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=2.0)) == -np.inf
+    assert side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=8.0)) == pytest.approx(-26.5, abs=3.0)
+    assert side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=8.0, apodisation="hann")) < -40.0
+    assert side_lobe_db(_lateral_db(FOCUSED, 60.0, dx, cycles=2.0)) == -np.inf
 
 
 def test_coarse_element_pitch_raises_grating_lobes() -> None:

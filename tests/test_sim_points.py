@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from beam_testutil import side_lobe_db
 
 from benchmarks.metrics import speckle_grain_size
 from training.sim import (
@@ -44,13 +45,6 @@ def _focal_beam(apodisation: str) -> tuple[np.ndarray, np.ndarray]:
     return x, 20 * np.log10(beam / beam.max())
 
 
-def _side_lobe_db(x: np.ndarray, db: np.ndarray) -> float:
-    """Highest level outside the main lobe (beyond its first minimum)."""
-    centre = len(x) // 2
-    first_min = centre + int(np.argmax(np.diff(db[centre:]) > 0))
-    return float(db[first_min:].max())
-
-
 def test_rect_aperture_beam_has_sinc_squared_width_and_side_lobes() -> None:
     """Equal rectangular apertures at the focus: the pulse-echo beam is sinc^2(x D / lambda z),
     FWHM 0.886 lambda z / D and first side lobes at 2 x -13.3 = -26.5 dB; a Hann apodisation
@@ -59,9 +53,9 @@ def test_rect_aperture_beam_has_sinc_squared_width_and_side_lobes() -> None:
     lam = HIGH_PROBE.wavelength_mm
     fwhm = float(np.ptp(x[db >= 20 * np.log10(0.5)]))
     assert fwhm == pytest.approx(0.886 * lam * 60.0 / 30.0, rel=0.05)
-    assert _side_lobe_db(x, db) == pytest.approx(-26.5, abs=1.0)
+    assert side_lobe_db(db) == pytest.approx(-26.5, abs=1.0)
     xh, dbh = _focal_beam("hann")
-    assert _side_lobe_db(xh, dbh) < -60.0
+    assert side_lobe_db(dbh) < -60.0
     assert float(np.ptp(xh[dbh >= 20 * np.log10(0.5)])) > 1.4 * fwhm
 
 
