@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import yaml
 
 from benchmarks import metrics as M
@@ -228,7 +229,28 @@ def orderings(run: QualityRun) -> list[str]:
             )
         )
     out.append(f"- SSIM against y, highest first: {rank('ssim', lambda v: -v['ssim'])}.")
+    below = below_input(run, "log_corr")
+    if below:
+        out.append("- Images where a method's log-corr falls below the input's, fewest first: "
+                   + ", ".join(f"{m} ({k} of {n})" for m, (k, n) in sorted(below.items(), key=lambda i: i[1][0])) + ".")
     out.append(f"- Run time per image, fastest first: {rank('ms', lambda v: v['ms'])}.")
+    return out
+
+
+def below_input(run: QualityRun, key: str) -> dict[str, tuple[int, int]]:
+    """Per method (not the input or reference rows): ``(k, n)``, the images where its ``key`` is
+    below the input's, out of the ``n`` where both are finite; what a mean over the images hides.
+    Empty when the input has no finite ``key`` (no truth)."""
+    inp = np.asarray(run.results[0].values.get(key, []), dtype=np.float64)
+    if not np.isfinite(inp).any():
+        return {}
+    out = {}
+    for r in run.results:
+        if r.name in ("input", "reference"):
+            continue
+        v = np.asarray(r.values.get(key, []), dtype=np.float64)
+        both = np.isfinite(v) & np.isfinite(inp)
+        out[r.label] = (int((v[both] < inp[both]).sum()), int(both.sum()))
     return out
 
 

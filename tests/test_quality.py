@@ -167,3 +167,19 @@ def test_bad_arguments_are_one_line_errors(eval_dir: Path, tmp_path: Path, capsy
         raise SystemExit(rc)
     assert exc_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_images_where_a_method_falls_below_the_input_are_counted() -> None:
+    from benchmarks.quality import MethodResult, QualityRun
+    from benchmarks.quality_report import below_input, orderings
+
+    def result(name: str, label: str, log_corr: list[float]) -> MethodResult:
+        return MethodResult(name, label, values={"log_corr": log_corr})
+
+    run = QualityRun([result("input", "Input", [0.5, 0.6, 0.7]), result("reference", "y", [0.1, 0.1, 0.1]),
+                      result("a", "A", [0.4, 0.7, math.nan]), result("b", "B", [0.6, 0.5, 0.6])],
+                     {}, True, 3, 0, "")
+    assert below_input(run, "log_corr") == {"A": (1, 2), "B": (2, 3)}  # the reference row is not a method
+    assert "falls below the input's, fewest first: A (1 of 2), B (2 of 3)." in "\n".join(orderings(run))
+    no_truth = QualityRun([result("input", "Input", [math.nan] * 3), result("a", "A", [0.4] * 3)], {}, False, 3, 0, "")
+    assert below_input(no_truth, "log_corr") == {}
