@@ -110,12 +110,11 @@ def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray
 def _worse_than_x(xs: list[dict[str, float]], gs: list[dict[str, float]]) -> dict[str, int]:
     """Per-pair harm, which a mean over the pairs hides: for ``cnr`` and ``log_corr`` the number
     of pairs where ``G(x)`` scores below ``x`` (a vessel or lesion that ``x`` shows and ``G(x)``
-    weakens or paints over), out of ``pairs_<metric>`` pairs where both are defined."""
+    weakens or paints over), out of ``pairs_<metric>`` pairs where both are defined
+    (:func:`benchmarks.metrics.count_below`)."""
     out: dict[str, int] = {}
     for k in ("cnr", "log_corr"):
-        both = [(x[k], g[k]) for x, g in zip(xs, gs, strict=True) if math.isfinite(x[k]) and math.isfinite(g[k])]
-        out[k] = sum(g < x for x, g in both)
-        out[f"pairs_{k}"] = len(both)
+        out[k], out[f"pairs_{k}"] = m.count_below([g[k] for g in gs], [x[k] for x in xs])
     return out
 
 

@@ -18,11 +18,13 @@ Beyond the paper:
 * :func:`edge_preservation`: Sattar et al.'s beta, the correlation of Laplacians.
 * :func:`psnr`, :func:`ssim` (scikit-image, imported on call) and :func:`log_correlation`,
   for paired data with a reference image and the true echogenicity.
+* :func:`count_below`: over a set of images, how many score below a reference per image.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import fft, ndimage
@@ -47,6 +49,7 @@ __all__ = [
     "psnr",
     "ssim",
     "log_correlation",
+    "count_below",
 ]
 
 #: histogram bins over the 8-bit grey range [0, 256): 64 bins of 4 grey levels each.
@@ -398,3 +401,14 @@ def log_correlation(output: np.ndarray, echogenicity: np.ndarray, mask: np.ndarr
     if a.std() == 0 or b.std() == 0:
         raise MetricError("log_correlation: output or echogenicity is constant inside the mask")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def count_below(values: Sequence[float], reference: Sequence[float]) -> tuple[int, int]:
+    """``(k, n)``: of the ``n`` images where both per-image figures are finite, the ``k`` where
+    ``values[i] < reference[i]`` (e.g. an output's log-correlation below its input's): the harm to
+    a few images that a mean over the images hides."""
+    v, r = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if v.shape != r.shape:
+        raise MetricError(f"count_below: {v.size} values against {r.size} reference values")
+    both = np.isfinite(v) & np.isfinite(r)
+    return int((v[both] < r[both]).sum()), int(both.sum())

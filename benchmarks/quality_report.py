@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import yaml
 
 from benchmarks import metrics as M
@@ -239,19 +238,13 @@ def orderings(run: QualityRun) -> list[str]:
 
 def below_input(run: QualityRun, key: str) -> dict[str, tuple[int, int]]:
     """Per method (not the input or reference rows): ``(k, n)``, the images where its ``key`` is
-    below the input's, out of the ``n`` where both are finite; what a mean over the images hides.
+    below the input's, out of the ``n`` where both are finite (:func:`benchmarks.metrics.count_below`).
     Empty when the input has no finite ``key`` (no truth)."""
-    inp = np.asarray(run.results[0].values.get(key, []), dtype=np.float64)
-    if not np.isfinite(inp).any():
+    inp = run.results[0].values.get(key, [])
+    if not any(math.isfinite(v) for v in inp):
         return {}
-    out = {}
-    for r in run.results:
-        if r.name in ("input", "reference"):
-            continue
-        v = np.asarray(r.values.get(key, []), dtype=np.float64)
-        both = np.isfinite(v) & np.isfinite(inp)
-        out[r.label] = (int((v[both] < inp[both]).sum()), int(both.sum()))
-    return out
+    return {r.label: M.count_below(r.values.get(key, []), inp)
+            for r in run.results if r.name not in ("input", "reference")}
 
 
 def write_csv(run: QualityRun, path: Path) -> None:

@@ -168,3 +168,10 @@ def test_psnr_ssim_and_log_correlation(rng):
 def test_shape_mismatch_names_the_mask(rng):
     with pytest.raises(M.MetricError, match="mask_b"):
         M.cnr(rng.random((8, 8)), np.ones((8, 8), bool), np.ones((4, 4), bool))
+
+
+def test_count_below_counts_per_image_losses_where_both_are_finite() -> None:
+    assert M.count_below([0.4, 0.7, math.nan, 0.5], [0.5, 0.6, 0.7, 0.5]) == (1, 3)  # equal is not below
+    assert M.count_below([], []) == (0, 0)
+    with pytest.raises(M.MetricError, match="3 values against 2"):
+        M.count_below([1.0, 2.0, 3.0], [1.0, 2.0])
