@@ -180,13 +180,19 @@ def test_edge_context_is_the_receptive_field_and_changes_only_the_edges(exported
         FrameModel(net, context=-1)
 
 
+def _box7() -> torch.nn.Conv2d:
+    """A 7x7 mean filter with zero padding: the simplest network whose edges see the padding."""
+    box = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
+    torch.nn.init.constant_(box.weight, 1 / 49)
+    return box
+
+
 def test_edge_context_removes_the_seam_of_zero_padding() -> None:
     """A 7x7 box filter with zero padding darkens a frame's outer 2 pixels by about a third
     (``benchmarks.edges``); with the mirrored edge context the seam is gone."""
     from benchmarks.edges import seams
 
-    box = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
-    torch.nn.init.constant_(box.weight, 1 / 49)
+    box = _box7()
     frames = np.stack(random_frames(8, (80, 80), seed=4))
 
     def runner(context: int | None):
@@ -218,8 +224,7 @@ def test_fill_takes_nearby_tissue_outside_and_leaves_vessels_and_other_frames_al
 def test_fill_removes_the_darkening_next_to_black_surroundings() -> None:
     """A box filter next to a black bar: without the fill the pixels next to the bar lose part of
     their neighbourhood to the black; with it they keep the tissue's brightness."""
-    box = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
-    torch.nn.init.constant_(box.weight, 1 / 49)
+    box = _box7()
     frame = random_frames(1, (64, 80), seed=8)[0].copy()
     frame[frame == 0] = 1
     frame[:, :30] = 0
