@@ -6,6 +6,7 @@ Examples::
     python -m training.simulate --out data/fan --count 100 --geometry fan --depth-mm 140
     python -m training.simulate --out data/pts --count 400 --paired --jitter 1 --model points
     python -m training.simulate --out data/arr --count 0 --paired --eval-count 30 --jitter 1 --model array
+    python -m training.simulate --out data/abr --count 0 --paired --eval-count 30 --model array --aberration 40
     python -m training.simulate --cine sweep.avi --cine-frames 300
     python -m training.simulate --figure docs/images/simulator_example.png
 """
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
                    help="image formation: grid (scatterer on every fine-grid sample, Gaussian beams; default), "
                         "points (point scatterers of random density, diffraction beams) or array (the same points "
                         "through an element-level array, delay-and-sum); points and array: window geometry only")
+    p.add_argument("--aberration", type=float, default=0.0, metavar="NS",
+                   help="array model: rms arrival-time error (ns) of a body-wall phase screen in front of both "
+                        "probes, e.g. 20-60 (default 0: none)")
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
@@ -68,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
                               eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
                               geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames,
-                              figure=args.figure, model=args.model)
+                              figure=args.figure, model=args.model, aberration_ns=args.aberration)
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits

@@ -17,6 +17,7 @@ Pure numpy/scipy (cv2 for drawing, resizing and video); importing it does not im
 
 from __future__ import annotations
 
+from training.sim.aberration import PhaseScreen, draw_screen
 from training.sim.array import image_array
 from training.sim.cine import sweep_frames, write_cine
 from training.sim.dataset import (
@@ -35,6 +36,8 @@ from training.sim.probe import HIGH_PROBE, LOW_PROBE, PROBES, ProbeModel, probe_
 from training.sim.scan import BeamGrid, beam_grid, fan_mask, image_fan
 
 __all__ = [
+    "PhaseScreen",
+    "draw_screen",
     "ProbeModel",
     "LOW_PROBE",
     "HIGH_PROBE",

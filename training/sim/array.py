@@ -33,6 +33,10 @@ this gives the band's complex PSF; its energy is set to that of the attenuated p
 multiplied by ``exp(2 pi i k0 z_b)`` (``k0 = 2 f0 / c``: the splat already carries each
 scatterer's own two-way phase ``exp(-2 pi i k0 z)``, and neighbouring bands, which are blended,
 must agree in phase) and the band's image is the splatted scatterer field convolved with it.
+
+Optionally the tissue has a body wall that aberrates (:mod:`training.sim.aberration`): each
+element's transmit and receive paths get the screen's extra delay, which the beamformer does not
+compensate.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import math
 import numpy as np
 from scipy import fft
 
+from training.sim.aberration import PhaseScreen
 from training.sim.phantom import Phantom
 from training.sim.points import (
     PointField,
@@ -103,11 +108,14 @@ def _elements(aperture_mm: float, pitch_mm: float) -> np.ndarray:
 
 
 def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: np.ndarray, dx_mm: np.ndarray, *, apodisation: str,
-            cycles: float, pitch_mm: float, loss_db_mhz: float = 0.0) -> np.ndarray:
+            cycles: float, pitch_mm: float, loss_db_mhz: float = 0.0, screen: PhaseScreen | None = None) -> np.ndarray:
     """Complex base-band PSF ``h(dz, dx)`` of a scatterer at ``depth_mm``: rows the output
     depths ``depth_mm + dz_mm`` (1-D array), columns the beam lines at lateral offsets ``dx_mm``
     from it; energy ``sum |h|^2`` equal to the pulse's (see :func:`pulse_envelope`), the
-    scatterer's own phase ``exp(-2 pi i k0 depth)`` taken out (module docstring)."""
+    scatterer's own phase ``exp(-2 pi i k0 depth)`` taken out (module docstring).  A body-wall
+    ``screen`` (:mod:`training.sim.aberration`) adds its delay ``delta(u)`` to every element's
+    transmit (``tau_i + delta(u_i)``) and receive path (``t_j - rho_j / c - delta(v_j)``), unknown
+    to the beamformer."""
     lam = probe.wavelength_mm
     c = probe.sound_speed_m_s * 1e-3
     f0 = probe.center_mhz
@@ -121,7 +129,7 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: np.ndarray, dx_mm: np.nda
     d = (probe.focus_mm - np.sqrt(probe.focus_mm**2 + u**2)) / c
     lat = dx_mm[:, None] + u[None, :]  # element to scatterer, lateral (lines x elements)
     r = np.hypot(zb, lat)
-    tau = d[None, :] + r / c
+    tau = d[None, :] + r / c + (0.0 if screen is None else screen(u)[None, :])
     amp = a[None, :] * _directivity(lat, r, width, lam) / np.sqrt(r) * np.exp(-2j * np.pi * f0 * tau)
     z_out = zb + np.asarray(dz_mm, np.float64)
     v = _elements(min(probe.aperture_mm, float(z_out.max()) / probe.f_number_min), pitch_mm)
@@ -129,6 +137,8 @@ def das_psf(probe: ProbeModel, depth_mm: float, dz_mm: np.ndarray, dx_mm: np.nda
     rho = np.hypot(zb, lat_rx)
     t_j = (z_out[:, None] + np.sqrt(z_out[:, None] ** 2 + v[None, :] ** 2)) / c  # (depths, rx elements)
     arg = t_j[None, :, :] - rho[:, None, :] / c  # (lines, depths, rx elements)
+    if screen is not None:
+        arg = arg - screen(v)[None, None, :]
     step = 1.0 / (16.0 * f0)
     t_tx = np.arange(float(arg.min()) - step, float(arg.max()) + 2 * step, step)
     tx = np.zeros((len(dx_mm), len(t_tx)), np.complex128)
@@ -152,8 +162,8 @@ def array_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
                    decimation: str | None = None, pitch_wavelengths: float | None = None) -> np.ndarray:
     """The envelope ``|IQ|`` of the visible window, float32 ``(H, W)``: the ``points`` model's
     pipeline (:func:`training.sim.points.banded_envelope`) with each band's transfer the FFT of
-    :func:`das_psf`.  Options not given are drawn from ``rng`` (``pitch_wavelengths`` uniform
-    in :data:`PITCH_RANGE`)."""
+    :func:`das_psf` (through ``points.screen``, the body wall's, if it has one).  Options not
+    given are drawn from ``rng`` (``pitch_wavelengths`` uniform in :data:`PITCH_RANGE`)."""
     probe = probe_by_name(probe)
     apod, n_cycles, pick = draw_options(rng, apodisation, cycles, decimation)
     pitch = float(rng.uniform(*PITCH_RANGE)) if pitch_wavelengths is None else float(pitch_wavelengths)
@@ -168,11 +178,13 @@ def array_envelope(phantom: Phantom, points: PointField, probe: ProbeModel | str
         dx = abs(float(x_mm[1] - x_mm[0]))
         reach_z = c * (n_cycles / probe.center_mhz) + 1.0  # pulse length plus out-of-focus spread
         reach_x = 5.0 * float(probe.lateral_fwhm_mm(max(depth_mm, 1.0))) + 1.0
+        if points.screen is not None:  # aberration scatters energy over angles of about lambda / correlation
+            reach_x += max(depth_mm, 1.0) * probe.wavelength_mm / points.screen.correlation_mm
         nz = min(math.ceil(reach_z / dz), (n_rows - 1) // 2)
         nx = min(math.ceil(reach_x / dx), (n_cols - 1) // 2)
         iz, ix = np.arange(-nz, nz + 1), np.arange(-nx, nx + 1)
         psf = das_psf(probe, depth_mm, iz * dz, ix * dx, apodisation=apod, cycles=n_cycles,
-                      pitch_mm=pitch_mm, loss_db_mhz=loss)
+                      pitch_mm=pitch_mm, loss_db_mhz=loss, screen=points.screen)
         grid = np.zeros((n_rows, n_cols), np.complex128)
         grid[np.ix_(iz % n_rows, ix % n_cols)] = psf
         return fft.fft2(grid, workers=1)

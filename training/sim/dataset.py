@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from training.sim.aberration import MAX_RMS_NS
 from training.sim.array import image_array
 from training.sim.cine import CODECS, write_cine
 from training.sim.imaging import image_phantom
@@ -71,6 +72,8 @@ class SimulateConfig:
         figure: PNG file showing low, high and truth side by side, or ``None``.
         model: image-formation model, ``"grid"``, ``"points"`` or ``"array"`` (see :data:`MODELS`;
             ``points`` and ``array`` image the ``window`` geometry only).
+        aberration_ns: rms arrival-time error of a body-wall phase screen in front of both
+            probes (ns; :mod:`training.sim.aberration`), ``array`` model only; 0: none.
     """
 
     out: Path | None = None
@@ -87,6 +90,7 @@ class SimulateConfig:
     cine_frames: int = 150
     figure: Path | None = None
     model: str = "grid"
+    aberration_ns: float = 0.0
 
     def __post_init__(self) -> None:
         if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
@@ -99,7 +103,7 @@ class SimulateConfig:
             raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
-        _check_model(self.model, self.geometry)
+        _check_model(self.model, self.geometry, self.aberration_ns)
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
@@ -112,19 +116,26 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
 
 
-def _check_model(model: str, geometry: str) -> None:
-    """Raise ``ValueError`` for an unknown image-formation model or a point-scatterer model on a fan."""
+def _check_model(model: str, geometry: str, aberration_ns: float = 0.0) -> None:
+    """Raise ``ValueError`` for an unknown image-formation model, a point-scatterer model on a fan,
+    or aberration outside (0, MAX_RMS_NS] ns or asked of a model without elements."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     if model in POINT_MODELS and geometry != "window":
         raise ValueError(f"the {model} model images the window geometry only; use --geometry window")
+    if not 0.0 <= aberration_ns <= MAX_RMS_NS:
+        raise ValueError(f"aberration must be in [0, {MAX_RMS_NS:g}] ns, got {aberration_ns}")
+    if aberration_ns > 0 and model != "array":
+        raise ValueError(f"aberration needs the array model's elements; use --model array (got {model!r})")
 
 
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
-          pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid") -> tuple[Phantom, list[ProbeModel]]:
+          pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid",
+          aberration_ns: float = 0.0) -> tuple[Phantom, list[ProbeModel]]:
     """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` and
-    ``array`` models keep their point scatterers in ``phantom.points`` (made without the grid's scatterers)."""
-    _check_model(model, geometry)
+    ``array`` models keep their point scatterers (and the body wall's phase screen, if
+    ``aberration_ns``) in ``phantom.points`` (made without the grid's scatterers)."""
+    _check_model(model, geometry, aberration_ns)
     scale = 1.0
     if jitter > 0:
         scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
@@ -134,7 +145,7 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
         return phantom, list(probes)
     if model in POINT_MODELS:
         phantom = make_phantom(rng, size, pixel_mm * scale, scatterers=False)
-        return replace(phantom, points=draw_points(phantom, rng)), list(probes)
+        return replace(phantom, points=draw_points(phantom, rng, aberration_ns=aberration_ns)), list(probes)
     return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes)), list(probes)
 
 
@@ -156,6 +167,7 @@ def simulate_pair(
     low: ProbeModel = LOW_PROBE,
     high: ProbeModel = HIGH_PROBE,
     model: str = "grid",
+    aberration_ns: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One phantom seen by both probes: ``(x, y, truth)``.
 
@@ -163,12 +175,14 @@ def simulate_pair(
     ``truth`` holds ``echogenicity`` (float32, parenchyma ~ 1) and the bool masks ``vessels``,
     ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
     geometry both probes image the same scatterers, with either image-formation ``model``
-    (:data:`MODELS`).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
+    (:data:`MODELS`), the ``array`` model through one body wall's phase screen if ``aberration_ns``
+    (rms, ns).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
     along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y`` (inside each
     fan) and ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
-    phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model)
+    phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model,
+                                     aberration_ns)
     x, y = _image(phantom, p_low, rng, geometry, model), _image(phantom, p_high, rng, geometry, model)
     truth = phantom.truth()
     if geometry == "fan":
@@ -181,7 +195,8 @@ def simulate_pair(
 
 def _single(seed: np.random.SeedSequence, cfg: SimulateConfig, probe: ProbeModel) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm, cfg.model)
+    phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm, cfg.model,
+                          cfg.aberration_ns)
     return _image(phantom, p, rng, cfg.geometry, cfg.model)
 
 
@@ -203,6 +218,7 @@ def write_dataset(
     geometry: str = "window",
     depth_mm: float = 120.0,
     model: str = "grid",
+    aberration_ns: float = 0.0,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
@@ -211,7 +227,7 @@ def write_dataset(
     """
     cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
                          eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                         depth_mm=depth_mm, model=model)
+                         depth_mm=depth_mm, model=model, aberration_ns=aberration_ns)
     out = Path(out_dir)
     n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
     low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -224,7 +240,7 @@ def write_dataset(
     for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
         if kind == "eval":
             x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                                        depth_mm=depth_mm, model=model)
+                                        depth_mm=depth_mm, model=model, aberration_ns=aberration_ns)
             _imwrite(out / "eval" / f"x_{i:03d}.png", x)
             _imwrite(out / "eval" / f"y_{i:03d}.png", y)
             np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
@@ -245,7 +261,8 @@ def write_dataset(
 
 
 def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256), *,
-                 geometry: str = "window", depth_mm: float = 120.0, model: str = "grid") -> Path:
+                 geometry: str = "window", depth_mm: float = 120.0, model: str = "grid",
+                 aberration_ns: float = 0.0) -> Path:
     """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
 
     The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
@@ -254,7 +271,8 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model)
+    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model,
+                                aberration_ns=aberration_ns)
     fig = Figure(figsize=(12, 4.4), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
@@ -282,11 +300,12 @@ def run(config: SimulateConfig) -> dict[str, int]:
     if config.out is not None:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
                                      eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm,
-                                     geometry=config.geometry, depth_mm=config.depth_mm, model=config.model))
+                                     geometry=config.geometry, depth_mm=config.depth_mm, model=config.model,
+                                     aberration_ns=config.aberration_ns))
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:
         write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm,
-                     model=config.model)
+                     model=config.model, aberration_ns=config.aberration_ns)
         written["figure"] = 1
     return written

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
+from training.sim.aberration import PhaseScreen, draw_screen
 from training.sim.imaging import log_compress
 from training.sim.phantom import Phantom
 from training.sim.probe import FWHM_PER_SIGMA, ProbeModel, probe_by_name
@@ -76,6 +77,8 @@ class PointField:
         density_per_mm2: scatterers per mm^2 of tissue.
         display: log-compression reference (:data:`DISPLAYS`) of every image of these points,
             so that both probes of a pair are displayed alike.
+        screen: the body wall's phase screen (:mod:`training.sim.aberration`), seen by both
+            probes; imaged by the ``array`` model only.  ``None``: no aberration.
     """
 
     rows: np.ndarray
@@ -83,14 +86,17 @@ class PointField:
     amplitude: np.ndarray
     density_per_mm2: float
     display: str = "median"
+    screen: PhaseScreen | None = None
 
 
 def draw_points(phantom: Phantom, rng: np.random.Generator, density_per_mm2: float | None = None,
-                display: str | None = None) -> PointField:
+                display: str | None = None, aberration_ns: float = 0.0) -> PointField:
     """Scatterers for ``phantom``: ``density_per_mm2`` (``None``: log-uniform 15..200 per mm^2),
     uniform positions, amplitude ``sqrt(E)`` times a standard normal, 0.1 % of them strong
     (x 4-10), and one coherent reflector per column on each specular interface; ``display``
-    (``None``: drawn) is how their images are log-compressed."""
+    (``None``: drawn) is how their images are log-compressed; ``aberration_ns > 0`` adds a
+    body-wall phase screen of that rms (:func:`training.sim.aberration.draw_screen`, drawn last,
+    so a seed gives the same scatterers with and without it)."""
     ht, wt = phantom.echogenicity.shape
     px = phantom.pixel_mm
     rho = float(np.exp(rng.uniform(math.log(15.0), math.log(200.0)))) if density_per_mm2 is None else density_per_mm2
@@ -111,7 +117,10 @@ def draw_points(phantom: Phantom, rng: np.random.Generator, density_per_mm2: flo
         rows = np.concatenate([rows, curve[ok]])
         cols = np.concatenate([cols, np.flatnonzero(ok) + 0.5])
         amp = np.concatenate([amp, np.full(int(ok.sum()), strength * per_pixel, np.float32)])
-    return PointField(rows=rows, cols=cols, amplitude=amp, density_per_mm2=rho, display=mode)
+    if aberration_ns < 0:
+        raise ValueError(f"aberration_ns must be >= 0, got {aberration_ns}")
+    screen = draw_screen(rng, aberration_ns) if aberration_ns > 0 else None
+    return PointField(rows=rows, cols=cols, amplitude=amp, density_per_mm2=rho, display=mode, screen=screen)
 
 
 def _splat(points: PointField, weights: np.ndarray, shape: tuple[int, int], u: int, v: int) -> np.ndarray:
