@@ -2,8 +2,10 @@
 
 Roofline model, from the exported ONNX graph and two measurements of the device::
 
-    flops       = 2 * H * W * sum over Conv nodes of (C_out * C_in / groups * k_h * k_w)
-    act_bytes   = H * W * itemsize * sum over Conv nodes of (C_in + C_out)
+    c           = min(edge_context, H - 1, W - 1)             (the graph's mirrored margin, from its metadata)
+    P           = (H + 2 c) * (W + 2 c)                       (pixels the convolutions compute)
+    flops       = 2 * P * sum over Conv nodes of (C_out * C_in / groups * k_h * k_w)
+    act_bytes   = P * itemsize * sum over Conv nodes of (C_in + C_out)
     io_bytes    = 2 * H * W                                   (uint8 frame in, uint8 frame out)
     compute_s   = flops / peak_flops                          (peak: a large float32 matmul)
     memory_s    = (io_bytes + weight_bytes + act_bytes) / bandwidth   (bandwidth: a large copy)
@@ -50,7 +52,8 @@ class ConvCost:
 
     ``macs_per_pixel``: multiply-adds per output pixel; ``act_elems_per_pixel``: activation values
     read plus written per pixel (sum of C_in + C_out); ``weight_bytes``: size of all conv weights;
-    ``itemsize``: bytes per activation value (4 for float32, 2 for float16).
+    ``itemsize``: bytes per activation value (4 for float32, 2 for float16); ``context``: the
+    mirrored edge context around each frame (the model's ``edge_context`` metadata; 0 if absent).
     """
 
     convs: int
@@ -58,14 +61,21 @@ class ConvCost:
     act_elems_per_pixel: int
     weight_bytes: int
     itemsize: int
+    context: int = 0
+
+    def computed_pixels(self, height: int, width: int) -> int:
+        """``(H + 2 c) (W + 2 c)``, ``c = min(context, H - 1, W - 1)``: the frame and its margin."""
+        c = min(self.context, height - 1, width - 1)
+        return (height + 2 * c) * (width + 2 * c)
 
     def flops(self, height: int, width: int) -> float:
-        """``2 * H * W * macs_per_pixel`` (2 FLOP per multiply-add)."""
-        return 2.0 * height * width * self.macs_per_pixel
+        """``2 * P * macs_per_pixel`` (2 FLOP per multiply-add, ``P`` :meth:`computed_pixels`)."""
+        return 2.0 * self.computed_pixels(height, width) * self.macs_per_pixel
 
     def bytes(self, height: int, width: int) -> float:
-        """``2 * H * W`` (uint8 in and out) + weights + ``H * W * itemsize * act_elems_per_pixel``."""
-        return 2.0 * height * width + self.weight_bytes + float(height * width) * self.itemsize * self.act_elems_per_pixel
+        """``2 * H * W`` (uint8 in and out) + weights + ``P * itemsize * act_elems_per_pixel``."""
+        pixels = float(self.computed_pixels(height, width))
+        return 2.0 * height * width + self.weight_bytes + pixels * self.itemsize * self.act_elems_per_pixel
 
 
 def _initializers(graph) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -83,7 +93,8 @@ def _initializers(graph) -> dict[str, tuple[tuple[int, ...], int]]:
 
 
 def conv_cost(path: str | Path) -> ConvCost:
-    """Count the convolutions of the ONNX model at ``path`` (see the module docstring).
+    """Count the convolutions of the ONNX model at ``path`` (see the module docstring) and read
+    its edge context from the metadata.
 
     Raises :class:`FloorError` for an unreadable file, a model without convolutions, a weight
     that is not a constant, or a convolution with a stride other than 1.
@@ -117,7 +128,12 @@ def conv_cost(path: str | Path) -> ConvCost:
         weight_bytes += int(np.prod(shape)) * itemsize
     if convs == 0:
         raise FloorError(f"{path}: the model has no Conv node")
-    return ConvCost(convs, macs, act, weight_bytes, itemsize)
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        context = int(meta.get("edge_context", "0"))
+    except ValueError:
+        raise FloorError(f"{path}: metadata edge_context {meta['edge_context']!r} is not a whole number") from None
+    return ConvCost(convs, macs, act, weight_bytes, itemsize, max(context, 0))
 
 
 def flops_from_onnx(path: str | Path, height: int, width: int) -> float:

@@ -51,7 +51,8 @@ def test_latency_tool_identity_chain(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="making a model file needs torch")
-    from training.models import drnn_flops
+    from engine.torch_model import edge_context
+    from training.models import DRNN, drnn_flops
 
     out = tmp_path / "run"
     args = ["--backend", "onnxruntime", "--size", "32x32", "--fps", "100", "--frames", "5", "--warmup", "2",
@@ -59,8 +60,11 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
     assert latency_main(args) == 0
     report = json.loads((out / "latency.json").read_text())
     assert report["received"] == 5
-    # the floor's FLOPs, read from the exported graph, are the DRNN's formula
-    assert report["floor"]["flops"] == drnn_flops(32, 32, TINY_DRNN)
+    # the floor's FLOPs, read from the exported graph, are the DRNN's formula over the frame and
+    # its mirrored edge context
+    c = edge_context(DRNN(**TINY_DRNN))
+    assert 0 < c < 32
+    assert report["floor"]["flops"] == drnn_flops(32 + 2 * c, 32 + 2 * c, TINY_DRNN)
     assert report["floor"]["floor_s"] > 0
     assert report["baseline"]["eager_torch_fp32_ms"] > 0 and report["baseline"]["speedup"] > 0
     assert report["baseline"]["threads"] == 1
@@ -87,8 +91,9 @@ def test_latency_tool_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) -> N
         assert bad[0] in capsys.readouterr().err
 
 
-def _conv_model(path: Path, layers: list[tuple[int, int, int]], stride: int = 1) -> Path:
-    """An ONNX chain of float32 convolutions ``(c_out, c_in, k)`` on a (1, 1, H, W) input."""
+def _conv_model(path: Path, layers: list[tuple[int, int, int]], stride: int = 1, context: str | None = None) -> Path:
+    """An ONNX chain of float32 convolutions ``(c_out, c_in, k)`` on a (1, 1, H, W) input, with
+    ``edge_context`` metadata if ``context`` is given."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -100,7 +105,10 @@ def _conv_model(path: Path, layers: list[tuple[int, int, int]], stride: int = 1)
         name = f"y{i}"
     graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, None, None])],
                               [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)], inits)
-    onnx.save(helper.make_model(graph), str(path))
+    model = helper.make_model(graph)
+    if context is not None:
+        helper.set_model_props(model, {"edge_context": context})
+    onnx.save(model, str(path))
     return path
 
 
@@ -116,6 +124,21 @@ def test_floor_counts_conv_multiply_adds(tmp_path: Path) -> None:
     floor = compute_floor(cost, 64, 64, device)
     assert floor.floor_s == max(floor.flops / device.peak_flops, floor.bytes / device.bandwidth)
     assert "GFLOP" in floor.line()
+
+
+def test_floor_counts_the_mirrored_edge_context(tmp_path: Path) -> None:
+    """A model exported with a 24-pixel edge context computes (H + 48)(W + 48) pixels; the margin
+    is capped at H - 1 and W - 1 as the engine caps it; bad metadata is refused by name."""
+    layers = [(8, 1, 7), (1, 8, 3)]
+    macs = 8 * 49 + 8 * 9
+    ctx = conv_cost(_conv_model(tmp_path / "ctx.onnx", layers, context="24"))
+    assert ctx.context == 24
+    assert flops_from_onnx(tmp_path / "ctx.onnx", 60, 80) == 2 * (60 + 48) * (80 + 48) * macs
+    assert ctx.computed_pixels(10, 80) == (10 + 18) * (80 + 18)
+    bare = conv_cost(_conv_model(tmp_path / "bare.onnx", layers))
+    assert ctx.bytes(60, 80) - bare.bytes(60, 80) == 4 * ((60 + 48) * (80 + 48) - 60 * 80) * (1 + 8 + 8 + 1)
+    with pytest.raises(FloorError, match="edge_context"):
+        conv_cost(_conv_model(tmp_path / "bad.onnx", layers, context="wide"))
 
 
 def test_floor_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:
