@@ -225,6 +225,23 @@ def test_init_starts_from_a_generator_and_checks_its_shape(data: Path, full_run:
         train(load_config("quick", ["model.width=4"]), _opts(data, tmp_path / "b", init=full_run / "generator.pt"))
 
 
+def test_freeze_bn_keeps_the_running_statistics_while_weights_learn(data: Path, full_run: Path, tmp_path: Path) -> None:
+    """A fine-tune with ``freeze_bn`` leaves every batch-norm running mean and variance as the
+    start generator had them; without it three steps move them.  Both change the conv weights."""
+    start = _generator(full_run / "generator.pt")
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    after = {}
+    for frozen in (True, False):
+        cfg = load_config("quick", [f"phases.g_pretrain.freeze_bn={str(frozen).lower()}"])
+        out = tmp_path / str(frozen)
+        train(cfg, _opts(data, out, max_steps=3, init=full_run / "generator.pt"))
+        after[frozen] = _generator(out / "checkpoints" / "last.pt")
+        assert not torch.equal(start["stem.0.weight"], after[frozen]["stem.0.weight"])
+    assert all(torch.equal(start[k], after[True][k]) for k in stats)
+    assert not any(torch.equal(start[k], after[False][k]) for k in stats)
+
+
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):

@@ -111,6 +111,10 @@ class PhaseConfig:
     ``real_fraction`` / ``pool_fraction``: shares of the D minibatch taken from high-quality
     crops and from the history buffer; the rest is fresh ``G(x)``.
     ``spectrum_window``: taper of the spectrum loss, one of :data:`SPECTRUM_WINDOWS`.
+    ``freeze_bn``: G's batch normalisation layers normalise with, and keep, their running
+    statistics in this phase (evaluation mode) instead of each minibatch's; for fine-tuning a
+    trained generator with small batches, whose statistics would otherwise drift with each few
+    crops (the running estimate follows the last ~10 minibatches at momentum 0.1).
     """
 
     name: str
@@ -133,6 +137,7 @@ class PhaseConfig:
     pool_fraction: float = 0.0
     pool_size: int = 0
     spectrum_window: str = "none"
+    freeze_bn: bool = False
     weights: LossWeights = field(default_factory=LossWeights)
 
     def uses_d(self) -> bool:

@@ -247,12 +247,17 @@ class Trainer:
         """One G step on ``sum_k w_k * term_k``, ``w = p.weights``.
 
         Structural terms (``l1``, ``ms_ssim``) compare ``G(x)`` with ``target``.  ``adv`` scores
-        a random ``d_crop`` window of ``G(x)`` with the frozen D.  Statistics terms (``hist``,
+        a random ``d_crop`` window of ``G(x)`` with the frozen D.  ``p.freeze_bn``: G's batch
+        normalisation runs on its running statistics and leaves them unchanged.  Statistics terms (``hist``,
         ``spectrum``) compare ``G(x)`` with ``target`` or, when ``real`` crops are given, that
         window with them (unpaired); ``p.spectrum_window`` tapers the spectrum term's crops.
         """
         w = p.weights
         self.g_train.train()
+        if p.freeze_bn:
+            for m in self.g_train.modules():
+                if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+                    m.eval()
         with self._autocast():
             out = self.g_train(x)
         out = out.float()
