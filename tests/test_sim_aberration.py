@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -96,9 +97,10 @@ def test_aberration_needs_the_array_model(capsys) -> None:
 
 
 def test_cli_writes_an_aberrated_paired_set(tmp_path) -> None:
-    out = tmp_path / "abr"
+    out, figure = tmp_path / "abr", tmp_path / "abr.png"
     assert simulate_main(["--out", str(out), "--count", "0", "--paired", "--eval-count", "2", "--size", "32",
-                          "--model", "array", "--aberration", "30"]) == 0
+                          "--model", "array", "--aberration", "30", "--figure", str(figure)]) == 0
+    assert cv2.imread(str(figure)).shape[2] == 3
     assert sorted(p.name for p in (out / "eval").iterdir()) == [
         "truth_000.npz", "truth_001.npz", "x_000.png", "x_001.png", "y_000.png", "y_001.png"]
     assert "aberration_ns: 30.0" in (out / "simulate.yaml").read_text()

@@ -118,7 +118,7 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
 
 def _check_model(model: str, geometry: str, aberration_ns: float = 0.0) -> None:
     """Raise ``ValueError`` for an unknown image-formation model, a point-scatterer model on a fan,
-    or aberration outside (0, MAX_RMS_NS] ns or asked of a model without elements."""
+    or aberration outside [0, MAX_RMS_NS] ns or asked of a model without elements."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     if model in POINT_MODELS and geometry != "window":
@@ -273,13 +273,14 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
 
     x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model,
                                 aberration_ns=aberration_ns)
-    fig = Figure(figsize=(12, 4.4), dpi=110)
+    wall = f"\nthrough a {aberration_ns:g} ns rms body wall" if aberration_ns > 0 else ""
+    fig = Figure(figsize=(12, 4.8 if wall else 4.4), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     axes[0].imshow(x, cmap="gray", vmin=0, vmax=255)
-    axes[0].set_title(f"low probe: {LOW_PROBE.center_mhz} MHz, D = {LOW_PROBE.aperture_mm:g} mm")
+    axes[0].set_title(f"low probe: {LOW_PROBE.center_mhz} MHz, D = {LOW_PROBE.aperture_mm:g} mm{wall}")
     axes[1].imshow(y, cmap="gray", vmin=0, vmax=255)
-    axes[1].set_title(f"high probe: {HIGH_PROBE.center_mhz} MHz, D = {HIGH_PROBE.aperture_mm:g} mm")
+    axes[1].set_title(f"high probe: {HIGH_PROBE.center_mhz} MHz, D = {HIGH_PROBE.aperture_mm:g} mm{wall}")
     axes[2].imshow(10 * np.log10(np.maximum(truth["echogenicity"], 1e-4)), cmap="gray", vmin=-40, vmax=15)
     for key, colour in (("vessels", "cyan"), ("lesions", "red"), ("interfaces", "yellow"), ("parenchyma", "lime")):
         if truth[key].any():
