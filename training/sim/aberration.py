@@ -8,8 +8,9 @@ arrival-time fluctuations are tens of nanoseconds rms with correlation lengths o
 millimetres (chest wall: 21 ns rms, 2.5 mm; Hinkelman, Szabo and Waag, JASA 1997).  Modelled as
 a thin screen on the probe's face: element ``i`` at lateral position ``u_i`` (mm) sends and
 receives with an extra delay ``delta(u_i)`` (us) that the beamformer does not know.  The screen
-is the same for every beam line (it moves with the sub-aperture), which is exact for a phased
-array whose whole aperture fires every line and an approximation for a linear sweep.
+is the same for every beam line (it moves with the sub-aperture): what a phased array, whose
+whole aperture fires every line, sees; an approximation for a convex or linear array, whose
+lines come from sub-apertures on different patches of the wall.
 
 ``delta`` is white noise filtered by a Gaussian, mean removed and scaled to the requested rms: its
 autocorrelation is a Gaussian of FWHM ``correlation_mm`` (the filter's standard deviation is
