@@ -40,7 +40,7 @@ def test_screen_has_the_rms_and_correlation_length_asked() -> None:
     assert drawn(np.array([drawn.position_mm[7]]))[0] == pytest.approx(drawn.delay_us[7])
 
 
-@pytest.mark.parametrize("rms", [0.0, -5.0, 250.0])
+@pytest.mark.parametrize("rms", [0.0, -5.0, 250.0, float("nan")])
 def test_screen_refuses_rms_outside_its_range(rms: float) -> None:
     with pytest.raises(ValueError, match="rms_ns"):
         draw_screen(np.random.default_rng(0), rms)

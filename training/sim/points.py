@@ -117,9 +117,7 @@ def draw_points(phantom: Phantom, rng: np.random.Generator, density_per_mm2: flo
         rows = np.concatenate([rows, curve[ok]])
         cols = np.concatenate([cols, np.flatnonzero(ok) + 0.5])
         amp = np.concatenate([amp, np.full(int(ok.sum()), strength * per_pixel, np.float32)])
-    if aberration_ns < 0:
-        raise ValueError(f"aberration_ns must be >= 0, got {aberration_ns}")
-    screen = draw_screen(rng, aberration_ns) if aberration_ns > 0 else None
+    screen = None if aberration_ns == 0 else draw_screen(rng, aberration_ns)  # which refuses < 0 and NaN
     return PointField(rows=rows, cols=cols, amplitude=amp, density_per_mm2=rho, display=mode, screen=screen)
 
 
