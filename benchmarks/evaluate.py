@@ -119,8 +119,9 @@ def _worse_than_x(xs: list[dict[str, float]], gs: list[dict[str, float]]) -> dic
 
 
 def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped), and
-    :func:`_worse_than_x`'s counts."""
+    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped),
+    :func:`_worse_than_x`'s counts and the per-pair figures (``"pairs"``: ``{image: {metric:
+    [value per pair]}}``, NaN where undefined, for :mod:`benchmarks.pairplot`)."""
     keys = METRICS + DIAGNOSTICS
     out: dict[str, dict[str, float]] = {
         name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()
@@ -128,6 +129,7 @@ def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, flo
     out["n"] = {"pairs": len(rows["x"])}
     out["worse_than_x"] = _worse_than_x(rows["x"], rows["g"])
     out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
+    out["pairs"] = {name: {k: [float(r[k]) for r in rs] for k in keys} for name, rs in rows.items()}
     return out
 
 
@@ -156,10 +158,11 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     """Mean of each metric over the pairs of ``eval_dir`` for ``x``, ``y`` and ``g`` (NaNs skipped).
 
     ``weights``: see :func:`generator_function`.  Returns ``{"x": {...}, "y": {...}, "g": {...},
-    "n": {"pairs": N}, "worse_than_x": {...}, "median": {"x": {...}, "y": {...}, "g": {...}}}``:
-    the means (which the targets use), the pairs where ``g`` scores below ``x`` in CNR and in
-    log-correlation, and the per-pair medians, which a few outlying pairs cannot move (a grain of
-    96 px where the tissue's own texture sets the autocovariance, say).
+    "n": {"pairs": N}, "worse_than_x": {...}, "median": {"x": {...}, "y": {...}, "g": {...}},
+    "pairs": {"x": {...}, "y": {...}, "g": {...}}}``: the means (which the targets use), the pairs
+    where ``g`` scores below ``x`` in CNR and in log-correlation, the per-pair medians, which a few
+    outlying pairs cannot move (a grain of 96 px where the tissue's own texture sets the
+    autocovariance, say), and every pair's figures.
     """
     return evaluate_many({str(weights): generator_function(weights)}, eval_dir, limit, progress)[str(weights)]
 
@@ -218,7 +221,8 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]``."""
+    """``python -m benchmarks.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]
+    [--figure F] [--pairs-figure F]``."""
     import argparse
     import json
     import sys
@@ -232,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads [0: default]")
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
+    ap.add_argument("--pairs-figure", type=Path,
+                    help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -251,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps(results, indent=2))
     if a.figure:
         write_example(a.weights[-1], a.eval, a.figure)
+    if a.pairs_figure:
+        from benchmarks.pairplot import plot_pairs
+
+        names = [Path(w).name for w in results]
+        labels = names if len(set(names)) == len(names) else list(results)
+        plot_pairs(dict(zip(labels, results.values(), strict=True)), a.pairs_figure, title=f"{a.eval}")
     return 0
 
 

@@ -337,8 +337,21 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
         assert exported["g"][k] == pytest.approx(res["g"][k], rel=0.05, abs=0.02), k
     png = plot_curves(full_run / "log.csv", tmp_path / "curves.png")
     assert cv2.imread(str(png)).shape[1] > 3 * 300  # one panel per phase
+    marked = cv2.imread(str(plot_curves(full_run / "log.csv", tmp_path / "marked.png", mark=2)))
+    assert marked.shape == cv2.imread(str(png)).shape and (marked != cv2.imread(str(png))).any()
+    with pytest.raises(ValueError, match="unit 99999 is not in the logged units"):
+        plot_curves(full_run / "log.csv", tmp_path / "bad.png", mark=99999)
     assert evaluate_main(["--weights", str(full_run / "generator.pt"), "--eval", str(data / "eval"),
-                          "--json", str(tmp_path / "r.json"), "--figure", str(tmp_path / "ex.png")]) == 0
-    assert (tmp_path / "r.json").is_file()
+                          "--json", str(tmp_path / "r.json"), "--figure", str(tmp_path / "ex.png"),
+                          "--pairs-figure", str(tmp_path / "pairs.png")]) == 0
+    assert (tmp_path / "r.json").is_file() and cv2.imread(str(tmp_path / "pairs.png")).shape[1] >= 2 * 500
+    # The per-pair figures in the JSON give the same harm counts as the result's worse_than_x.
+    from benchmarks.pairplot import load_results, pair_values
+
+    (saved,) = load_results(tmp_path / "r.json").values()
+    for k in ("cnr", "log_corr"):
+        xs, gs = pair_values(saved, k)
+        assert (int((gs < xs).sum()), xs.size) == (saved["worse_than_x"][k], saved["worse_than_x"][f"pairs_{k}"])
+    assert len(saved["pairs"]["g"]["log_corr"]) == res["n"]["pairs"]
     assert cv2.imread(str(tmp_path / "ex.png"), cv2.IMREAD_GRAYSCALE).shape == (2 * 48, 3 * 64)
     assert evaluate_main(["--weights", str(tmp_path / "none.pt"), "--eval", str(data / "eval")]) == 2

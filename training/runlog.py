@@ -88,14 +88,25 @@ def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.nda
     return {k: (np.asarray(u), np.asarray(v)) for k, (u, v) in series.items()}
 
 
-def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10) -> Path:
+def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark: int | None = None) -> Path:
     """Training curves from ``log.csv``: one panel per phase, every loss term against the run's
-    unit counter, each smoothed by a running mean over ``smooth`` logged points (raw faint)."""
+    unit counter, each smoothed by a running mean over ``smooth`` logged points (raw faint).
+
+    ``mark``: a unit to draw as a dashed vertical line in the panel of the phase that ran it
+    (the snapshot a model was taken from, say); a unit the log does not reach raises ``ValueError``.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     series = read_log(log_csv)
     phases = list(dict.fromkeys(phase for phase, _ in series))
+    spans: dict[str, tuple[int, int]] = {}  # phase -> first and last logged unit
+    for (ph, _), (units, _) in series.items():
+        lo, hi = spans.get(ph, (int(units.min()), int(units.max())))
+        spans[ph] = (min(lo, int(units.min())), max(hi, int(units.max())))
+    if mark is not None and not any(lo <= mark <= hi for lo, hi in spans.values()):
+        ranges = ", ".join(f"{ph} {lo}..{hi}" for ph, (lo, hi) in spans.items())
+        raise ValueError(f"mark: unit {mark} is not in the logged units of {log_csv} ({ranges})")
     fig = Figure(figsize=(5 * len(phases), 3.6), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(phases), squeeze=False)[0]
@@ -107,6 +118,9 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10) -> P
             smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
             line = ax.plot(units[k - 1 :], smoothed, label=loss)[0]
             ax.plot(units, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
+        lo, hi = spans[phase]
+        if mark is not None and lo <= mark <= hi:
+            ax.axvline(mark, color="black", linestyle="--", linewidth=1.0, label=f"unit {mark}")
         ax.set_yscale("log")
         ax.set_title(phase)
         ax.set_xlabel("unit (optimizer step; GAN iteration)")
@@ -126,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", type=Path, required=True, help="a run's log.csv")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--smooth", type=int, default=10, help="running-mean length in logged points [10]")
+    ap.add_argument("--mark", type=int, help="draw this unit as a dashed line (e.g. the shipped snapshot's step)")
     a = ap.parse_args(argv)
     if not a.log.is_file():
         ap.error(f"--log {a.log}: no such file")
-    print(plot_curves(a.log, a.out, a.smooth))
+    try:
+        print(plot_curves(a.log, a.out, a.smooth, a.mark))
+    except ValueError as exc:
+        ap.error(str(exc))
     return 0
 
 
