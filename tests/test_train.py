@@ -242,6 +242,41 @@ def test_freeze_bn_keeps_the_running_statistics_while_weights_learn(data: Path, 
     assert not any(torch.equal(start[k], after[False][k]) for k in stats)
 
 
+def _distance_to(start: Path, run: Path, data: Path) -> float:
+    """Mean |G(x) - G0(x)| over the low set's images, both generators in evaluation mode."""
+    from training.checkpoint import load_generator
+
+    g0, g = load_generator(start).eval(), load_generator(run / "checkpoints" / "last.pt").eval()
+    x = torch.stack([torch.from_numpy(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)).float().div(255)[None]
+                     for f in sorted((data / "low").glob("*.png"))])
+    with torch.no_grad():
+        return float((g(x) - g0(x)).abs().mean())
+
+
+def test_anchor_holds_a_fine_tune_near_its_start_and_resumes_exactly(data: Path, full_run: Path, tmp_path: Path) -> None:
+    """The ``anchor`` term keeps G's output closer to the starting generator's than the same
+    fine-tune without it; a run stopped and resumed mid-phase compares with the phase's start
+    (stored in the checkpoint), not with G as resumed, and replays the uninterrupted run."""
+    start = full_run / "generator.pt"
+    sets = ["phases.g_pretrain.lr_g=3e-3", "phases.d_pretrain.epochs=1", "phases.gan.iterations=1"]
+    moved = {}
+    for weight in (0.0, 20.0):
+        cfg = load_config("quick", [*sets, f"phases.g_pretrain.weights={{l1: 1.0, anchor: {weight}}}"])
+        train(cfg, _opts(data, tmp_path / str(weight), max_steps=8, init=start))
+        moved[weight] = _distance_to(start, tmp_path / str(weight), data)
+    assert 0 < moved[20.0] < 0.5 * moved[0.0]
+    assert ",anchor," in (tmp_path / "20.0" / "log.csv").read_text()
+    assert ",anchor," not in (tmp_path / "0.0" / "log.csv").read_text()
+    cfg = load_config("quick", [*sets, "phases.g_pretrain.weights={l1: 1.0, anchor: 20.0}"])
+    whole = train(cfg, _opts(data, tmp_path / "whole", init=start))
+    train(cfg, _opts(data, tmp_path / "split", max_steps=3, init=start))
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["anchor"] is not None
+    rest = train(cfg, _opts(data, tmp_path / "split", resume=True))
+    assert whole.status == rest.status == "finished"
+    assert _same(_generator(tmp_path / "split" / "generator.pt"), _generator(tmp_path / "whole" / "generator.pt"))
+    assert load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["anchor"] is None  # the gan phase has none
+
+
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):

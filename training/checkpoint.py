@@ -9,7 +9,9 @@ Format ``usdespeckle-ckpt-1`` (agreed with the engine): a ``torch.save``'d dict 
 
 Training checkpoints add ``"discriminator"``, ``"discriminator_config"``, ``"opt_g"``,
 ``"opt_d"``, ``"phase"`` (index), ``"phase_name"``, ``"step"`` (next unit to run in that
-phase), ``"pool"``, ``"rng"``, ``"config"`` (the resolved training config as a plain dict).
+phase), ``"pool"``, ``"anchor"`` (the ``state_dict`` of the phase's starting generator that an
+``anchor`` loss term compares with, or ``None``), ``"rng"``, ``"config"`` (the resolved training
+config as a plain dict).
 Every value is a tensor, number, string, list or dict, so files load with
 ``torch.load(weights_only=True)``: no code runs when a checkpoint is read.
 """

@@ -93,13 +93,20 @@ class MsSsimConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the G loss terms; a zero weight skips the term."""
+    """Weights of the G loss terms; a zero weight skips the term.
+
+    ``anchor``: ``E|G(x) - G0(x)|``, ``G0`` a frozen copy of G as it entered the phase (the
+    ``--init`` weights in a fine-tune; in evaluation mode): holds a fine-tune near the model it
+    started from wherever the new data do not pull it away ("learning without forgetting",
+    Li and Hoiem, 2017).
+    """
 
     adv: float = 0.0
     l1: float = 0.0
     ms_ssim: float = 0.0
     hist: float = 0.0
     spectrum: float = 0.0
+    anchor: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Stopping: SIGINT (Ctrl-C) or ``max_steps`` finish the current unit, write
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -190,6 +191,7 @@ class Trainer:
         self.opt_g: torch.optim.Optimizer | None = None
         self.opt_d: torch.optim.Optimizer | None = None
         self.pool: ImagePool | None = None
+        self.anchor: nn.Module | None = None
         self.positions: dict[str, np.ndarray] = {}
         self._stop_signal = False
 
@@ -246,7 +248,8 @@ class Trainer:
     ) -> tuple[dict[str, float], torch.Tensor]:
         """One G step on ``sum_k w_k * term_k``, ``w = p.weights``.
 
-        Structural terms (``l1``, ``ms_ssim``) compare ``G(x)`` with ``target``.  ``adv`` scores
+        Structural terms (``l1``, ``ms_ssim``) compare ``G(x)`` with ``target``, ``anchor`` with
+        the phase's starting generator's output ``G0(x)`` (``self.anchor``).  ``adv`` scores
         a random ``d_crop`` window of ``G(x)`` with the frozen D.  ``p.freeze_bn``: G's batch
         normalisation runs on its running statistics and leaves them unchanged.  Statistics terms (``hist``,
         ``spectrum``) compare ``G(x)`` with ``target`` or, when ``real`` crops are given, that
@@ -268,6 +271,10 @@ class Trainer:
             with self._autocast():
                 terms["adv"] = bce_real_loss(self.d.logits(window))
             self.d.requires_grad_(True)
+        if w.anchor:
+            with torch.no_grad(), self._autocast():
+                start = self.anchor(x)
+            terms["anchor"] = l1_loss(out, start.float())
         if w.l1:
             terms["l1"] = l1_loss(out, target)
         if w.ms_ssim:
@@ -352,6 +359,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=p.lr_g, betas=betas) if p.kind != "discriminate" else None
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=p.lr_d, betas=betas) if p.uses_d() else None
         self.pool = ImagePool(p.pool_size) if p.kind == "gan" and p.pool_fraction > 0 else None
+        self.anchor = copy.deepcopy(self.g).eval().requires_grad_(False) if p.weights.anchor > 0 else None
         rng = self._rng(_STREAM_POSITIONS)
         x_set = self.data.pair_x if p.kind == "supervised" else self.data.low
         if p.kind == "gan" or p.crops == "window":
@@ -378,6 +386,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict() if self.opt_g else None,
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
             "pool": self.pool.state_dict() if self.pool else None,
+            "anchor": self.anchor.state_dict() if self.anchor is not None else None,
             "phase": self.phase_idx,
             "phase_name": self.cfg.phases[min(self.phase_idx, len(self.cfg.phases) - 1)].name,
             "step": self.step,
@@ -405,6 +414,8 @@ class Trainer:
                         opt.load_state_dict(ckpt[key])
                 if self.pool is not None and ckpt["pool"] is not None:
                     self.pool.load_state_dict(ckpt["pool"])
+                if self.anchor is not None and ckpt.get("anchor") is not None:  # else: G as resumed
+                    self.anchor.load_state_dict(ckpt["anchor"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             if ckpt["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
