@@ -255,16 +255,18 @@ def _distance_to(start: Path, run: Path, data: Path) -> float:
 
 def test_anchor_holds_a_fine_tune_near_its_start_and_resumes_exactly(data: Path, full_run: Path, tmp_path: Path) -> None:
     """The ``anchor`` term keeps G's output closer to the starting generator's than the same
-    fine-tune without it; a run stopped and resumed mid-phase compares with the phase's start
-    (stored in the checkpoint), not with G as resumed, and replays the uninterrupted run."""
+    fine-tune without it (``freeze_bn``: both as deployed); a run stopped and resumed mid-phase
+    compares with the phase's start (stored in the checkpoint), not with G as resumed, and
+    replays the uninterrupted run; without ``freeze_bn`` the term starts at 0."""
     start = full_run / "generator.pt"
-    sets = ["phases.g_pretrain.lr_g=3e-3", "phases.d_pretrain.epochs=1", "phases.gan.iterations=1"]
+    sets = ["phases.g_pretrain.lr_g=3e-3", "phases.g_pretrain.freeze_bn=true", "phases.d_pretrain.epochs=1",
+            "phases.gan.iterations=1"]
     moved = {}
     for weight in (0.0, 20.0):
         cfg = load_config("quick", [*sets, f"phases.g_pretrain.weights={{l1: 1.0, anchor: {weight}}}"])
         train(cfg, _opts(data, tmp_path / str(weight), max_steps=8, init=start))
         moved[weight] = _distance_to(start, tmp_path / str(weight), data)
-    assert 0 < moved[20.0] < 0.5 * moved[0.0]
+    assert 0 < moved[20.0] < 0.5 * moved[0.0], moved
     assert ",anchor," in (tmp_path / "20.0" / "log.csv").read_text()
     assert ",anchor," not in (tmp_path / "0.0" / "log.csv").read_text()
     cfg = load_config("quick", [*sets, "phases.g_pretrain.weights={l1: 1.0, anchor: 20.0}"])
@@ -275,6 +277,12 @@ def test_anchor_holds_a_fine_tune_near_its_start_and_resumes_exactly(data: Path,
     assert whole.status == rest.status == "finished"
     assert _same(_generator(tmp_path / "split" / "generator.pt"), _generator(tmp_path / "whole" / "generator.pt"))
     assert load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["anchor"] is None  # the gan phase has none
+    # G0 normalises as G does (minibatch statistics here), so before G moves the term is 0.
+    still = load_config("quick", [*sets, "phases.g_pretrain.lr_g=1e-12", "phases.g_pretrain.freeze_bn=false",
+                                  "phases.g_pretrain.weights={l1: 1.0, anchor: 1.0}"])
+    train(still, _opts(data, tmp_path / "still", max_steps=2, init=start))
+    (first,) = [float(r.split(",")[-1]) for r in (tmp_path / "still" / "log.csv").read_text().splitlines() if ",anchor," in r]
+    assert first < 1e-6
 
 
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:

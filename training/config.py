@@ -96,9 +96,10 @@ class LossWeights:
     """Weights of the G loss terms; a zero weight skips the term.
 
     ``anchor``: ``E|G(x) - G0(x)|``, ``G0`` a frozen copy of G as it entered the phase (the
-    ``--init`` weights in a fine-tune; in evaluation mode): holds a fine-tune near the model it
-    started from wherever the new data do not pull it away ("learning without forgetting",
-    Li and Hoiem, 2017).
+    ``--init`` weights in a fine-tune), its batch norm in G's mode (each minibatch's statistics,
+    or the running ones with ``freeze_bn``) so the term starts at 0: holds a fine-tune near the
+    model it started from wherever the new data do not pull it away ("learning without
+    forgetting", Li and Hoiem, 2017).
     """
 
     adv: float = 0.0

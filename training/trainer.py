@@ -53,6 +53,7 @@ from training.pool import ImagePool
 __all__ = ["RunOptions", "RunResult", "Trainer", "train", "resolve_config"]
 
 _STREAM_POSITIONS, _STREAM_EPOCH, _STREAM_UNIT = 1, 2, 3
+_BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,16 @@ class Trainer:
     def writer(self) -> bool:
         return self.rank == 0
 
+    def _frozen_copy(self) -> nn.Module:
+        """G as it is now, for the ``anchor`` term: no gradients, and batch norm with momentum 0,
+        so that in training mode it normalises with each minibatch's statistics as G does but
+        never changes its running ones."""
+        g0 = copy.deepcopy(self.g).requires_grad_(False)
+        for m in g0.modules():
+            if isinstance(m, _BATCH_NORMS):
+                m.momentum = 0.0
+        return g0
+
     def _subcrop(self, t: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
         """A random ``size x size`` window of each image of ``t``."""
         h, w = t.shape[-2:]
@@ -259,7 +270,7 @@ class Trainer:
         self.g_train.train()
         if p.freeze_bn:
             for m in self.g_train.modules():
-                if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+                if isinstance(m, _BATCH_NORMS):
                     m.eval()
         with self._autocast():
             out = self.g_train(x)
@@ -271,7 +282,8 @@ class Trainer:
             with self._autocast():
                 terms["adv"] = bce_real_loss(self.d.logits(window))
             self.d.requires_grad_(True)
-        if w.anchor:
+        if w.anchor:  # G0 normalises as G does in this phase, so the term starts at 0
+            self.anchor.train(not p.freeze_bn)
             with torch.no_grad(), self._autocast():
                 start = self.anchor(x)
             terms["anchor"] = l1_loss(out, start.float())
@@ -359,7 +371,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=p.lr_g, betas=betas) if p.kind != "discriminate" else None
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=p.lr_d, betas=betas) if p.uses_d() else None
         self.pool = ImagePool(p.pool_size) if p.kind == "gan" and p.pool_fraction > 0 else None
-        self.anchor = copy.deepcopy(self.g).eval().requires_grad_(False) if p.weights.anchor > 0 else None
+        self.anchor = self._frozen_copy() if p.weights.anchor > 0 else None
         rng = self._rng(_STREAM_POSITIONS)
         x_set = self.data.pair_x if p.kind == "supervised" else self.data.low
         if p.kind == "gan" or p.crops == "window":
