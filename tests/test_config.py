@@ -63,6 +63,20 @@ def test_paper_cpu_shortens_the_paper_without_changing_its_method() -> None:
     assert gan.weights == LossWeights(adv=1.0, l1=0.5, ms_ssim=0.5) and gan.d_steps == 1
 
 
+def test_finetune_is_the_paper_without_its_reconstruction_phase_plus_the_anchor() -> None:
+    """finetune.yaml: the paper's D pretraining and GAN phase as they are, G never trained to
+    reproduce its input, and in the GAN phase the anchor with batch norm as deployed."""
+    paper, ft = load_config("paper"), load_config("finetune")
+    assert (ft.model, ft.discriminator, ft.ms_ssim) == (paper.model, paper.discriminator, paper.ms_ssim)
+    assert [p.kind for p in ft.phases] == ["discriminate", "gan"]
+    assert ft.phases[0] == paper.phases[1]
+    gan = ft.phases[1]
+    assert gan.freeze_bn and gan.weights.anchor > 0
+    assert gan.weights == LossWeights(adv=1.0, l1=0.5, ms_ssim=0.5, anchor=gan.weights.anchor)
+    unchanged = {k: v for k, v in vars(paper.phases[2]).items() if k not in ("freeze_bn", "weights")}
+    assert {k: v for k, v in vars(gan).items() if k not in ("freeze_bn", "weights")} == unchanged
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     cfg = load_config(name)

@@ -285,6 +285,23 @@ def test_anchor_holds_a_fine_tune_near_its_start_and_resumes_exactly(data: Path,
     assert first < 1e-6
 
 
+def test_finetune_config_leaves_g_alone_until_the_anchored_gan(data: Path, full_run: Path, tmp_path: Path) -> None:
+    """finetune.yaml, cut to the quick model's size: D pretraining does not touch G, the GAN phase
+    then trains it with the anchor term."""
+    small = ['model={width: 8, blocks: 2, convs_per_block: 3, stem_kernel: 7, head_kernel: 3}',
+             'discriminator.layers=["8", "8s", "16s"]', "ms_ssim.sigmas=[0.5, 1.0, 2.0, 4.0]", "threads=1",
+             "phases.d_pretrain.crop=32", "phases.d_pretrain.d_crop=24", "phases.d_pretrain.d_batch=4",
+             "phases.d_pretrain.samples=8", "phases.d_pretrain.epochs=1", "phases.gan.crop=32", "phases.gan.d_crop=24",
+             "phases.gan.batch=2", "phases.gan.d_batch=4", "phases.gan.iterations=2", "phases.gan.g_steps=2",
+             "phases.gan.pool_size=4", "phases.gan.lr_g=1e-4"]
+    result = train(load_config("finetune", small), _opts(data, tmp_path, init=full_run / "generator.pt"))
+    assert result.status == "finished"
+    start = _generator(full_run / "generator.pt")
+    assert _same(_generator(tmp_path / "checkpoints" / "after_d_pretrain.pt"), start)
+    assert not torch.equal(_generator(tmp_path / "generator.pt")["stem.0.weight"], start["stem.0.weight"])
+    assert any(r.startswith("gan,") and ",anchor," in r for r in (tmp_path / "log.csv").read_text().splitlines())
+
+
 def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) -> None:
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):
