@@ -66,7 +66,7 @@ class Candidate:
     """One generator file measured: worst frame-edge seam (grey levels, :mod:`benchmarks.edges`), per
     set the targets met (``{set: {target: bool}}``) and the shortfalls (``{set: {target: float}}``);
     ``harmed``: pairs where G(x) scores below x in vessel CNR, plus those in log-correlation, over
-    all sets (not part of the rule)."""
+    all sets (the rule's last tie-break)."""
 
     weights: str
     edge_worst: float
@@ -94,8 +94,9 @@ def score(weights: str, edge_worst: float, results: dict[str, dict[str, dict[str
 
 
 def rank(candidates: list[Candidate], limit: float = LIMIT) -> list[Candidate]:
-    """Edge-clean first, then most targets met, then smallest non-KL shortfall."""
-    return sorted(candidates, key=lambda c: (c.edge_worst >= limit, -c.total, c.non_kl_shortfall))
+    """Edge-clean first, then most targets met, then smallest non-KL shortfall, then fewest
+    harmed pairs (two files that both meet every non-KL target tie at shortfall 0)."""
+    return sorted(candidates, key=lambda c: (c.edge_worst >= limit, -c.total, c.non_kl_shortfall, c.harmed))
 
 
 def pick(candidates: list[Candidate], incumbent: str | None = None, limit: float = LIMIT) -> Candidate | None:

@@ -47,6 +47,15 @@ def test_rule_edge_check_first_then_targets_then_shortfall() -> None:
     assert "| few | ok 1.0 | GKCL | G... | 5/8 | 0.000 | 0 |" in table and "| edgy | EDGE 7.5 |" in table
 
 
+def test_ties_at_zero_shortfall_go_to_fewer_harmed_pairs() -> None:
+    more = Candidate(**{**vars(_cand("more_harm", 1.0, 6, 0.0)), "harmed": 14})
+    fewer = Candidate(**{**vars(_cand("fewer_harm", 1.0, 6, 0.0)), "harmed": 11})
+    assert [c.weights for c in rank([more, fewer])] == ["fewer_harm", "more_harm"]
+    assert pick([more, fewer]).weights == "fewer_harm"
+    # harm only breaks ties: a file with more targets wins whatever it harms
+    assert pick([fewer, Candidate(**{**vars(_cand("more_met", 1.0, 7, 0.5)), "harmed": 30})]).weights == "more_met"
+
+
 def test_score_counts_targets_and_harmed_pairs_over_the_sets() -> None:
     harm = {"cnr": 2, "pairs_cnr": 20, "log_corr": 3, "pairs_log_corr": 20}
     c = score("w.pt", 1.5, {"a": {**_res(), "worse_than_x": harm},
