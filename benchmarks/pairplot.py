@@ -65,13 +65,14 @@ def plot_pairs(series: Mapping[str, Mapping[str, Any]], out_png: str | Path, tit
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(PANELS), squeeze=False)[0]
     markers = "osD^vP*X"
+    counts = {label: harm_counts(res) for label, res in series.items()}
     for ax, (metric, name) in zip(axes, PANELS.items(), strict=True):
         lo, hi = np.inf, -np.inf
         for i, (label, res) in enumerate(series.items()):
             x, g = pair_values(res, metric)
             if x.size == 0:
                 continue
-            below, n = harm_counts(res)[metric]
+            below, n = counts[label][metric]
             ax.scatter(x, g, s=18, marker=markers[i // 10 % len(markers)], alpha=0.75,
                        label=f"{label}: {below}/{n} below")
             lo, hi = min(lo, x.min(), g.min()), max(hi, x.max(), g.max())
