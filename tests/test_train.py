@@ -83,6 +83,11 @@ def test_checkpoint_contents_and_generator_export(full_run: Path, tmp_path: Path
     g = DRNN(**slim["generator_config"])
     g.load_state_dict(slim["generator"])
     assert _same(g.state_dict(), ckpt["generator"])
+    # the run's own generator file names the last phase's last step, not the "next unit" 0 past it
+    cfg = load_config("quick")
+    final = load_checkpoint(full_run / "generator.pt")
+    assert ckpt["step"] == 0 and (final["phase_name"], final["step"]) == ("gan", cfg.phases[-1].steps()) != ("gan", 0)
+    assert "discriminator" not in final and _same(final["generator"], ckpt["generator"])
 
 
 def test_training_changes_the_generator(full_run: Path) -> None:
