@@ -88,6 +88,7 @@ def test_checkpoint_contents_and_generator_export(full_run: Path, tmp_path: Path
     final = load_checkpoint(full_run / "generator.pt")
     assert ckpt["step"] == 0 and (final["phase_name"], final["step"]) == ("gan", cfg.phases[-1].steps()) != ("gan", 0)
     assert "discriminator" not in final and _same(final["generator"], ckpt["generator"])
+    assert slim["step"] == final["step"]  # exporting the finished last.pt by hand says the same
 
 
 def test_training_changes_the_generator(full_run: Path) -> None:

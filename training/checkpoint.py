@@ -123,8 +123,18 @@ GENERATOR_KEYS = ("format", "generator", "generator_config", "code_version", "co
 
 def generator_record(ckpt: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """The :data:`GENERATOR_KEYS` of ``ckpt`` (D, optimizers, buffer and RNG states dropped), with
-    the generator weights copied from ``state`` (default: ``ckpt["generator"]``)."""
+    the generator weights copied from ``state`` (default: ``ckpt["generator"]``).
+
+    A finished run's checkpoint stands past its last phase (``phase`` = number of phases, ``step``
+    0: the next unit, which ``--resume`` reads); its generator is that phase's last step, and the
+    record's ``step`` says so."""
     slim = {k: ckpt[k] for k in GENERATOR_KEYS if k in ckpt}
+    if "phase" in ckpt and "config" in ckpt:
+        from training.config import config_from_dict
+
+        phases = config_from_dict(ckpt["config"]).phases
+        if ckpt["phase"] == len(phases):
+            slim["step"] = phases[-1].steps()
     slim["generator"] = {k: v.detach().clone().contiguous() for k, v in (state or ckpt["generator"]).items()}
     return slim
 

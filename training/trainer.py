@@ -36,14 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.batches import ImageSet, load_images, load_pairs
-from training.checkpoint import (
-    CKPT_FORMAT,
-    atomic_save,
-    code_version,
-    export_generator,
-    generator_record,
-    load_checkpoint,
-)
+from training.checkpoint import CKPT_FORMAT, atomic_save, code_version, export_generator, load_checkpoint
 from training.config import (
     ConfigError,
     PhaseConfig,
@@ -525,10 +518,7 @@ class Trainer:
         ckpt = self.save()
         generator = None
         if status == "finished" and self.writer:
-            # A finished run stands past its last phase (step 0 there, which --resume reads); its
-            # generator is that phase's last step, and the generator file says so.
-            record = generator_record({**self.state_dict(), "step": self.cfg.phases[-1].steps()})
-            generator = atomic_save(record, self.out / "generator.pt")
+            generator = export_generator(ckpt, self.out / "generator.pt")
         return RunResult(status, ran, ckpt, generator)
 
 
