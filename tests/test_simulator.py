@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from benchmarks.metrics import speckle_grain_size
 from training.sim import (
@@ -213,6 +214,7 @@ def test_cli_writes_data_figure_and_video(tmp_path: Path, capsys: pytest.Capture
         ([], "nothing to do"),
         (["--cine", "sweep.gif"], "sweep.gif"),
         (["--geometry", "round", "--out", "d"], "--geometry"),
+        (["--geometry", "fan", "--needle", "--out", "d"], "needle"),
     ],
 )
 def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str,
@@ -222,6 +224,23 @@ def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("model", ["grid", "points"])
+def test_needle_is_a_bright_line_in_both_images_and_leaves_the_tissue_alone(model: str) -> None:
+    x, y, truth = simulate_pair(4, (128, 128), model=model, needle=True)
+    needle, tip = truth["needle"], truth["needle_tip"]
+    assert needle.sum() > 100 and 0 < tip.sum() < needle.sum() and not (tip & ~needle).any()
+    assert not (needle & truth["parenchyma"]).any() and (needle <= truth["structures"]).all()
+    rows, cols = np.nonzero(needle)
+    assert np.ptp(cols) > 40 and np.ptp(rows) > 5  # a slanted line across the window
+    ring = ~ndimage.binary_dilation(needle, iterations=3) & ndimage.binary_dilation(needle, iterations=9)
+    for img in (x, y):
+        assert img[needle].mean() > img[ring].mean() + 5
+    assert y[needle].mean() - y[ring].mean() > x[needle].mean() - x[ring].mean()  # sharper in the good probe
+    _, _, plain = simulate_pair(4, (128, 128), model=model)
+    assert np.array_equal(plain["echogenicity"], truth["echogenicity"]) and "needle" not in plain
+    assert np.array_equal(plain["vessels"], truth["vessels"])
 
 
 def test_figure_is_written(tmp_path: Path) -> None:

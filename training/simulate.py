@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--aberration", type=float, default=0.0, metavar="NS",
                    help="array model: rms arrival-time error (ns) of a body-wall phase screen in front of both "
                         "probes, e.g. 20-60 (default 0: none)")
+    p.add_argument("--needle", action="store_true",
+                   help="put a biopsy needle (a bright straight reflector from one side) into every phantom; "
+                        "the truth files get needle and needle_tip masks (window geometry)")
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
@@ -72,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
                               eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
                               geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames,
-                              figure=args.figure, model=args.model, aberration_ns=args.aberration)
+                              figure=args.figure, model=args.model, aberration_ns=args.aberration,
+                              needle=args.needle)
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits

@@ -74,6 +74,8 @@ class SimulateConfig:
             ``points`` and ``array`` image the ``window`` geometry only).
         aberration_ns: rms arrival-time error of a body-wall phase screen in front of both
             probes (ns; :mod:`training.sim.aberration`), ``array`` model only; 0: none.
+        needle: put a biopsy needle into every phantom (``window`` geometry; truth masks
+            ``needle`` and ``needle_tip``).
     """
 
     out: Path | None = None
@@ -91,6 +93,7 @@ class SimulateConfig:
     figure: Path | None = None
     model: str = "grid"
     aberration_ns: float = 0.0
+    needle: bool = False
 
     def __post_init__(self) -> None:
         if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
@@ -103,7 +106,7 @@ class SimulateConfig:
             raise ValueError(f"pixel_mm must be in [0.05, 2] mm, got {self.pixel_mm}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {self.geometry!r}")
-        _check_model(self.model, self.geometry, self.aberration_ns)
+        _check_model(self.model, self.geometry, self.aberration_ns, self.needle)
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
@@ -116,9 +119,9 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
 
 
-def _check_model(model: str, geometry: str, aberration_ns: float = 0.0) -> None:
+def _check_model(model: str, geometry: str, aberration_ns: float = 0.0, needle: bool = False) -> None:
     """Raise ``ValueError`` for an unknown image-formation model, a point-scatterer model on a fan,
-    or aberration outside [0, MAX_RMS_NS] ns or asked of a model without elements."""
+    aberration outside [0, MAX_RMS_NS] ns or asked of a model without elements, or a needle in a fan."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     if model in POINT_MODELS and geometry != "window":
@@ -127,15 +130,17 @@ def _check_model(model: str, geometry: str, aberration_ns: float = 0.0) -> None:
         raise ValueError(f"aberration must be in [0, {MAX_RMS_NS:g}] ns, got {aberration_ns}")
     if aberration_ns > 0 and model != "array":
         raise ValueError(f"aberration needs the array model's elements; use --model array (got {model!r})")
+    if needle and geometry != "window":
+        raise ValueError("the needle is drawn in the window geometry only; use --geometry window")
 
 
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
           pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid",
-          aberration_ns: float = 0.0) -> tuple[Phantom, list[ProbeModel]]:
+          aberration_ns: float = 0.0, needle: bool = False) -> tuple[Phantom, list[ProbeModel]]:
     """A phantom and the probes that image it, both jittered by ``jitter``; the ``points`` and
     ``array`` models keep their point scatterers (and the body wall's phase screen, if
     ``aberration_ns``) in ``phantom.points`` (made without the grid's scatterers)."""
-    _check_model(model, geometry, aberration_ns)
+    _check_model(model, geometry, aberration_ns, needle)
     scale = 1.0
     if jitter > 0:
         scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
@@ -144,9 +149,9 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
         phantom = make_phantom(rng, size, depth_mm * scale / size[0], top_mm=0.0, scatterers=False, with_capsule=True)
         return phantom, list(probes)
     if model in POINT_MODELS:
-        phantom = make_phantom(rng, size, pixel_mm * scale, scatterers=False)
+        phantom = make_phantom(rng, size, pixel_mm * scale, scatterers=False, needle=needle)
         return replace(phantom, points=draw_points(phantom, rng, aberration_ns=aberration_ns)), list(probes)
-    return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes)), list(probes)
+    return make_phantom(rng, size, pixel_mm * scale, max_mhz=max(p.center_mhz for p in probes), needle=needle), list(probes)
 
 
 def _image(phantom: Phantom, probe: ProbeModel, rng: np.random.Generator, geometry: str, model: str) -> np.ndarray:
@@ -168,6 +173,7 @@ def simulate_pair(
     high: ProbeModel = HIGH_PROBE,
     model: str = "grid",
     aberration_ns: float = 0.0,
+    needle: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One phantom seen by both probes: ``(x, y, truth)``.
 
@@ -176,13 +182,13 @@ def simulate_pair(
     ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
     geometry both probes image the same scatterers, with either image-formation ``model``
     (:data:`MODELS`), the ``array`` model through one body wall's phase screen if ``aberration_ns``
-    (rms, ns).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
+    (rms, ns), with a biopsy needle if ``needle`` (truth adds ``needle`` and ``needle_tip``).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
     along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y`` (inside each
     fan) and ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
     phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model,
-                                     aberration_ns)
+                                     aberration_ns, needle)
     x, y = _image(phantom, p_low, rng, geometry, model), _image(phantom, p_high, rng, geometry, model)
     truth = phantom.truth()
     if geometry == "fan":
@@ -196,7 +202,7 @@ def simulate_pair(
 def _single(seed: np.random.SeedSequence, cfg: SimulateConfig, probe: ProbeModel) -> np.ndarray:
     rng = np.random.default_rng(seed)
     phantom, (p,) = _draw(rng, cfg.size, cfg.jitter, (probe,), cfg.pixel_mm, cfg.geometry, cfg.depth_mm, cfg.model,
-                          cfg.aberration_ns)
+                          cfg.aberration_ns, cfg.needle)
     return _image(phantom, p, rng, cfg.geometry, cfg.model)
 
 
@@ -219,6 +225,7 @@ def write_dataset(
     depth_mm: float = 120.0,
     model: str = "grid",
     aberration_ns: float = 0.0,
+    needle: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
@@ -227,7 +234,7 @@ def write_dataset(
     """
     cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
                          eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                         depth_mm=depth_mm, model=model, aberration_ns=aberration_ns)
+                         depth_mm=depth_mm, model=model, aberration_ns=aberration_ns, needle=needle)
     out = Path(out_dir)
     n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
     low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
@@ -240,7 +247,7 @@ def write_dataset(
     for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
         if kind == "eval":
             x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                                        depth_mm=depth_mm, model=model, aberration_ns=aberration_ns)
+                                        depth_mm=depth_mm, model=model, aberration_ns=aberration_ns, needle=needle)
             _imwrite(out / "eval" / f"x_{i:03d}.png", x)
             _imwrite(out / "eval" / f"y_{i:03d}.png", y)
             np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
@@ -262,7 +269,7 @@ def write_dataset(
 
 def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256), *,
                  geometry: str = "window", depth_mm: float = 120.0, model: str = "grid",
-                 aberration_ns: float = 0.0) -> Path:
+                 aberration_ns: float = 0.0, needle: bool = False) -> Path:
     """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
 
     The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
@@ -272,7 +279,7 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     from matplotlib.figure import Figure
 
     x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model,
-                                aberration_ns=aberration_ns)
+                                aberration_ns=aberration_ns, needle=needle)
     wall = f"\nthrough a {aberration_ns:g} ns rms body wall" if aberration_ns > 0 else ""
     fig = Figure(figsize=(12, 4.8 if wall else 4.4), dpi=110)
     FigureCanvasAgg(fig)
@@ -282,8 +289,9 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     axes[1].imshow(y, cmap="gray", vmin=0, vmax=255)
     axes[1].set_title(f"high probe: {HIGH_PROBE.center_mhz} MHz, D = {HIGH_PROBE.aperture_mm:g} mm{wall}")
     axes[2].imshow(10 * np.log10(np.maximum(truth["echogenicity"], 1e-4)), cmap="gray", vmin=-40, vmax=15)
-    for key, colour in (("vessels", "cyan"), ("lesions", "red"), ("interfaces", "yellow"), ("parenchyma", "lime")):
-        if truth[key].any():
+    for key, colour in (("vessels", "cyan"), ("lesions", "red"), ("interfaces", "yellow"), ("parenchyma", "lime"),
+                        ("needle", "magenta")):
+        if key in truth and truth[key].any():
             axes[2].contour(truth[key].astype(np.float32), levels=[0.5], colors=colour, linewidths=0.8)
     axes[2].set_title("truth: echogenicity (dB) and masks")
     for ax in axes:
@@ -302,11 +310,11 @@ def run(config: SimulateConfig) -> dict[str, int]:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
                                      eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm,
                                      geometry=config.geometry, depth_mm=config.depth_mm, model=config.model,
-                                     aberration_ns=config.aberration_ns))
+                                     aberration_ns=config.aberration_ns, needle=config.needle))
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:
         write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm,
-                     model=config.model, aberration_ns=config.aberration_ns)
+                     model=config.model, aberration_ns=config.aberration_ns, needle=config.needle)
         written["figure"] = 1
     return written

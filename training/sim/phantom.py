@@ -261,6 +261,39 @@ def _abdominal_wall(rng: np.random.Generator, shape: tuple[int, int], depth_px: 
     return capsule, liver, wall_echo * striae, interfaces
 
 
+def _draw_needle(rng: np.random.Generator, shape: tuple[int, int], margin: tuple[int, int], px: float,
+                 top_row: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A biopsy needle: a straight specular segment entering the window from its left or right
+    edge 10-35 degrees below the horizontal, its tip 35-75 % of the way across.
+
+    Returns ``(rows, shaft, tip)``: the needle's row (full grid, float) in every column it
+    crosses (NaN elsewhere), for :func:`training.sim.scatterers.scatterer_spectrum`, and its
+    masks (about 1 mm wide; ``tip`` the last 5 mm of the shaft).
+    """
+    (my, mx), (ht, wt) = margin, shape
+    h, w = ht - 2 * my, wt - 2 * mx
+    angle = math.radians(rng.uniform(10.0, 35.0))
+    reach = rng.uniform(0.35, 0.75) * w  # visible columns the needle crosses
+    entry = rng.uniform(min(max(top_row, my + 0.1 * h), my + 0.5 * h), my + 0.6 * h)  # where it enters the window
+    step = math.tan(angle)
+    cols = np.arange(wt, dtype=np.float64)
+    left = rng.random() < 0.5
+    along = cols - mx if left else (mx + w - 1) - cols  # visible columns from the entry edge
+    rows = entry + step * along
+    inside = (along <= reach) & (rows < ht - 1)
+    rows = np.where(inside, rows, np.nan)
+    last = int(np.nanargmax(np.where(inside, along, np.nan)))  # the tip's column
+    canvas = np.zeros(shape, np.uint8)
+    thick = max(1, round(1.0 / px))
+    start = (0, round(entry - step * mx)) if left else (wt - 1, round(entry - step * mx))
+    tip_pt = (last, round(float(rows[last])))
+    cv2.line(canvas, start, tip_pt, 1, thickness=thick)
+    shaft = canvas > 0
+    rr, cc = np.indices(shape)
+    tip = shaft & ((rr - tip_pt[1]) ** 2 + (cc - tip_pt[0]) ** 2 <= (5.0 / px) ** 2)
+    return rows, shaft, tip
+
+
 def make_phantom(
     rng: np.random.Generator,
     size: tuple[int, int] = (256, 256),
@@ -273,6 +306,7 @@ def make_phantom(
     scatterers: bool = True,
     with_capsule: bool | None = None,
     structures: bool = True,
+    needle: bool = False,
 ) -> Phantom:
     """Draw a random liver phantom whose visible window is ``size = (H, W)`` pixels.
 
@@ -290,6 +324,9 @@ def make_phantom(
         with_capsule: show the abdominal wall and liver capsule; ``None``: in 80 % of phantoms.
         structures: ``False`` gives parenchyma only (no wall, diaphragm, lesions or vessels),
             for measuring speckle statistics.
+        needle: add a biopsy needle (:func:`_draw_needle`: a straight specular reflector from
+            one side, amplitude 40-80 against the liver capsule's 2-6; masks ``needle`` and
+            ``needle_tip``), drawn after the tissue so that the tissue is the one drawn without it.
     """
     h, w = int(size[0]), int(size[1])
     if h < 8 or w < 8:
@@ -347,6 +384,10 @@ def make_phantom(
 
     masks = {"vessels": lumen > 0.5, "lesions": lesions > 0.5, "interfaces": interfaces > 0.5}
     masks["structures"] = masks["vessels"] | masks["lesions"] | masks["interfaces"]
+    if needle:
+        rows_n, masks["needle"], masks["needle_tip"] = _draw_needle(rng, shape, (my, mx), px, float(np.nanmax(capsule)) + 2.0 / px)
+        masks["structures"] |= masks["needle"]
+        specular.append((rows_n, rng.uniform(40.0, 80.0)))
     masks["liver"] = liver > 0.5
     free = (masks["liver"] & ~masks["structures"]).astype(np.uint8)
     dist_px = cv2.distanceTransform(free, cv2.DIST_L2, 3)
