@@ -182,9 +182,10 @@ def simulate_pair(
     ``lesions``, ``interfaces``, ``structures``, ``liver`` and ``parenchyma``.  In the ``window``
     geometry both probes image the same scatterers, with either image-formation ``model``
     (:data:`MODELS`), the ``array`` model through one body wall's phase screen if ``aberration_ns``
-    (rms, ns), with a biopsy needle if ``needle`` (truth adds ``needle`` and ``needle_tip``).  In the ``fan`` geometry (``grid`` model only) each probe draws scatterers
-    along its own beams (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y`` (inside each
-    fan) and ``parenchyma`` keeps 3 mm inside both.
+    (rms, ns), with a biopsy needle if ``needle`` (truth adds ``needle`` and ``needle_tip``).
+    In the ``fan`` geometry (``grid`` model only) each probe draws scatterers along its own beams
+    (their fans differ), ``truth`` adds ``fov_x`` and ``fov_y`` (inside each fan) and
+    ``parenchyma`` keeps 3 mm inside both.
     """
     rng = np.random.default_rng(seed)
     phantom, (p_low, p_high) = _draw(rng, _as_size(size), jitter, (low, high), pixel_mm, geometry, depth_mm, model,

@@ -385,7 +385,8 @@ def make_phantom(
     masks = {"vessels": lumen > 0.5, "lesions": lesions > 0.5, "interfaces": interfaces > 0.5}
     masks["structures"] = masks["vessels"] | masks["lesions"] | masks["interfaces"]
     if needle:
-        rows_n, masks["needle"], masks["needle_tip"] = _draw_needle(rng, shape, (my, mx), px, float(np.nanmax(capsule)) + 2.0 / px)
+        below_capsule = float(np.nanmax(capsule)) + 2.0 / px  # 2 mm under the capsule's deepest row
+        rows_n, masks["needle"], masks["needle_tip"] = _draw_needle(rng, shape, (my, mx), px, below_capsule)
         masks["structures"] |= masks["needle"]
         specular.append((rows_n, rng.uniform(40.0, 80.0)))
     masks["liver"] = liver > 0.5
