@@ -297,19 +297,23 @@ def ring_mask(mask: np.ndarray, gap: int = 2, width: int = 6, within: np.ndarray
     return ring
 
 
-def cnr(image: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray) -> float:
+def cnr(image: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray, signed: bool = False) -> float:
     """Contrast-to-noise ratio ``|mu_a - mu_b| / sqrt(s_a^2 + s_b^2)`` of two regions.
 
     ``mu`` and ``s`` are the mean and population standard deviation of each region's grey
-    levels.  Two flat regions of equal grey give NaN; of different grey, ``inf``.
+    levels.  ``signed``: ``(mu_a - mu_b) / ...``, negative where region a is the darker (a bright
+    target drawn dark is lost, not kept).  Two flat regions of equal grey give NaN; of different
+    grey, ``inf`` (``-inf`` signed, a darker).
     """
     img, a = _region(image, mask_a, "mask_a")
     _, b = _region(image, mask_b, "mask_b")
     va, vb = img[a], img[b]
     spread = np.sqrt(va.var() + vb.var())
-    diff = abs(va.mean() - vb.mean())
+    diff = va.mean() - vb.mean()
+    if not signed:
+        diff = abs(diff)
     if spread == 0:
-        return float("nan") if diff == 0 else float("inf")
+        return float("nan") if diff == 0 else math.copysign(math.inf, diff)
     return float(diff / spread)
 
 

@@ -39,14 +39,6 @@ __all__ = ["NEEDLE_METRICS", "needle_metrics", "evaluate_needles", "markdown_tab
 NEEDLE_METRICS = ("needle_cnr", "tip_cnr")
 
 
-def _signed_cnr(image: np.ndarray, region: np.ndarray, ring: np.ndarray) -> float:
-    if region.sum() < 5 or ring.sum() < 5:
-        return float("nan")
-    a, b = image[region].astype(np.float64), image[ring].astype(np.float64)
-    spread = np.sqrt(a.var() + b.var())
-    return float((a.mean() - b.mean()) / spread) if spread > 0 else float("nan")
-
-
 def needle_metrics(image: np.ndarray, truth: Mapping[str, np.ndarray]) -> dict[str, float]:
     """:data:`NEEDLE_METRICS` of one image; ``truth`` needs the ``needle`` and ``needle_tip`` masks."""
     if "needle" not in truth or "needle_tip" not in truth:
@@ -56,7 +48,8 @@ def needle_metrics(image: np.ndarray, truth: Mapping[str, np.ndarray]) -> dict[s
     around = ~truth["interfaces"]
     out = {}
     for key, mask in (("needle_cnr", truth["needle"]), ("tip_cnr", truth["needle_tip"])):
-        out[key] = _signed_cnr(image, mask, m.ring_mask(mask, gap=2, width=6, within=around))
+        ring = m.ring_mask(mask, gap=2, width=6, within=around)
+        out[key] = m.cnr(image, mask, ring, signed=True) if mask.sum() >= 5 and ring.sum() >= 5 else float("nan")
     return out
 
 

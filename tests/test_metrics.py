@@ -125,6 +125,8 @@ def test_cnr_of_known_means_and_stds(rng):
     a[:100] = True
     img = np.where(a, rng.normal(50, 6, a.shape), rng.normal(90, 8, a.shape))
     assert M.cnr(img, a, ~a) == pytest.approx(40 / math.sqrt(36 + 64), rel=0.05)
+    assert M.cnr(img, a, ~a, signed=True) == pytest.approx(-M.cnr(img, a, ~a))  # region a is the darker
+    assert M.cnr(img, ~a, a, signed=True) == pytest.approx(M.cnr(img, a, ~a))
 
 
 def test_gcnr_is_zero_for_identical_and_one_for_disjoint(rng):
