@@ -46,6 +46,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
+    "measure_runs", "means", "per_pair", "count_weaker",
     "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
@@ -107,51 +108,70 @@ def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray
     return run
 
 
-def _worse_than_x(xs: list[dict[str, float]], gs: list[dict[str, float]]) -> dict[str, int]:
-    """Per-pair harm, which a mean over the pairs hides: for ``cnr`` and ``log_corr`` the number
-    of pairs where ``G(x)`` scores below ``x`` (a vessel or lesion that ``x`` shows and ``G(x)``
-    weakens or paints over), out of ``pairs_<metric>`` pairs where both are defined
-    (:func:`benchmarks.metrics.count_below`)."""
+def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path,
+                 measure: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, float]],
+                 limit: int = 0, progress: bool = True, what: str = "evaluate",
+                 check_truth: Callable[[dict[str, np.ndarray]], None] | None = None,
+                 ) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Per-image figures of a paired set for several generators: ``{name: {"x": rows, "y": rows,
+    "g": rows}}``, one row ``measure(img, y, truth)`` per pair for ``img`` = ``x``, ``y`` and
+    ``runs[name](x)``.  The pairs (the first ``limit``; 0: all) are read, and ``x`` and ``y``
+    measured, once for all generators; ``what`` names the progress bars.  ``check_truth`` is
+    called on every truth before anything is measured (raise :class:`DataError` to refuse the set)."""
+    xs, ys = read_pairs(eval_dir)
+    truths = read_truth(eval_dir)
+    for truth in truths if check_truth else ():
+        check_truth(truth)
+    n = len(xs) if limit <= 0 else min(limit, len(xs))
+    pairs = list(zip(xs, ys, truths, strict=True))[:n]
+    ref: dict[str, list[dict[str, float]]] = {"x": [], "y": []}
+    for x, y, truth in tqdm(pairs, desc=f"{what} x, y", disable=not progress):
+        ref["x"].append(measure(x, y, truth))
+        ref["y"].append(measure(y, y, truth))
+    return {name: {**ref, "g": [measure(run(x), y, truth)
+                                for x, y, truth in tqdm(pairs, desc=f"{what} {Path(name).name}", disable=not progress)]}
+            for name, run in runs.items()}
+
+
+def means(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """``{image: {key: mean over the pairs}}`` of :func:`measure_runs`'s rows, NaNs skipped."""
+    return {name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
+
+
+def per_pair(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
+    """``{image: {key: [value per pair]}}`` (NaN where undefined), for :mod:`benchmarks.pairplot`."""
+    return {name: {k: [float(r[k]) for r in rs] for k in keys} for name, rs in rows.items()}
+
+
+def count_weaker(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ...]) -> dict[str, int]:
+    """Per-pair harm, which a mean over the pairs hides: for each key the number of pairs where
+    ``G(x)`` scores below ``x`` (a structure that ``x`` shows and ``G(x)`` weakens or paints
+    over), out of ``pairs_<key>`` pairs where both are defined (:func:`benchmarks.metrics.count_below`)."""
     out: dict[str, int] = {}
-    for k in ("cnr", "log_corr"):
-        out[k], out[f"pairs_{k}"] = m.count_below([g[k] for g in gs], [x[k] for x in xs])
+    for k in keys:
+        out[k], out[f"pairs_{k}"] = m.count_below([g[k] for g in rows["g"]], [x[k] for x in rows["x"]])
     return out
 
 
 def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped),
-    :func:`_worse_than_x`'s counts and the per-pair figures (``"pairs"``: ``{image: {metric:
-    [value per pair]}}``, NaN where undefined, for :mod:`benchmarks.pairplot`)."""
+    """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped), the
+    pairs where ``G(x)`` is below ``x`` in CNR and in log-correlation (``"worse_than_x"``,
+    :func:`count_weaker`) and the per-pair figures (``"pairs"``, :func:`per_pair`)."""
     keys = METRICS + DIAGNOSTICS
-    out: dict[str, dict[str, float]] = {
-        name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()
-    }
+    out: dict[str, dict[str, float]] = means(rows, keys)
     out["n"] = {"pairs": len(rows["x"])}
-    out["worse_than_x"] = _worse_than_x(rows["x"], rows["g"])
+    out["worse_than_x"] = count_weaker(rows, ("cnr", "log_corr"))
     out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
-    out["pairs"] = {name: {k: [float(r[k]) for r in rs] for k in keys} for name, rs in rows.items()}
+    out["pairs"] = per_pair(rows, keys)
     return out
 
 
 def evaluate_many(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path, limit: int = 0,
                   progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """:func:`evaluate` for several generators on one set: ``{name: result}`` for ``runs`` =
-    ``{name: generator_function(...)}``.  The pairs are read, and ``x`` and ``y`` measured, once
-    for all of them."""
-    xs, ys = read_pairs(eval_dir)
-    truths = read_truth(eval_dir)
-    n = len(xs) if limit <= 0 else min(limit, len(xs))
-    pairs = list(zip(xs, ys, truths, strict=True))[:n]
-    ref: dict[str, list[dict[str, float]]] = {"x": [], "y": []}
-    for x, y, truth in tqdm(pairs, desc="evaluate x, y", disable=not progress):
-        ref["x"].append(image_metrics(x, y, truth))
-        ref["y"].append(image_metrics(y, y, truth))
-    results = {}
-    for name, run in runs.items():
-        g = [image_metrics(run(x), y, truth)
-             for x, y, truth in tqdm(pairs, desc=f"evaluate {Path(name).name}", disable=not progress)]
-        results[name] = _summary({**ref, "g": g})
-    return results
+    ``{name: generator_function(...)}`` (:func:`measure_runs` with :func:`image_metrics`)."""
+    rows = measure_runs(runs, eval_dir, image_metrics, limit, progress)
+    return {name: _summary(r) for name, r in rows.items()}
 
 
 def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:

@@ -11,9 +11,12 @@ signed contrast-to-noise ratio of the needle against the tissue around it::
 
 with ``ring`` the pixels 2-8 pixels from the needle, whatever tissue it crosses (a needle in a
 dark lesion is seen against the lesion), but not on another specular interface (capsule,
-diaphragm, vessel walls), and the same for the tip (``tip_cnr``, ring around the tip's mask).  Signed, because a needle drawn
-darker than its surroundings is lost, not kept.  Per set: the means, and the pairs where
-G(x)'s figure is below x's (the needle weakened).
+diaphragm, vessel walls), and the same for the tip (``tip_cnr``, ring around the tip's
+mask).  Signed, because a needle drawn darker than its surroundings is lost, not kept.  Per
+set: the means, and the pairs where G(x)'s figure is below x's (the needle weakened).  The
+CNR's two parts are reported beside it, in grey levels: the needle's contrast
+``mu_needle - mu_ring`` and the spread of its surroundings ``s_ring``; a CNR that falls with
+the contrast kept comes from busier surroundings, not from a fainter needle.
 
     python -m benchmarks.needle --weights weights/drnn.pt --eval data/needle/eval
 """
@@ -27,68 +30,75 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from benchmarks import metrics as m
-from benchmarks.evaluate import LOAD_ERRORS, generator_function
-from training.data import DataError, read_pairs, read_truth
+from benchmarks.evaluate import LOAD_ERRORS, count_weaker, generator_function, means, measure_runs, per_pair
+from training.data import DataError
 
-__all__ = ["NEEDLE_METRICS", "needle_metrics", "evaluate_needles", "markdown_table", "main"]
+__all__ = ["NEEDLE_METRICS", "NEEDLE_DIAGNOSTICS", "needle_metrics", "evaluate_needles", "markdown_table", "main"]
 
-#: Figures per image, in table order.
+#: Figures per image, in table order; ``weakened`` counts the pairs where G(x) is below x in these.
 NEEDLE_METRICS = ("needle_cnr", "tip_cnr")
+#: What the needle's CNR is made of (means only): ``needle_delta = mu_needle - mu_ring`` and
+#: ``ring_std = s_ring``, grey levels.  A CNR that falls with ``needle_delta`` kept means busier
+#: surroundings, not a fainter needle.
+NEEDLE_DIAGNOSTICS = ("needle_delta", "ring_std")
+
+
+def require_needle(truth: Mapping[str, np.ndarray]) -> None:
+    """Raise :class:`DataError` unless ``truth`` has the ``needle`` and ``needle_tip`` masks."""
+    if "needle" not in truth or "needle_tip" not in truth:
+        raise DataError("the truth has no needle masks: simulate the set with --needle")
 
 
 def needle_metrics(image: np.ndarray, truth: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """:data:`NEEDLE_METRICS` of one image; ``truth`` needs the ``needle`` and ``needle_tip`` masks."""
-    if "needle" not in truth or "needle_tip" not in truth:
-        raise DataError("the truth has no needle masks: simulate the set with --needle")
+    """:data:`NEEDLE_METRICS` and :data:`NEEDLE_DIAGNOSTICS` of one image; ``truth`` needs the
+    ``needle`` and ``needle_tip`` masks."""
+    require_needle(truth)
     if image.shape != truth["needle"].shape:
         raise m.MetricError(f"image {image.shape} and needle mask {truth['needle'].shape} differ in shape")
     around = ~truth["interfaces"]
     out = {}
     for key, mask in (("needle_cnr", truth["needle"]), ("tip_cnr", truth["needle_tip"])):
         ring = m.ring_mask(mask, gap=2, width=6, within=around)
-        out[key] = m.cnr(image, mask, ring, signed=True) if mask.sum() >= 5 and ring.sum() >= 5 else float("nan")
+        defined = mask.sum() >= 5 and ring.sum() >= 5
+        out[key] = m.cnr(image, mask, ring, signed=True) if defined else float("nan")
+        if key == "needle_cnr":
+            img = image.astype(np.float64)
+            out["needle_delta"] = float(img[mask].mean() - img[ring].mean()) if defined else float("nan")
+            out["ring_std"] = float(img[ring].std()) if defined else float("nan")
     return out
 
 
 def evaluate_needles(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path,
                      progress: bool = True) -> dict[str, dict]:
     """``{name: result}`` for generators ``runs`` on the paired needle set ``eval_dir``: ``result``
-    holds the means of x, y and G(x) (``"x"``, ``"y"``, ``"g"``: ``{metric: mean}``, NaNs
-    skipped), ``"weakened"`` (pairs where G(x) is below x, of ``"pairs_<metric>"`` defined) and
+    holds the means of x, y and G(x) (``"x"``, ``"y"``, ``"g"``: ``{metric: mean}`` with the
+    :data:`NEEDLE_DIAGNOSTICS`, NaNs skipped), ``"weakened"`` (pairs where G(x) is below x, of ``"pairs_<metric>"`` defined) and
     every pair's figures (``"pairs"``)."""
-    xs, ys = read_pairs(eval_dir)
-    truths = read_truth(eval_dir)
-    ref = {"x": [needle_metrics(x, t) for x, t in zip(xs, truths, strict=True)],
-           "y": [needle_metrics(y, t) for y, t in zip(ys, truths, strict=True)]}
-    results = {}
-    for name, run in runs.items():
-        g = [needle_metrics(run(x), t) for x, t in tqdm(list(zip(xs, truths, strict=True)),
-                                                        desc=f"needles {Path(name).name}", disable=not progress)]
-        rows = {**ref, "g": g}
-        res: dict = {k: {key: float(np.nanmean([r[key] for r in rs])) for key in NEEDLE_METRICS}
-                     for k, rs in rows.items()}
-        res["weakened"] = {}
-        for key in NEEDLE_METRICS:
-            below, defined = m.count_below([r[key] for r in g], [r[key] for r in ref["x"]])
-            res["weakened"][key], res["weakened"][f"pairs_{key}"] = below, defined
-        res["pairs"] = {k: {key: [r[key] for r in rs] for key in NEEDLE_METRICS} for k, rs in rows.items()}
-        results[name] = res
-    return results
+    rows = measure_runs(runs, eval_dir, lambda img, y, truth: needle_metrics(img, truth), progress=progress,
+                        what="needles", check_truth=require_needle)
+    keys = NEEDLE_METRICS + NEEDLE_DIAGNOSTICS
+    return {name: {**means(r, keys), "weakened": count_weaker(r, NEEDLE_METRICS), "pairs": per_pair(r, keys)}
+            for name, r in rows.items()}
 
 
 def markdown_table(results: Mapping[str, dict]) -> str:
-    """One row for x, one for y, one per generator: mean needle and tip CNR, weakened pairs."""
+    """One row for x, one for y, one per generator: mean needle and tip CNR, the needle's grey
+    contrast and its surroundings' spread (:data:`NEEDLE_DIAGNOSTICS`), weakened pairs."""
     first = next(iter(results.values()))
-    lines = ["| image | needle CNR | tip CNR | needle weaker than in x | tip weaker than in x |",
-             "|---|---|---|---|---|"]
+    lines = ["| image | needle CNR | tip CNR | needle - surroundings (grey) | surroundings std (grey) "
+             "| needle weaker than in x | tip weaker than in x |",
+             "|---|---|---|---|---|---|---|"]
+
+    def figures(r: dict) -> str:
+        return (f"{r['needle_cnr']:.3f} | {r['tip_cnr']:.3f} | {r['needle_delta']:.1f} | {r['ring_std']:.1f}")
+
     for label, key in (("x (low probe, input)", "x"), ("y (high probe, reference)", "y")):
-        lines.append(f"| {label} | {first[key]['needle_cnr']:.3f} | {first[key]['tip_cnr']:.3f} | | |")
+        lines.append(f"| {label} | {figures(first[key])} | | |")
     for name, res in results.items():
         w = res["weakened"]
-        lines.append(f"| G(x) {name} | {res['g']['needle_cnr']:.3f} | {res['g']['tip_cnr']:.3f} | "
+        lines.append(f"| G(x) {name} | {figures(res['g'])} | "
                      f"{w['needle_cnr']} of {w['pairs_needle_cnr']} | {w['tip_cnr']} of {w['pairs_tip_cnr']} |")
     return "\n".join(lines) + "\n"
 

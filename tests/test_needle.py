@@ -42,6 +42,10 @@ def test_needle_contrast_is_positive_and_drops_when_the_needle_is_painted_over(n
         assert fy["needle_cnr"] > 0.3 and fx["needle_cnr"] > 0
         lost = needle_metrics(_paint_over(x, t), t)
         assert lost["needle_cnr"] < 0.25 * fx["needle_cnr"] and lost["tip_cnr"] < 0.5 * fx["tip_cnr"]
+        assert lost["needle_delta"] < 0.25 * fx["needle_delta"] and fy["needle_delta"] > 0
+        busy = needle_metrics(x + np.where(np.indices(x.shape).sum(axis=0) % 2, 30.0, -30.0), t)  # +-30 grey
+        assert busy["ring_std"] > fx["ring_std"] + 5 and busy["needle_cnr"] < fx["needle_cnr"]
+        assert busy["needle_delta"] == pytest.approx(fx["needle_delta"], abs=2)
         dark = x.copy()
         dark[t["needle"]] = 0
         assert needle_metrics(dark, t)["needle_cnr"] < 0  # signed: a dark line is no needle
@@ -67,7 +71,7 @@ def test_cli_runs_the_shipped_model_and_refuses_a_set_without_needles(needles: P
                  "--no-progress"]) == 0
     res = json.loads(out.read_text())
     (only,) = res.values()
-    assert set(only["g"]) == {"needle_cnr", "tip_cnr"} and only["weakened"]["pairs_needle_cnr"] == 3
+    assert set(only["g"]) == {"needle_cnr", "tip_cnr", "needle_delta", "ring_std"} and only["weakened"]["pairs_needle_cnr"] == 3
     assert "| G(x)" in capsys.readouterr().out
     plain = tmp_path / "plain"
     write_dataset(plain, count=0, size=64, seed=12, paired=True, eval_count=1, progress=False)
