@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics as m
-from benchmarks.evaluate import LOAD_ERRORS, count_weaker, generator_function, means, measure_runs, per_pair
+from benchmarks.evaluate import (
+    LOAD_ERRORS,
+    count_weaker,
+    generator_function,
+    means,
+    measure_runs,
+    per_pair,
+    write_example,
+)
 from training.data import DataError
 
 __all__ = ["NEEDLE_METRICS", "NEEDLE_DIAGNOSTICS", "needle_metrics", "evaluate_needles", "markdown_table", "main"]
@@ -104,7 +112,7 @@ def markdown_table(results: Mapping[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.needle --weights W [W ...] --eval DIR [--json F] [--markdown F]``."""
+    """``python -m benchmarks.needle --weights W [W ...] --eval DIR [--json F] [--markdown F] [--figure F]``."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.needle", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True,
                     help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
@@ -112,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired folder simulated with --needle: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
+    ap.add_argument("--figure", type=Path,
+                    help="write x | G(x) | y of the first three pairs (last weights) here, as PNG")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     try:
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         a.markdown.write_text(table)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
+    if a.figure:
+        write_example(a.weights[-1], a.eval, a.figure, indices=(0, 1, 2))
     return 0
 
 

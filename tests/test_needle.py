@@ -12,7 +12,7 @@ pytest.importorskip("torch", reason="the benchmark runs generators with torch")
 
 from benchmarks.metrics import ring_mask  # noqa: E402
 from benchmarks.needle import evaluate_needles, main, needle_metrics  # noqa: E402
-from training.data import DataError, read_pairs, read_truth  # noqa: E402
+from training.data import DataError, read_image, read_pairs, read_truth  # noqa: E402
 from training.sim import write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +67,11 @@ def test_identity_keeps_every_needle_and_painting_over_weakens_every_one(needles
 def test_cli_runs_the_shipped_model_and_refuses_a_set_without_needles(needles: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "needle.json"
+    figure = tmp_path / "needles.png"
     assert main(["--weights", str(REPO / "weights" / "drnn.onnx"), "--eval", str(needles), "--json", str(out),
-                 "--no-progress"]) == 0
+                 "--figure", str(figure), "--no-progress"]) == 0
+    x0 = read_pairs(needles)[0][0]
+    assert read_image(figure).shape == (3 * x0.shape[0], 3 * x0.shape[1])  # three pairs, x | G(x) | y
     res = json.loads(out.read_text())
     (only,) = res.values()
     assert set(only["g"]) == {"needle_cnr", "tip_cnr", "needle_delta", "ring_std"} and only["weakened"]["pairs_needle_cnr"] == 3
