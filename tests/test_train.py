@@ -20,9 +20,10 @@ torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
 from training.checkpoint import CKPT_FORMAT, CheckpointError, atomic_save, export_generator, load_checkpoint  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.models import DRNN  # noqa: E402
+from training.runsetup import RunOptions, resolve_config  # noqa: E402
 from training.sim import write_dataset  # noqa: E402
 from training.train import main  # noqa: E402
-from training.trainer import RunOptions, resolve_config, train  # noqa: E402
+from training.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from training.data import DataError
-    from training.trainer import RunOptions, resolve_config, train
+    from training.runsetup import RunOptions, resolve_config
+    from training.trainer import train
 
     opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress,
                       args.init)

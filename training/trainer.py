@@ -35,45 +35,17 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from training.batches import ImageSet, load_images, load_pairs
 from training.checkpoint import CKPT_FORMAT, atomic_save, code_version, export_generator, load_checkpoint
-from training.config import (
-    ConfigError,
-    PhaseConfig,
-    TrainConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-)
+from training.config import ConfigError, PhaseConfig, TrainConfig, config_from_dict, config_to_dict
 from training.losses import bce_fake_loss, bce_real_loss, histogram_loss, l1_loss, ms_ssim_loss, spectrum_loss
 from training.models import DRNN, Discriminator
 from training.pool import ImagePool
+from training.runsetup import RunOptions, load_data
 
-__all__ = ["RunOptions", "RunResult", "Trainer", "train", "resolve_config"]
+__all__ = ["RunResult", "Trainer", "train"]
 
 _STREAM_POSITIONS, _STREAM_EPOCH, _STREAM_UNIT = 1, 2, 3
 _BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where the data are and how to run (everything that is not the recipe).
-
-    ``max_steps``: stop after this many units in this invocation (0: run to the end).
-    ``init``: start G from the generator of this checkpoint (e.g. to fine-tune shipped weights);
-    ignored on resume.
-    """
-
-    out: Path
-    low: Path | None = None
-    high: Path | None = None
-    pairs: Path | tuple[Path, ...] | None = None
-    resume: bool = False
-    device: str = "cpu"
-    max_steps: int = 0
-    progress: bool = True
-    init: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -95,53 +67,6 @@ class _Logits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.d.logits(x)
-
-
-@dataclass
-class _Data:
-    low: ImageSet | None
-    high: ImageSet | None
-    pair_x: ImageSet | None
-    pair_y: ImageSet | None
-
-
-def _load_data(cfg: TrainConfig, opts: RunOptions) -> _Data:
-    """Read the folders the phases need and check every crop fits; fail before training starts."""
-    kinds = {p.kind for p in cfg.phases}
-    need_low = bool(kinds & {"reconstruct", "discriminate", "gan"})
-    need_high = bool(kinds & {"discriminate", "gan"})
-    for flag, needed, given in (("--low", need_low, opts.low), ("--high", need_high, opts.high)):
-        if needed and given is None:
-            raise ConfigError(f"{flag}: required by phase kinds {sorted(kinds)}")
-    if "supervised" in kinds and opts.pairs is None:
-        raise ConfigError("--pairs: required by the supervised phase (a folder of x_NNN/y_NNN pairs)")
-    data = _Data(
-        load_images(opts.low) if need_low else None,
-        load_images(opts.high) if need_high else None,
-        *(load_pairs(opts.pairs) if "supervised" in kinds else (None, None)),
-    )
-    for p in cfg.phases:
-        if p.kind == "supervised":
-            data.pair_x.require(p.crop, f"{p.name} G-input")
-        else:
-            data.low.require(p.crop, f"{p.name} G-input")
-        if p.uses_d():
-            data.high.require(p.d_crop, f"{p.name} D-input")
-    return data
-
-
-def resolve_config(config: str | Path, opts: RunOptions, overrides: tuple[str, ...] = ()) -> TrainConfig:
-    """The config to run: the named config or YAML file ``config`` with ``overrides``, or on
-    ``--resume`` with an existing ``OUT/checkpoints/last.pt`` the config stored in it (plus
-    ``overrides``; ``config`` is then ignored)."""
-    last = Path(opts.out) / "checkpoints" / "last.pt"
-    if not (opts.resume and last.exists()):
-        return load_config(config, overrides)
-    stored = load_checkpoint(last, require=("config",))["config"]
-    try:
-        return config_from_dict(apply_overrides(stored, overrides))
-    except ConfigError as exc:
-        raise ConfigError(f"config stored in {last}: {exc}") from None
 
 
 class Trainer:
@@ -169,7 +94,7 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.threads)
-        self.data = _load_data(cfg, opts)
+        self.data = load_data(cfg, opts)
         torch.manual_seed(cfg.seed)
         self.g = DRNN(**dataclasses.asdict(cfg.model)).to(self.device)
         if opts.init is not None:

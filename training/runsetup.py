@@ -1,0 +1,84 @@
+"""What a training run needs before its first step: where the data are and how to run
+(:class:`RunOptions`), the folders its phases read, checked against every crop size
+(:func:`load_data`), and the recipe to run, fresh or stored in a checkpoint
+(:func:`resolve_config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.batches import ImageSet, load_images, load_pairs
+from training.checkpoint import load_checkpoint
+from training.config import ConfigError, TrainConfig, apply_overrides, config_from_dict, load_config
+
+__all__ = ["RunOptions", "RunData", "load_data", "resolve_config"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where the data are and how to run (everything that is not the recipe).
+
+    ``max_steps``: stop after this many units in this invocation (0: run to the end).
+    ``init``: start G from the generator of this checkpoint (e.g. to fine-tune shipped weights);
+    ignored on resume.
+    """
+
+    out: Path
+    low: Path | None = None
+    high: Path | None = None
+    pairs: Path | tuple[Path, ...] | None = None
+    resume: bool = False
+    device: str = "cpu"
+    max_steps: int = 0
+    progress: bool = True
+    init: Path | None = None
+
+
+@dataclass
+class RunData:
+    """The image sets a run's phases read (``None``: no phase needs it)."""
+
+    low: ImageSet | None
+    high: ImageSet | None
+    pair_x: ImageSet | None
+    pair_y: ImageSet | None
+
+
+def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
+    """Read the folders the phases need and check every crop fits; fail before training starts."""
+    kinds = {p.kind for p in cfg.phases}
+    need_low = bool(kinds & {"reconstruct", "discriminate", "gan"})
+    need_high = bool(kinds & {"discriminate", "gan"})
+    for flag, needed, given in (("--low", need_low, opts.low), ("--high", need_high, opts.high)):
+        if needed and given is None:
+            raise ConfigError(f"{flag}: required by phase kinds {sorted(kinds)}")
+    if "supervised" in kinds and opts.pairs is None:
+        raise ConfigError("--pairs: required by the supervised phase (a folder of x_NNN/y_NNN pairs)")
+    data = RunData(
+        load_images(opts.low) if need_low else None,
+        load_images(opts.high) if need_high else None,
+        *(load_pairs(opts.pairs) if "supervised" in kinds else (None, None)),
+    )
+    for p in cfg.phases:
+        if p.kind == "supervised":
+            data.pair_x.require(p.crop, f"{p.name} G-input")
+        else:
+            data.low.require(p.crop, f"{p.name} G-input")
+        if p.uses_d():
+            data.high.require(p.d_crop, f"{p.name} D-input")
+    return data
+
+
+def resolve_config(config: str | Path, opts: RunOptions, overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """The config to run: the named config or YAML file ``config`` with ``overrides``, or on
+    ``--resume`` with an existing ``OUT/checkpoints/last.pt`` the config stored in it (plus
+    ``overrides``; ``config`` is then ignored)."""
+    last = Path(opts.out) / "checkpoints" / "last.pt"
+    if not (opts.resume and last.exists()):
+        return load_config(config, overrides)
+    stored = load_checkpoint(last, require=("config",))["config"]
+    try:
+        return config_from_dict(apply_overrides(stored, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"config stored in {last}: {exc}") from None
