@@ -82,8 +82,9 @@ def evaluate_needles(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eva
                      progress: bool = True) -> dict[str, dict]:
     """``{name: result}`` for generators ``runs`` on the paired needle set ``eval_dir``: ``result``
     holds the means of x, y and G(x) (``"x"``, ``"y"``, ``"g"``: ``{metric: mean}`` with the
-    :data:`NEEDLE_DIAGNOSTICS`, NaNs skipped), ``"weakened"`` (pairs where G(x) is below x, of ``"pairs_<metric>"`` defined) and
-    every pair's figures (``"pairs"``)."""
+    :data:`NEEDLE_DIAGNOSTICS`, NaNs skipped), ``"weakened"`` (pairs where G(x) is below x in
+    the :data:`NEEDLE_METRICS`, of ``"pairs_<metric>"`` defined) and every pair's figures
+    (``"pairs"``)."""
     rows = measure_runs(runs, eval_dir, lambda img, y, truth: needle_metrics(img, truth), progress=progress,
                         what="needles", check_truth=require_needle)
     keys = NEEDLE_METRICS + NEEDLE_DIAGNOSTICS
@@ -100,7 +101,7 @@ def markdown_table(results: Mapping[str, dict]) -> str:
              "|---|---|---|---|---|---|---|"]
 
     def figures(r: dict) -> str:
-        return (f"{r['needle_cnr']:.3f} | {r['tip_cnr']:.3f} | {r['needle_delta']:.1f} | {r['ring_std']:.1f}")
+        return f"{r['needle_cnr']:.3f} | {r['tip_cnr']:.3f} | {r['needle_delta']:.1f} | {r['ring_std']:.1f}"
 
     for label, key in (("x (low probe, input)", "x"), ("y (high probe, reference)", "y")):
         lines.append(f"| {label} | {figures(first[key])} | | |")
