@@ -39,6 +39,7 @@ from tqdm import tqdm
 from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
+from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound
 from training.checkpoint import CheckpointError, load_generator
@@ -46,7 +47,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
-    "measure_runs", "means", "per_pair", "count_weaker",
+    "measure_runs", "means", "per_pair", "count_weaker", "run_name",
     "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
@@ -90,22 +91,31 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
     }
 
 
-def generator_function(weights: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+def generator_function(weights: str | Path, strength: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
     """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights`` as the engine runs it: a
     generator checkpoint through :class:`engine.torch_model.FrameModel` (eager torch, CPU, float32:
     batch norm folded, rounding, black surroundings) or an ``.onnx`` export through the engine's ONNX
-    Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run."""
+    Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run.
+    ``strength`` below 1: the output blended with the input as the engine does it
+    (:func:`engine.strength.blend`)."""
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler
 
-        return create_despeckler("onnxruntime", weights=weights, device="cpu").infer
+        return create_despeckler("onnxruntime", weights=weights, strength=strength, device="cpu").infer
+    strength = check_strength(strength)
     model = FrameModel(load_generator(weights)).eval()
 
     @torch.no_grad()
     def run(image: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+        out = model(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+        return out if strength == 1.0 else blend(image, out, strength)
 
     return run
+
+
+def run_name(weights: str | Path, strength: float = 1.0) -> str:
+    """How results name ``weights`` run at ``strength``: the path, plus ``" (strength s)"`` below 1."""
+    return str(weights) if strength == 1.0 else f"{weights} (strength {strength:g})"
 
 
 def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path,
@@ -187,11 +197,12 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     return evaluate_many({str(weights): generator_function(weights)}, eval_dir, limit, progress)[str(weights)]
 
 
-def write_example(weights: str | Path, eval_dir: str | Path, png: str | Path, indices: tuple[int, ...] = (0, 1)) -> Path:
-    """PNG with one row per pair index: ``x | G(x) | y`` at full resolution."""
+def write_example(weights: str | Path, eval_dir: str | Path, png: str | Path, indices: tuple[int, ...] = (0, 1),
+                  strength: float = 1.0) -> Path:
+    """PNG with one row per pair index: ``x | G(x) | y`` at full resolution (G at ``strength``)."""
     import cv2
 
-    run = generator_function(weights)
+    run = generator_function(weights, strength)
     xs, ys = read_pairs(eval_dir)
     rows = [np.concatenate([xs[i], run(xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
     png = Path(png)
@@ -255,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads [0: default]")
+    ap.add_argument("--strength", type=strength_arg, default=1.0,
+                    help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     ap.add_argument("--pairs-figure", type=Path,
                     help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
@@ -262,21 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        results = evaluate_many({str(w): generator_function(w) for w in a.weights}, a.eval, a.limit)
+        results = evaluate_many({run_name(w, a.strength): generator_function(w, a.strength) for w in a.weights},
+                                a.eval, a.limit)
     except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for w, res in results.items():
         met = sum(ok for ok, _ in check_targets(res).values())
         print(f"{w}: {met}/4 targets; " + " ".join(f"{k}={res['g'][k]:.3f}" for k in METRICS))
-    table = markdown_table(results[str(a.weights[-1])])
+    table = markdown_table(results[run_name(a.weights[-1], a.strength)])
     print(table)
     if a.markdown:
         a.markdown.write_text(table)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     if a.figure:
-        write_example(a.weights[-1], a.eval, a.figure)
+        write_example(a.weights[-1], a.eval, a.figure, strength=a.strength)
     if a.pairs_figure:
         from benchmarks.pairplot import plot_pairs
 

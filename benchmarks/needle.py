@@ -39,8 +39,10 @@ from benchmarks.evaluate import (
     means,
     measure_runs,
     per_pair,
+    run_name,
     write_example,
 )
+from engine.strength import strength_arg
 from training.data import DataError
 
 __all__ = ["NEEDLE_METRICS", "NEEDLE_DIAGNOSTICS", "needle_metrics", "evaluate_needles", "markdown_table", "main"]
@@ -121,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired folder simulated with --needle: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
+    ap.add_argument("--strength", type=strength_arg, default=1.0,
+                    help="despeckling strength 0..1: G(x) blended with x as the engine does it (default: 1, G(x))")
     ap.add_argument("--figure", type=Path,
                     help="write x | G(x) | y of the first three pairs (last weights) here, as PNG")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     try:
-        results = evaluate_needles({str(w): generator_function(w) for w in a.weights}, a.eval,
-                                   progress=not a.no_progress)
+        runs = {run_name(w, a.strength): generator_function(w, a.strength) for w in a.weights}
+        results = evaluate_needles(runs, a.eval, progress=not a.no_progress)
     except LOAD_ERRORS as exc:
         print(f"python -m benchmarks.needle: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     if a.figure:
-        write_example(a.weights[-1], a.eval, a.figure, indices=(0, 1, 2))
+        write_example(a.weights[-1], a.eval, a.figure, indices=(0, 1, 2), strength=a.strength)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.base import BackendUnavailable
 from engine.offline import despeckle_files
 from engine.registry import BACKENDS, create_despeckler
+from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
 
 __all__ = ["DespeckleConfig", "main", "run"]
@@ -31,6 +32,7 @@ class DespeckleConfig:
     weights: Path | None = None
     recursive: bool = False
     threads: int | None = None
+    strength: float = 1.0
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -42,15 +44,18 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
     parser.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights/drnn.*)")
     parser.add_argument("--recursive", "-r", action="store_true", help="also despeckle files in sub-folders")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
+    parser.add_argument("--strength", type=strength_arg, default=1.0,
+                        help="0..1: blend the output with the input (1: the model's output, 0: the input; default: 1)")
     args = parser.parse_args(argv)
-    return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads)
+    return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
+                           args.strength)
 
 
 def run(config: DespeckleConfig) -> int:
     """Build the despeckler, despeckle every input, print a summary; returns the exit status."""
     options = {} if config.threads is None or config.backend == "tensorrt" else {"threads": config.threads}
     try:
-        despeckler = create_despeckler(config.backend, config.weights, **options)
+        despeckler = create_despeckler(config.backend, config.weights, strength=config.strength, **options)
     except (BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
         print(f"engine.despeckle: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.base import BackendUnavailable, Despeckler
+from engine.strength import BlendedDespeckler, check_strength
 
 __all__ = ["BACKENDS", "create_despeckler", "choose_backend", "BackendUnavailable"]
 
@@ -77,13 +78,16 @@ def choose_backend() -> tuple[str, dict[str, Any], str]:
     return "onnxruntime", {"device": "cpu"}, "; ".join([*reasons, "ONNX Runtime on the CPU"])
 
 
-def create_despeckler(backend: str = "auto", weights: str | Path | None = None, **options: Any) -> Despeckler:
+def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,
+                      **options: Any) -> Despeckler:
     """Build the named backend (``"auto"``: see :func:`choose_backend`).
 
     ``weights`` defaults to the shipped file the backend needs (``weights/drnn.onnx`` or
-    ``weights/drnn.pt``); the identity backend takes none.  ``options`` go to the backend's
-    constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
+    ``weights/drnn.pt``); the identity backend takes none.  ``strength`` below 1 blends the
+    output with the input (:mod:`engine.strength`; ``ValueError`` outside [0, 1]).  ``options``
+    go to the backend's constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
     """
+    strength = check_strength(strength)
     if backend == "auto":
         backend, chosen, reason = choose_backend()
         options = {**chosen, **options}
@@ -91,4 +95,5 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     cls = _load(backend)
     if weights is not None:
         options["weights"] = weights
-    return cls(**options)
+    despeckler = cls(**options)
+    return despeckler if strength == 1.0 else BlendedDespeckler(despeckler, strength)

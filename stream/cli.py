@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
 from stream.roi import Region, parse_region
@@ -87,6 +88,13 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         type=_region,
         default=None,
         help="x,y,w,h: despeckle only this box (default: whole grey frame, or the image region found on a colour screen)",
+    )
+    g.add_argument(
+        "--strength",
+        type=strength_arg,
+        default=1.0,
+        help="0..1: blend the despeckled frame with the input (1: the model's output, 0: the input; "
+        "lower keeps more of what the model weakens, e.g. a needle; default: 1)",
     )
     g.add_argument(
         "--publish",
@@ -178,6 +186,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         backend=args.backend,
         weights=args.weights,
         roi=args.roi,
+        strength=args.strength,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

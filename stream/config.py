@@ -55,6 +55,7 @@ class ChainConfig:
     backend: str = "auto"
     weights: Path | None = None
     roi: Region | None = None
+    strength: float = 1.0
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

@@ -147,7 +147,7 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
 
 def _open_engine(cfg: ChainConfig) -> Despeckler:
     try:
-        return create_despeckler(cfg.backend, cfg.weights)
+        return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength)
     except (ValueError, RuntimeError, OSError) as exc:
         raise BackendError(f"--backend {cfg.backend}: {exc}") from exc
 

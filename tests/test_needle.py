@@ -81,3 +81,11 @@ def test_cli_runs_the_shipped_model_and_refuses_a_set_without_needles(needles: P
     assert main(["--weights", str(REPO / "weights" / "drnn.onnx"), "--eval", str(plain / "eval")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--needle" in err[0]
+
+
+def test_strength_zero_measures_the_input(needles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "needle.json"
+    assert main(["--weights", str(REPO / "weights" / "drnn.onnx"), "--eval", str(needles), "--strength", "0",
+                 "--json", str(out), "--no-progress"]) == 0
+    (name, res), = json.loads(out.read_text()).items()
+    assert name.endswith("(strength 0)") and res["g"] == res["x"] and res["weakened"]["needle_cnr"] == 0

@@ -1,0 +1,82 @@
+"""Despeckling strength: the output blended with the input, as scanners offer speckle-reduction levels.
+
+``strength`` ``s`` in [0, 1] turns a despeckler ``D`` into
+
+    out = round((k * D(x) + (256 - k) * x) / 256),    k = round(256 * s),
+
+on ``uint8`` frames (integer arithmetic; ``s`` is kept to 1/256): ``s = 1`` is the model's
+output unchanged, ``s = 0`` the input unchanged.  Lower strengths bring back the input's speckle
+and, with it, what the model weakens: a needle or a faint lesion (``weights/MODEL_CARD.md``,
+"Strength", for what each level measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from engine.base import Despeckler, Handle
+
+__all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler"]
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float, or ``ValueError`` unless ``0 <= strength <= 1``."""
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    return s
+
+
+def strength_arg(text: str) -> float:
+    """``argparse`` type of a ``--strength`` flag: :func:`check_strength` of the number in ``text``."""
+    try:
+        return check_strength(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number between 0 and 1, got {text!r}") from None
+
+
+def blend(frame: np.ndarray, despeckled: np.ndarray, strength: float) -> np.ndarray:
+    """``round((k D + (256 - k) x) / 256)``, ``k = round(256 s)``: two ``uint8`` arrays of one shape
+    in, a new ``uint8`` array out."""
+    if frame.shape != despeckled.shape:
+        raise ValueError(f"frame {frame.shape} and despeckled frame {despeckled.shape} differ in shape")
+    k = round(256 * check_strength(strength))
+    mix = despeckled.astype(np.uint16) * k + frame.astype(np.uint16) * (256 - k) + 128
+    return (mix >> 8).astype(np.uint8)
+
+
+class _BlendedHandle(Handle):
+    def __init__(self, frame: np.ndarray, inner: Handle, strength: float) -> None:
+        self._frame, self._inner, self._strength = frame, inner, strength
+
+    def result(self) -> np.ndarray:
+        return blend(self._frame, self._inner.result(), self._strength)
+
+
+class BlendedDespeckler(Despeckler):
+    """Any backend at a despeckling ``strength`` below 1 (:func:`blend` of its output and its
+    input); pipelining, input checks and ``close`` are the wrapped backend's."""
+
+    def __init__(self, inner: Despeckler, strength: float) -> None:
+        super().__init__(inner.input_spec, inner.in_flight)
+        self.inner = inner
+        self.strength = check_strength(strength)
+        self.name = inner.name
+
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        return blend(frame, self.inner.infer(frame), self.strength)
+
+    def submit(self, frame: np.ndarray) -> Handle:
+        self._check_open()
+        frame = self.input_spec.check(frame)
+        return _BlendedHandle(frame, self.inner.submit(frame), self.strength)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, strength {self.strength:g}"
+
+    def close(self) -> None:
+        if not self._closed:
+            self.inner.close()
+        super().close()
