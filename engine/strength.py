@@ -6,16 +6,15 @@
 
 on ``uint8`` frames (OpenCV's ``addWeighted``: 0.3 ms for a 1080x1920 frame on the development
 machine, ``benchmarks/RESULTS.md``): ``s = 1`` is the model's output unchanged, ``s = 0`` the
-input unchanged.  Lower strengths bring back the input's speckle
-and, with it, what the model weakens: a needle or a faint lesion (``weights/MODEL_CARD.md``,
-"Strength", for what each level measured).
+input unchanged.  Lower strengths bring back the input's speckle and, with it, what the model
+weakens: a needle or a faint lesion (``weights/MODEL_CARD.md``, "Strength", for what each level
+measured).
 """
 
 from __future__ import annotations
 
 import argparse
 
-import cv2
 import numpy as np
 
 from engine.base import Despeckler, Handle
@@ -43,6 +42,8 @@ def blend(frame: np.ndarray, despeckled: np.ndarray, strength: float) -> np.ndar
     """``round(s D + (1 - s) x)``: two ``uint8`` arrays of one shape in, a new ``uint8`` array out."""
     if frame.shape != despeckled.shape:
         raise ValueError(f"frame {frame.shape} and despeckled frame {despeckled.shape} differ in shape")
+    import cv2  # here, not at the top: the registry imports this module, and cv2 costs ~0.3 s to import
+
     s = check_strength(strength)
     return cv2.addWeighted(despeckled, s, frame, 1.0 - s, 0.0)
 
