@@ -29,7 +29,7 @@ Fan-geometry sets (truth with ``fov_x`` / ``fov_y``) are measured where both pro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
-    "measure_runs", "means", "per_pair", "count_weaker", "run_name",
+    "measure_runs", "means", "per_pair", "count_weaker", "generator_functions",
     "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
@@ -113,9 +113,11 @@ def generator_function(weights: str | Path, strength: float = 1.0) -> Callable[[
     return run
 
 
-def run_name(weights: str | Path, strength: float = 1.0) -> str:
-    """How results name ``weights`` run at ``strength``: the path, plus ``" (strength s)"`` below 1."""
-    return str(weights) if strength == 1.0 else f"{weights} (strength {strength:g})"
+def generator_functions(weights: Sequence[str | Path], strength: float = 1.0) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """``{name: generator_function(w, strength)}`` in the order of ``weights``; ``name`` is the
+    path, plus ``" (strength s)"`` below 1 (how results and tables name the run)."""
+    return {str(w) if strength == 1.0 else f"{w} (strength {strength:g})": generator_function(w, strength)
+            for w in weights}
 
 
 def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path,
@@ -130,8 +132,9 @@ def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_di
     called on every truth before anything is measured (raise :class:`DataError` to refuse the set)."""
     xs, ys = read_pairs(eval_dir)
     truths = read_truth(eval_dir)
-    for truth in truths if check_truth else ():
-        check_truth(truth)
+    if check_truth is not None:
+        for truth in truths:
+            check_truth(truth)
     n = len(xs) if limit <= 0 else min(limit, len(xs))
     pairs = list(zip(xs, ys, truths, strict=True))[:n]
     ref: dict[str, list[dict[str, float]]] = {"x": [], "y": []}
@@ -197,12 +200,12 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     return evaluate_many({str(weights): generator_function(weights)}, eval_dir, limit, progress)[str(weights)]
 
 
-def write_example(weights: str | Path, eval_dir: str | Path, png: str | Path, indices: tuple[int, ...] = (0, 1),
-                  strength: float = 1.0) -> Path:
-    """PNG with one row per pair index: ``x | G(x) | y`` at full resolution (G at ``strength``)."""
+def write_example(run: Callable[[np.ndarray], np.ndarray], eval_dir: str | Path, png: str | Path,
+                  indices: tuple[int, ...] = (0, 1)) -> Path:
+    """PNG with one row per pair index: ``x | run(x) | y`` at full resolution (``run``: e.g.
+    :func:`generator_function`)."""
     import cv2
 
-    run = generator_function(weights, strength)
     xs, ys = read_pairs(eval_dir)
     rows = [np.concatenate([xs[i], run(xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
     png = Path(png)
@@ -275,22 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        results = evaluate_many({run_name(w, a.strength): generator_function(w, a.strength) for w in a.weights},
-                                a.eval, a.limit)
+        runs = generator_functions(a.weights, a.strength)
+        results = evaluate_many(runs, a.eval, a.limit)
     except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for w, res in results.items():
         met = sum(ok for ok, _ in check_targets(res).values())
         print(f"{w}: {met}/4 targets; " + " ".join(f"{k}={res['g'][k]:.3f}" for k in METRICS))
-    table = markdown_table(results[run_name(a.weights[-1], a.strength)])
+    last = list(runs)[-1]
+    table = markdown_table(results[last])
     print(table)
     if a.markdown:
         a.markdown.write_text(table)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     if a.figure:
-        write_example(a.weights[-1], a.eval, a.figure, strength=a.strength)
+        write_example(runs[last], a.eval, a.figure)
     if a.pairs_figure:
         from benchmarks.pairplot import plot_pairs
 

@@ -35,11 +35,10 @@ from benchmarks import metrics as m
 from benchmarks.evaluate import (
     LOAD_ERRORS,
     count_weaker,
-    generator_function,
+    generator_functions,
     means,
     measure_runs,
     per_pair,
-    run_name,
     write_example,
 )
 from engine.strength import strength_arg
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     try:
-        runs = {run_name(w, a.strength): generator_function(w, a.strength) for w in a.weights}
+        runs = generator_functions(a.weights, a.strength)
         results = evaluate_needles(runs, a.eval, progress=not a.no_progress)
     except LOAD_ERRORS as exc:
         print(f"python -m benchmarks.needle: {exc}", file=sys.stderr)
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     if a.figure:
-        write_example(a.weights[-1], a.eval, a.figure, indices=(0, 1, 2), strength=a.strength)
+        write_example(list(runs.values())[-1], a.eval, a.figure, indices=(0, 1, 2))
     return 0
 
 

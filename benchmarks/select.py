@@ -40,7 +40,7 @@ from benchmarks.evaluate import (
     LOAD_ERRORS,
     check_targets,
     evaluate_many,
-    generator_function,
+    generator_functions,
 )
 
 __all__ = ["Candidate", "shortfalls", "score", "rank", "pick", "markdown", "main"]
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _set_names(a.eval)
     frames = check_frames()
     try:
-        runs = {str(w): generator_function(w) for w in files}
+        runs = generator_functions(files)
         edges = {w: worst_seam(run, frames)[0]
                  for w, run in tqdm(runs.items(), desc="edge check", unit="file", disable=a.no_progress)}
         per_set = {n: evaluate_many(runs, d, a.limit, progress=not a.no_progress)
