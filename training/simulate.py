@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from training.argparsing import OneLineParser
 from training.sim.dataset import GEOMETRIES, MODELS, SimulateConfig, run
 
 __all__ = ["main", "parse_args"]
@@ -33,16 +33,9 @@ def _size(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     """Command line -> :class:`SimulateConfig`; a bad flag prints one line and exits with status 2."""
-    p = _Parser(prog="python -m training.simulate", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m training.simulate", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="data set folder: writes low/, high/ (and eval/ with --paired)")
     p.add_argument("--count", type=int, default=40, help="images per probe (default 40)")
     p.add_argument("--size", type=_size, default=(256, 256), help="image size N or HxW pixels (default 256)")
