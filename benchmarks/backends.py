@@ -12,7 +12,6 @@ real architecture's cost) exported to a temporary folder (:func:`benchmarks.mode
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import platform
 import sys
@@ -24,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.modelfiles import ModelFiles, model_files, weights_for
-from engine.base import BackendUnavailable, Despeckler
+from engine.base import BackendUnavailable, Despeckler, threads_arg
 from engine.registry import create_despeckler
 from engine.trt_cache import parse_hw
 from engine.weights import WeightsError
+from training.argparsing import OneLineParser, non_negative_int, positive_int
 
 __all__ = ["BenchConfig", "Timing", "bench_backends", "run", "main"]
 
@@ -105,12 +105,13 @@ def run(config: BenchConfig) -> list[Timing]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.backends", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], help="backends to time, first is the reference")
     parser.add_argument("--size", type=parse_hw, default=(256, 256), metavar="HxW", help="frame size (default 256x256)")
-    parser.add_argument("--frames", type=int, default=20, help="timed frames per backend (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
+    parser.add_argument("--frames", type=positive_int, default=20, help="timed frames per backend (default %(default)s)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed frames first (default %(default)s)")
+    parser.add_argument("--threads", type=threads_arg, default=None,
+                        help="CPU threads of the CPU backends (default, or 0: the backend's own choice)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="generator checkpoint (default: the shipped weights, else a random full-size DRNN)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="device of the torch and onnxruntime backends (default cpu; TensorRT is always on the GPU)")

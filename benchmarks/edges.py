@@ -25,8 +25,6 @@ apply it to candidates:
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,22 +72,25 @@ def worst_seam(run: Callable[[np.ndarray], np.ndarray],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.edges", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator checkpoint(s) or ONNX export(s)")
-    ap.add_argument("--limit", type=float, default=LIMIT, help="largest accepted |seam|, grey levels (default %(default)s)")
-    a = ap.parse_args(argv)
-    from benchmarks.evaluate import LOAD_ERRORS, generator_function
+    """``python -m benchmarks.edges --weights W [W ...] [--limit GREY]``.  Exit status 0; 1 when some
+    files could not be loaded (each reported, the others checked); 2 when none could, or for bad
+    arguments."""
+    from benchmarks.evaluate import load_candidates
+    from training.argparsing import OneLineParser, positive_float
 
-    frames = check_frames()
-    try:
-        for w in a.weights:
-            worst, per = worst_seam(generator_function(w), frames)
-            detail = "; ".join(f"{fam} " + " ".join(f"{s} {v:+.1f}" for s, v in d.items()) for fam, d in per.items())
-            print(f"{w}: {'OK' if worst < a.limit else 'EDGE'} (worst {worst:.1f} grey levels; {detail})")
-    except LOAD_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ap = OneLineParser(prog="python -m benchmarks.edges", description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator checkpoint(s) or ONNX export(s)")
+    ap.add_argument("--limit", type=positive_float, default=LIMIT, help="largest accepted |seam|, grey levels (default %(default)s)")
+    a = ap.parse_args(argv)
+    runs, failed = load_candidates(a.weights)
+    if not runs:
         return 2
-    return 0
+    frames = check_frames()
+    for w, run in runs.items():
+        worst, per = worst_seam(run, frames)
+        detail = "; ".join(f"{fam} " + " ".join(f"{s} {v:+.1f}" for s, v in d.items()) for fam, d in per.items())
+        print(f"{w}: {'OK' if worst < a.limit else 'EDGE'} (worst {worst:.1f} grey levels; {detail})")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Fan-geometry sets (truth with ``fov_x`` / ``fov_y``) are measured where both pro
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from tqdm import tqdm
 from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
+from engine.files import atomic_write_bytes
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound
@@ -47,11 +49,11 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
-    "measure_runs", "means", "per_pair", "count_weaker", "generator_functions",
-    "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
+    "measure_runs", "means", "per_pair", "count_weaker", "load_candidates", "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
-#: What loading weights or a paired set can raise: reported as one line, exit status 2.
+#: What loading weights or a paired set can raise: reported as one line (a paired set: exit status 2;
+#: one of several weights: left out, :func:`load_candidates`).
 LOAD_ERRORS = (CheckpointError, DataError, MetricError, WeightsError, WeightsNotFound, BackendUnavailable)
 
 #: Metric names in table order.
@@ -113,11 +115,23 @@ def generator_function(weights: str | Path, strength: float = 1.0) -> Callable[[
     return run
 
 
-def generator_functions(weights: Sequence[str | Path], strength: float = 1.0) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """``{name: generator_function(w, strength)}`` in the order of ``weights``; ``name`` is the
-    path, plus ``" (strength s)"`` below 1 (how results and tables name the run)."""
-    return {str(w) if strength == 1.0 else f"{w} (strength {strength:g})": generator_function(w, strength)
-            for w in weights}
+def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix: str = "error: ",
+                    ) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
+    """``{name: generator_function(w, strength)}`` in the order of ``weights`` (``name``: the path,
+    plus ``" (strength s)"`` below 1, how results and tables name the run), for the tools that
+    compare several files.  They go on without a file that cannot be loaded (:data:`LOAD_ERRORS`):
+    it is reported on stderr in one line naming it (after ``prefix``) and left out.  Returns
+    ``(runs, number left out)``; the tools exit with status 1 when some were left out, 2 when all were."""
+    runs: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    failed = 0
+    for w in weights:
+        try:
+            runs[str(w) if strength == 1.0 else f"{w} (strength {strength:g})"] = generator_function(w, strength)
+        except LOAD_ERRORS as exc:
+            why = str(exc).rstrip(". ")
+            print(f"{prefix}{why if str(w) in why else f'{w}: {why}'}; left out", file=sys.stderr)
+            failed += 1
+    return runs, failed
 
 
 def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_dir: str | Path,
@@ -209,9 +223,12 @@ def write_example(run: Callable[[np.ndarray], np.ndarray], eval_dir: str | Path,
     xs, ys = read_pairs(eval_dir)
     rows = [np.concatenate([xs[i], run(xs[i]), ys[i]], axis=1) for i in indices if i < len(xs)]
     png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(png), np.concatenate(rows, axis=0))
-    return png
+    if not cv2.haveImageWriter(str(png)):
+        raise ValueError(f"{png}: OpenCV cannot write {png.suffix or 'files without a suffix'!r}")
+    ok, data = cv2.imencode(png.suffix, np.concatenate(rows, axis=0))
+    if not ok:
+        raise OSError(f"{png}: OpenCV could not encode the image")
+    return atomic_write_bytes(png, data.tobytes())
 
 
 def check_targets(res: dict[str, dict[str, float]]) -> dict[str, tuple[bool, str]]:
@@ -256,29 +273,38 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.evaluate --weights W [W ...] --eval DIR [--limit N] [--markdown F] [--json F]
-    [--figure F] [--pairs-figure F]``."""
-    import argparse
+    [--figure F] [--pairs-figure F]``.  Exit status 0; 1 when some weights could not be loaded (each
+    reported, the others evaluated) or an output could not be written; 2 for bad arguments or data."""
     import json
-    import sys
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.splitlines()[0])
+    from benchmarks.cli import check_outputs, image_suffixes, write_texts
+    from engine.base import threads_arg
+    from training.argparsing import OneLineParser, non_negative_int
+    from training.outputs import figure_suffixes
+
+    ap = OneLineParser(prog="python -m benchmarks.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True,
                     help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
     ap.add_argument("--eval", type=Path, required=True, help="paired folder: x_NNN.png, y_NNN.png, truth_NNN.npz")
-    ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only [0: all]")
+    ap.add_argument("--limit", type=non_negative_int, default=0, help="use the first N pairs only [0: all]")
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")
     ap.add_argument("--json", type=Path, help="write every result here")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads [0: default]")
+    ap.add_argument("--threads", type=threads_arg, default=0, help="torch CPU threads [0: default]")
     ap.add_argument("--strength", type=strength_arg, default=1.0,
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     ap.add_argument("--pairs-figure", type=Path,
                     help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
     a = ap.parse_args(argv)
+    check_outputs(ap, {"--markdown": (a.markdown, None), "--json": (a.json, None),
+                       "--figure": (a.figure, image_suffixes() if a.figure else None),
+                       "--pairs-figure": (a.pairs_figure, figure_suffixes() if a.pairs_figure else None)})
     if a.threads:
         torch.set_num_threads(a.threads)
+    runs, failed = load_candidates(a.weights, a.strength)
+    if not runs:
+        return 2
     try:
-        runs = generator_functions(a.weights, a.strength)
         results = evaluate_many(runs, a.eval, a.limit)
     except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -289,19 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     last = list(runs)[-1]
     table = markdown_table(results[last])
     print(table)
-    if a.markdown:
-        a.markdown.write_text(table)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
-    if a.figure:
-        write_example(runs[last], a.eval, a.figure)
-    if a.pairs_figure:
-        from benchmarks.pairplot import plot_pairs
+    try:
+        write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(results, indent=2))})
+        if a.figure:
+            write_example(runs[last], a.eval, a.figure)
+        if a.pairs_figure:
+            from benchmarks.pairplot import plot_pairs
 
-        names = [Path(w).name for w in results]
-        labels = names if len(set(names)) == len(names) else list(results)
-        plot_pairs(dict(zip(labels, results.values(), strict=True)), a.pairs_figure, title=f"{a.eval}")
-    return 0
+            names = [Path(w).name for w in results]
+            labels = names if len(set(names)) == len(names) else list(results)
+            plot_pairs(dict(zip(labels, results.values(), strict=True)), a.pairs_figure, title=f"{a.eval}")
+    except OSError as exc:  # training.outputs.PathError names the flag
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -47,9 +47,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.cli import check_outputs
 from benchmarks.floor import Floor, compute_floor, conv_cost, cpu_name, measure_cpu, measure_cuda
 from benchmarks.modelfiles import ModelFiles, eager_baseline, model_files, weights_for
+from engine.registry import BACKENDS
 from stream.client import Subscriber
+from training.argparsing import OneLineParser, non_negative_int, positive_float, positive_int
 
 __all__ = ["LatencyConfig", "LatencyReport", "ChainError", "free_endpoint", "percentiles", "run_latency", "write_outputs", "main"]
 
@@ -143,6 +146,12 @@ def _last_status(log: Path) -> str:
     return lines[-1].split(" ", 1)[-1] if lines else ""
 
 
+def _last_line(log: Path) -> str:
+    """The last line a stage logged (its error, when it exits at once), without the time stamp."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return re.sub(r"^\d\d:\d\d:\d\d ", "", lines[-1]).strip() if lines else ""
+
+
 def _collect(cfg: LatencyConfig, endpoint: str, procs: dict[str, tuple[subprocess.Popen, Path]]) -> list[tuple[dict, int, int]]:
     """``(meta, receipt wall ns, receipt monotonic ns)`` of the recorded frames."""
     got: list[tuple[dict, int, int]] = []
@@ -154,7 +163,8 @@ def _collect(cfg: LatencyConfig, endpoint: str, procs: dict[str, tuple[subproces
                 wall, mono = time.time_ns(), time.monotonic_ns()
                 for name, (proc, log) in procs.items():
                     if proc.poll() is not None:
-                        raise ChainError(f"{name} exited with status {proc.returncode}; see {log}")
+                        said = _last_line(log)
+                        raise ChainError(f"{name} exited with status {proc.returncode}; see {log}" + (f": {said}" if said else ""))
                 waited += POLL_S
                 if frame is not None or waited >= FRAME_TIMEOUT_S:
                     break
@@ -249,7 +259,8 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
         common = ["--status", "1"]
         weights = cfg.weights or (weights_for(cfg.backend, files) if files else None)
         despeckle_args = ["--subscribe", grab, "--publish", publish, "--backend", cfg.backend, *common]
-        despeckle_args += ["--weights", str(weights)] if weights else []
+        # the stages run from the repository root: a path relative to the caller's folder is resolved here
+        despeckle_args += ["--weights", str(Path(weights).resolve())] if weights else []
         procs = {}
         try:
             for name, module, args in (
@@ -344,36 +355,24 @@ def _size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None = None) -> LatencyConfig:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="identity", help="despeckler backend: identity, onnxruntime, torch, tensorrt, auto (default: identity)")
-    p.add_argument("--fps", type=_positive(float), default=30.0, help="grabber frame rate (default: 30)")
+    p = OneLineParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
+    p.add_argument("--backend", default="identity", choices=["auto", *BACKENDS],
+                   help="despeckler backend: identity, onnxruntime, torch, tensorrt, auto (default: identity)")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="grabber frame rate (default: 30)")
     p.add_argument("--size", type=_size, default=(512, 512), metavar="HxW", help="frame size (default: 512x512)")
-    p.add_argument("--frames", type=_positive(int), default=300, help="frames recorded (default: 300)")
-    p.add_argument("--warmup", type=int, default=30, help="frames received and discarded first (default: 30)")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames recorded (default: 300)")
+    p.add_argument("--warmup", type=non_negative_int, default=30, help="frames received and discarded first (default: 30)")
     p.add_argument("--out", type=Path, default=Path("runs/latency"), help="output folder (default: runs/latency)")
     p.add_argument("--weights", type=Path, default=None, help="model file for the backend (default: shipped, else a random full-size DRNN)")
-    p.add_argument("--baseline-frames", type=int, default=5, help="frames per side of the eager-PyTorch comparison, 0 skips it (default: 5)")
-    p.add_argument("--baseline-threads", type=_positive(int), default=None, help="CPU threads of both sides of the eager-PyTorch comparison (default: all cores)")
+    p.add_argument("--baseline-frames", type=non_negative_int, default=5,
+                   help="frames per side of the eager-PyTorch comparison, 0 skips it (default: 5)")
+    p.add_argument("--baseline-threads", type=positive_int, default=None, help="CPU threads of both sides of the eager-PyTorch comparison (default: all cores)")
     p.add_argument("--tiny-model", action="store_true", help="a tiny random DRNN instead of the full size (smoke runs only)")
     a = p.parse_args(argv)
-    if a.warmup < 0 or a.baseline_frames < 0:
-        p.error("--warmup and --baseline-frames must be >= 0")
     if a.weights is not None and not a.weights.is_file():
         p.error(f"--weights {a.weights}: no such file")
+    check_outputs(p, folders={"--out": a.out})
     return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
                          a.baseline_threads)
 
@@ -386,7 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.latency: {exc}", file=sys.stderr)
         return 1
     print(summary(report))
-    for path in write_outputs(report, cfg.out):
+    try:
+        written = write_outputs(report, cfg.out)
+    except OSError as exc:
+        print(f"benchmarks.latency: --out {cfg.out}: cannot write the results ({exc})", file=sys.stderr)
+        return 1
+    for path in written:
         print(f"wrote {path}")
     return 0
 

@@ -23,7 +23,6 @@ the contrast kept comes from busier surroundings, not from a fainter needle.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -32,16 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics as m
+from benchmarks.cli import check_outputs, image_suffixes, write_texts
 from benchmarks.evaluate import (
     LOAD_ERRORS,
     count_weaker,
-    generator_functions,
+    load_candidates,
     means,
     measure_runs,
     per_pair,
     write_example,
 )
 from engine.strength import strength_arg
+from training.argparsing import OneLineParser
 from training.data import DataError
 
 __all__ = ["NEEDLE_METRICS", "NEEDLE_DIAGNOSTICS", "needle_metrics", "evaluate_needles", "markdown_table", "main"]
@@ -52,6 +53,8 @@ NEEDLE_METRICS = ("needle_cnr", "tip_cnr")
 #: ``ring_std = s_ring``, grey levels.  A CNR that falls with ``needle_delta`` kept means busier
 #: surroundings, not a fainter needle.
 NEEDLE_DIAGNOSTICS = ("needle_delta", "ring_std")
+
+PROG = "python -m benchmarks.needle"
 
 
 def require_needle(truth: Mapping[str, np.ndarray]) -> None:
@@ -114,8 +117,10 @@ def markdown_table(results: Mapping[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.needle --weights W [W ...] --eval DIR [--json F] [--markdown F] [--figure F]``."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.needle", description=__doc__.splitlines()[0])
+    """``python -m benchmarks.needle --weights W [W ...] --eval DIR [--json F] [--markdown F] [--figure F]``.
+    Exit status 0; 1 when some weights could not be loaded (each reported, the others measured) or
+    an output could not be written; 2 for bad arguments or data."""
+    ap = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True,
                     help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
     ap.add_argument("--eval", type=Path, required=True,
@@ -128,21 +133,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="write x | G(x) | y of the first three pairs (last weights) here, as PNG")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    check_outputs(ap, {"--json": (a.json, None), "--markdown": (a.markdown, None),
+                       "--figure": (a.figure, image_suffixes() if a.figure else None)})
+    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ")
+    if not runs:
+        return 2
     try:
-        runs = generator_functions(a.weights, a.strength)
         results = evaluate_needles(runs, a.eval, progress=not a.no_progress)
     except LOAD_ERRORS as exc:
-        print(f"python -m benchmarks.needle: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     table = markdown_table(results)
     print(table, end="")
-    if a.markdown:
-        a.markdown.write_text(table)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
-    if a.figure:
-        write_example(list(runs.values())[-1], a.eval, a.figure, indices=(0, 1, 2))
-    return 0
+    try:
+        write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(results, indent=2))})
+        if a.figure:
+            write_example(list(runs.values())[-1], a.eval, a.figure, indices=(0, 1, 2))
+    except OSError as exc:  # training.outputs.PathError names the flag
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ of ``python -m benchmarks.evaluate --json`` (one point colour per file, or per g
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.metrics import count_below
+from engine.files import atomic_write_bytes
 
 __all__ = ["PairPlotError", "PANELS", "pair_values", "harm_counts", "plot_pairs", "load_results", "main"]
 
@@ -89,9 +91,9 @@ def plot_pairs(series: Mapping[str, Mapping[str, Any]], out_png: str | Path, tit
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    return out_png
+    buf = io.BytesIO()
+    fig.savefig(buf, format=out_png.suffix[1:].lower() or "png")
+    return atomic_write_bytes(out_png, buf.getvalue())
 
 
 def load_results(path: str | Path, all_weights: bool = False) -> dict[str, dict[str, Any]]:
@@ -113,15 +115,19 @@ def load_results(path: str | Path, all_weights: bool = False) -> dict[str, dict[
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.pairplot --json F [F ...] --out PNG [--all-weights] [--title T]``."""
-    import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.pairplot", description=__doc__.splitlines()[0])
+    from benchmarks.cli import check_outputs
+    from training.argparsing import OneLineParser
+    from training.outputs import figure_suffixes
+
+    ap = OneLineParser(prog="python -m benchmarks.pairplot", description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, nargs="+", required=True, help="`python -m benchmarks.evaluate --json` file(s)")
-    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
+    ap.add_argument("--out", type=Path, required=True, help="figure to write (PNG, or another type matplotlib writes: .svg, .pdf, ...)")
     ap.add_argument("--all-weights", action="store_true", help="one colour per generator of each file [its last only]")
     ap.add_argument("--title", default="", help="figure title")
     a = ap.parse_args(argv)
+    check_outputs(ap, {"--out": (a.out, figure_suffixes())})
     try:
         series: dict[str, dict[str, Any]] = {}
         for f in a.json:
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except PairPlotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: --out {a.out}: cannot write it ({exc})", file=sys.stderr)
+        return 1
     return 0
 
 

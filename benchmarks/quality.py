@@ -21,10 +21,10 @@ Writes ``quality.md``, ``quality.csv`` and ``quality_fig4.png`` to ``--out`` (:m
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
@@ -36,8 +36,10 @@ from tqdm import tqdm
 
 from benchmarks import metrics as M
 from benchmarks.baselines import BASELINES, get_baseline
+from benchmarks.cli import check_outputs
 from benchmarks.quality_report import BETA_SIGMA, COLUMNS, markdown_table, write_outputs
 from engine.base import BackendUnavailable, Despeckler
+from training.argparsing import OneLineParser, non_negative_int, positive_int
 
 __all__ = [
     "QualityConfig",
@@ -122,19 +124,40 @@ class MethodResult:
 
 
 def _read_grey(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None  # no OpenCV warning for a missing file
     if img is None:
         raise QualityError(f"cannot read image {path}")
     return img
+
+
+def _rectangle(spec: str) -> tuple[int, int, int, int] | None:
+    """``x,y,w,h`` -> the four integers; ``None`` if ``spec`` is not four comma-separated integers."""
+    parts = spec.split(",")
+    if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
+        x, y, w, h = (int(p) for p in parts)
+        return x, y, w, h
+    return None
+
+
+def check_region_spec(spec: str, flag: str) -> None:
+    """Refuse, before any image is read, a region that is neither ``x,y,w,h`` nor a readable mask image."""
+    if _rectangle(spec) is not None:
+        return
+    if "," in spec and not Path(spec).exists():
+        raise QualityError(f"{flag} {spec}: expected x,y,w,h (four integers, pixels) or a mask image")
+    if not Path(spec).is_file():
+        raise QualityError(f"{flag} {spec}: no such mask image (or give x,y,w,h in pixels)")
+    if cv2.imread(spec, cv2.IMREAD_GRAYSCALE) is None:
+        raise QualityError(f"{flag} {spec}: cannot read the mask image")
 
 
 def _region(spec: str | None, shape: tuple[int, int], flag: str) -> np.ndarray | None:
     """``x,y,w,h`` (pixels) or a mask image (non-zero = inside) -> bool mask of ``shape``."""
     if spec is None:
         return None
-    parts = spec.split(",")
-    if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
-        x, y, w, h = (int(p) for p in parts)
+    rect = _rectangle(spec)
+    if rect is not None:
+        x, y, w, h = rect
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
             raise QualityError(f"{flag} {spec}: rectangle outside the {shape[1]}x{shape[0]} image")
         mask = np.zeros(shape, bool)
@@ -160,19 +183,37 @@ def load_eval(
     samples, skipped = [], []
     for xp in xs[:limit]:
         stem = xp.stem[2:]
+        yp, tp = xp.with_name(f"y_{stem}.png"), xp.with_name(f"truth_{stem}.npz")
         try:
-            x, y = _read_grey(xp), _read_grey(xp.with_name(f"y_{stem}.png"))
-            with np.load(xp.with_name(f"truth_{stem}.npz")) as npz:
-                truth = {k: npz[k] for k in npz.files}
+            x, y = _read_grey(xp), _read_grey(yp)
+            if y.shape != x.shape:
+                raise QualityError(f"shape {x.shape} differs from {yp.name} {y.shape}")
+            truth = _read_truth(tp, x.shape, roi is None)
             region = _region(roi, x.shape, "--roi")
             region = truth["parenchyma"].astype(bool) if region is None else region
             if not region.any():
                 raise QualityError("the parenchyma mask is empty (pass --roi)")
-        except (OSError, KeyError, ValueError, QualityError) as exc:
+        except QualityError as exc:
             skipped.append(_skip(xp, exc))
             continue
         samples.append(Sample(stem, x, region, y, truth, truth.get("vessels")))
     return samples, skipped
+
+
+def _read_truth(path: Path, shape: tuple[int, ...], need_parenchyma: bool) -> dict[str, np.ndarray]:
+    """The arrays of a ``truth_NNN.npz``, each of the image's ``shape``; a :class:`QualityError`
+    naming the file if it cannot be read, lacks a needed ``parenchyma`` mask, or a 2-D array does not fit the image."""
+    try:
+        with np.load(path) as npz:
+            truth = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # missing, not .npz, pickled objects, truncated
+        raise QualityError(f"{path.name}: unreadable or not an .npz of plain arrays ({str(exc).split('. ')[0]})") from None
+    if need_parenchyma and "parenchyma" not in truth:
+        raise QualityError(f"{path.name}: no 'parenchyma' mask (pass --roi)")
+    wrong = [k for k, v in truth.items() if v.ndim == 2 and v.shape != shape]  # the masks and echogenicity
+    if wrong:
+        raise QualityError(f"{path.name}: {wrong[0]} has shape {truth[wrong[0]].shape}, the image {shape}")
+    return truth
 
 
 def _skip(path: Path, exc: Exception) -> str:
@@ -298,9 +339,12 @@ def evaluate(cfg: QualityConfig) -> QualityRun:
         refs = [(s.y, s.region) for s in samples]
     else:
         samples, refs, skipped = load_unpaired(cfg)
+    if cfg.figure_index >= len(samples):
+        raise QualityError(f"--figure-index {cfg.figure_index}: there are only {len(samples)} usable image(s), "
+                           f"0..{len(samples) - 1}")
     pooled_y = np.mean([M.intensity_pdf(y, m, cfg.bins)[1] for y, m in refs], axis=0)
 
-    fig_sample = samples[min(cfg.figure_index, len(samples) - 1)]
+    fig_sample = samples[cfg.figure_index]
     figure = {"x": fig_sample.x, "region": fig_sample.region}
     if fig_sample.y is not None:
         figure["y"] = fig_sample.y
@@ -345,7 +389,7 @@ def run_quality(cfg: QualityConfig, command: Sequence[str] = ()) -> QualityRun:
 
 def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     """Command line -> :class:`QualityConfig`."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--eval",
@@ -374,7 +418,7 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     p.add_argument(
         "--weights", type=Path, help="DRNN weights (default: the shipped weights/drnn.onnx or .pt)"
     )
-    p.add_argument("--limit", type=int, help="use the first N images only")
+    p.add_argument("--limit", type=positive_int, help="use the first N images only")
     p.add_argument(
         "--bins", type=int, default=M.DEFAULT_BINS, help="histogram bins over 0..255 (default %(default)s)"
     )
@@ -391,7 +435,8 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         "--markdown", type=Path, help="also write the Markdown report here (e.g. benchmarks/QUALITY.md)"
     )
     p.add_argument(
-        "--figure-index", type=int, default=0, help="which image the figure shows (default %(default)s)"
+        "--figure-index", type=non_negative_int, default=0,
+        help="which image the figure shows, counted from 0 (default %(default)s)",
     )
     a = p.parse_args(argv)
     if a.x_dir is not None and a.y_dir is None:
@@ -400,12 +445,17 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         p.error(f"--window must be an odd number >= 3, got {a.window}")
     if a.bins < 2:
         p.error(f"--bins must be >= 2, got {a.bins}")
-    if a.limit is not None and a.limit < 1:
-        p.error(f"--limit must be >= 1, got {a.limit}")
     methods = tuple(m.strip().lower() for m in a.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
         p.error(f"--methods: unknown {', '.join(unknown)}; choose from {','.join(BASELINES)}")
+    try:
+        for flag, spec in (("--roi", a.roi), ("--roi-y", a.roi_y), ("--target", a.target)):
+            if spec is not None:
+                check_region_spec(spec, flag)
+    except QualityError as exc:
+        p.error(str(exc))
+    check_outputs(p, {"--markdown": (a.markdown, None)}, folders={"--out": a.out})
     given = {f.name: getattr(a, f.name) for f in fields(QualityConfig) if f.name not in ("methods", "drnn")}
     return QualityConfig(**given, methods=methods, drnn=not a.no_drnn)
 
@@ -414,10 +464,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     try:
-        run = run_quality(cfg, argv)
+        run = evaluate(cfg)
     except QualityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        write_outputs(run, cfg, argv)
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
+        return 1
     print(markdown_table(run))
     print(
         f"wrote {cfg.out / 'quality.md'}, quality.csv, quality_fig4.png"

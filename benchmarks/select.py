@@ -24,7 +24,6 @@ log-correlation below x's, summed over the sets: ``worse_than_x`` of
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmarks.cli import check_outputs, write_texts
 from benchmarks.edges import LIMIT, check_frames, worst_seam
 from benchmarks.evaluate import (
     CNR_MIN,
@@ -40,8 +40,10 @@ from benchmarks.evaluate import (
     LOAD_ERRORS,
     check_targets,
     evaluate_many,
-    generator_functions,
+    load_candidates,
 )
+from training.argparsing import OneLineParser, non_negative_int, positive_float
+from training.outputs import PathError
 
 __all__ = ["Candidate", "shortfalls", "score", "rank", "pick", "markdown", "main"]
 
@@ -137,21 +139,27 @@ def _set_names(dirs: list[Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.select --weights W [W ...] --eval DIR [DIR ...] [--incumbent W] [--json F]``."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.select", description=__doc__.splitlines()[0])
+    """``python -m benchmarks.select --weights W [W ...] --eval DIR [DIR ...] [--incumbent W] [--json F]``.
+    Exit status 0; 1 when some files could not be loaded (each reported, the rule applied to the
+    others) or the JSON could not be written; 2 for bad arguments or data."""
+    ap = OneLineParser(prog="python -m benchmarks.select", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True, help="candidate generator files (checkpoints or ONNX)")
     ap.add_argument("--eval", type=Path, nargs="+", required=True, help="paired validation folders (x_NNN.png, y_NNN.png, truth_NNN.npz)")
     ap.add_argument("--incumbent", type=Path, help="the weights in use: replaced only by a file that meets more targets")
-    ap.add_argument("--limit", type=int, default=0, help="use the first N pairs of each set [0: all]")
-    ap.add_argument("--edge-limit", type=float, default=LIMIT, help="edge check, grey levels (default %(default)s)")
+    ap.add_argument("--limit", type=non_negative_int, default=0, help="use the first N pairs of each set [0: all]")
+    ap.add_argument("--edge-limit", type=positive_float, default=LIMIT, help="edge check, grey levels (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write every file's figures here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
+    check_outputs(ap, {"--json": (a.json, None)})
     files = list(dict.fromkeys([*a.weights, *([a.incumbent] if a.incumbent else [])]))
     names = _set_names(a.eval)
+    runs, failed = load_candidates(files)
+    if not runs:
+        return 2
+    incumbent = str(a.incumbent) if a.incumbent and str(a.incumbent) in runs else None
     frames = check_frames()
     try:
-        runs = generator_functions(files)
         edges = {w: worst_seam(run, frames)[0]
                  for w, run in tqdm(runs.items(), desc="edge check", unit="file", disable=a.no_progress)}
         per_set = {n: evaluate_many(runs, d, a.limit, progress=not a.no_progress)
@@ -162,12 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     raw = {w: {n: per_set[n][w] for n in names} for w in edges}
     candidates = [score(w, edges[w], raw[w]) for w in edges]
     print(markdown(candidates, a.edge_limit))
-    chosen = pick(candidates, str(a.incumbent) if a.incumbent else None, a.edge_limit)
-    print(f"pick: {chosen.weights} ({chosen.total} targets)" if chosen else "pick: none (every file fails the edge check)")
+    chosen = pick(candidates, incumbent, a.edge_limit)
+    lost = "; the incumbent could not be loaded: picked among the others" if a.incumbent and incumbent is None else ""
+    print((f"pick: {chosen.weights} ({chosen.total} targets)" if chosen else "pick: none (every file fails the edge check)") + lost)
     if a.json:
-        a.json.write_text(json.dumps({"pick": chosen.weights if chosen else None,
-                                      "candidates": [asdict(c) for c in candidates], "results": raw}, indent=2))
-    return 0
+        try:
+            write_texts({"--json": (a.json, json.dumps({"pick": chosen.weights if chosen else None,
+                                                        "candidates": [asdict(c) for c in candidates], "results": raw},
+                                                       indent=2))})
+        except PathError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Two ways to call it:
 from __future__ import annotations
 
 import abc
+import argparse
+import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,7 +26,8 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.pipeline import Pipeline
 
-__all__ = ["Despeckler", "PipelinedDespeckler", "Handle", "InputSpec", "FrameError", "BackendUnavailable"]
+__all__ = ["Despeckler", "PipelinedDespeckler", "Handle", "InputSpec", "FrameError", "BackendUnavailable",
+           "check_threads", "threads_arg"]
 
 
 class FrameError(ValueError):
@@ -58,6 +61,28 @@ class InputSpec:
         if not (h0 <= h <= h1 and w0 <= w <= w1):
             raise FrameError(f"frame size {h}x{w} is outside the engine's profile {h0}x{w0} .. {h1}x{w1}")
         return np.ascontiguousarray(frame)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """The CPU threads option of the CPU backends: ``None`` or ``0`` mean the backend's own choice
+    (returned as ``None``), a positive count is kept; a negative one raises ``ValueError``."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+        raise ValueError(f"threads must be a whole number >= 0 (0: the backend's default), got {threads!r}")
+    return int(threads) or None
+
+
+def threads_arg(text: str) -> int:
+    """``argparse`` type of a ``--threads`` flag: a whole number >= 0 (:func:`check_threads`; 0 is
+    the backend's default), else a one-line ``argparse`` error."""
+    try:
+        threads = int(text)
+        check_threads(threads)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 0 (0: the backend's default), got {text!r}") from None
+    return threads
 
 
 class Handle(abc.ABC):

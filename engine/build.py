@@ -15,6 +15,8 @@ from pathlib import Path
 
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, parse_hw
 from engine.weights import WeightsError, WeightsNotFound
+from training.argparsing import OneLineParser
+from training.outputs import PathError, readable_file
 
 __all__ = ["main", "parse_config"]
 
@@ -26,16 +28,26 @@ def _hw(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _mib(text: str) -> int:
+    try:
+        mib = int(text)
+    except ValueError:
+        mib = 0
+    if mib < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of MiB >= 1, got {text!r}")
+    return mib
+
+
 def parse_config(argv: list[str] | None = None) -> BuildConfig:
     """Parse the command line into a :class:`BuildConfig`."""
     p = DEFAULT_PROFILE
-    parser = argparse.ArgumentParser(prog="python -m engine.build", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m engine.build", description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, required=True, help="exported model (python -m engine.export)")
     parser.add_argument("--min", type=_hw, default=p.min_hw, metavar="HxW", help="smallest frame (default 64x64)")
     parser.add_argument("--opt", type=_hw, default=p.opt_hw, metavar="HxW", help="frame size to tune for (default 512x512)")
     parser.add_argument("--max", type=_hw, default=p.max_hw, metavar="HxW", help="largest frame (default 1080x1920)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default ~/.cache/usdespeckle/tensorrt)")
-    parser.add_argument("--workspace-mib", type=int, default=2048, help="builder workspace (default %(default)s MiB)")
+    parser.add_argument("--workspace-mib", type=_mib, default=2048, help="builder workspace (default %(default)s MiB)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching engine is cached")
     args = parser.parse_args(argv)
     try:
@@ -49,16 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        readable_file(config.onnx, "--onnx")  # before TensorRT: a wrong path is the likelier mistake
+    except PathError as exc:
+        print(f"engine.build: error: {exc}", file=sys.stderr)
+        return 1
+    try:
         from engine.cuda_slots import CudaError
         from engine.trt_build import BuildError, get_engine
     except ImportError as exc:
-        print(f"engine.build: TensorRT or cuda-python is not available here ({exc}); install the [gpu] extra",
+        print(f"engine.build: error: TensorRT or cuda-python is not available here ({exc}); install the [gpu] extra",
               file=sys.stderr)
         return 2
     try:
         _, path = get_engine(config)
     except (BuildError, CudaError, WeightsError, WeightsNotFound) as exc:
-        print(f"engine.build: {exc}", file=sys.stderr)
+        print(f"engine.build: error: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0

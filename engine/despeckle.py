@@ -9,17 +9,17 @@ despeckler could be built.  See :mod:`engine.offline`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.base import BackendUnavailable
+from engine.base import BackendUnavailable, threads_arg
 from engine.offline import despeckle_files
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
+from training.argparsing import OneLineParser
 
 __all__ = ["DespeckleConfig", "main", "run"]
 
@@ -36,14 +36,16 @@ class DespeckleConfig:
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
-    parser = argparse.ArgumentParser(prog="python -m engine.despeckle", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m engine.despeckle", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="pictures, DICOM files, videos or folders")
     parser.add_argument("--output", "-o", type=Path, required=True, help="folder to write the despeckled files to")
     parser.add_argument("--backend", default="auto", choices=["auto", *sorted(b for b in BACKENDS if b != "identity")],
                         help="inference backend (default: auto = TensorRT > torch CUDA > ONNX Runtime CPU)")
     parser.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights/drnn.*)")
     parser.add_argument("--recursive", "-r", action="store_true", help="also despeckle files in sub-folders")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the CPU backends (default: all)")
+    parser.add_argument("--threads", type=threads_arg, default=None,
+                        help="CPU threads of the CPU backends (default or 0: the backend's own choice, all cores "
+                             "for ONNX Runtime)")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="0..1: blend the output with the input (1: the model's output, 0: the input; default: 1)")
     args = parser.parse_args(argv)
@@ -57,7 +59,7 @@ def run(config: DespeckleConfig) -> int:
     try:
         despeckler = create_despeckler(config.backend, config.weights, strength=config.strength, **options)
     except (BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
-        print(f"engine.despeckle: {exc}", file=sys.stderr)
+        print(f"engine.despeckle: error: {exc}", file=sys.stderr)
         return 2
     with despeckler:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)

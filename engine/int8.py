@@ -10,12 +10,13 @@ integer kernels):
   coarsen the step for everything else;
 * the 7x7 stem (1 input channel) and the 3x3 head (1 output channel) stay float32: together about
   0.5 % of the multiply-adds, and the layers that see the frame's and the output's full range;
-* so do the convolutions of the last ``float_blocks`` residual blocks (default 1, about 1/6 of the
-  multiply-adds): the quantization errors of all earlier layers add up there and reach the
-  output through the head.  With an output-calibrated model (head gain 1.26) the all-INT8 variant
-  missed :data:`INT8_TOLERANCE` on a held-out frame (98.4 % of pixels within 8 grey levels; 99.1 %
-  with the last block in float32, measured 2026-11-26).  The model shipped now (version 3) meets
-  it only with 3 blocks float32, which is how ``weights/drnn_int8.onnx`` was made (``docs/engine.md``).
+* so do the convolutions of the last ``float_blocks`` residual blocks (default: half of them,
+  rounded up, 3 of the paper's 6, about half of the multiply-adds): the quantization errors of
+  all earlier layers add up there and reach the output through the head.  With an
+  output-calibrated model (head gain 1.26) the all-INT8 variant missed :data:`INT8_TOLERANCE` on
+  a held-out frame (98.4 % of pixels within 8 grey levels; 99.1 % with the last block in
+  float32, measured 2026-11-26).  The shipped models since version 3 meet it only with 3 blocks
+  float32, which is how ``weights/drnn_int8.onnx`` was made (``docs/engine.md``).
 
 The uint8 frame contract of :mod:`engine.onnx_export` is unchanged, so every CPU consumer
 (``--backend onnxruntime --weights drnn_int8.onnx``) takes the file as it is.  The result is
@@ -39,6 +40,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -48,6 +50,9 @@ from engine.files import atomic_write_bytes, sha256_file
 from engine.onnx_export import INPUT_NAME, Parity, Tolerance, check_graph, check_parity, onnx_runner
 from engine.weights import WeightsError, existing_file
 
+if TYPE_CHECKING:
+    import onnx
+
 __all__ = [
     "INT8_TOLERANCE",
     "CALIBRATION_SEED",
@@ -55,6 +60,7 @@ __all__ = [
     "simulated_frames",
     "split_frames",
     "tile",
+    "load_float32_export",
     "quantize_int8",
 ]
 
@@ -132,19 +138,45 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _float_convs(convs: Sequence, float_blocks: int) -> list[str]:
+def _float_convs(convs: Sequence, float_blocks: int | None) -> tuple[list[str], int]:
     """Names of the Conv nodes (``convs``, in graph order) kept float32: the stem, the head and those
-    of the last ``float_blocks`` residual blocks (found by their weights' names, ``...blocks.<i>....``)."""
+    of the last ``float_blocks`` residual blocks (found by their weights' names, ``...blocks.<i>....``;
+    ``None``: half of them, rounded up); and that number of blocks."""
     block_of = {}
     for node in convs:
         match = re.search(r"(?:^|\.)blocks\.(\d+)\.", node.input[1])
         if match:
             block_of[node.name] = int(match.group(1))
     blocks = sorted(set(block_of.values()))
+    if float_blocks is None:
+        float_blocks = (len(blocks) + 1) // 2
     if float_blocks > len(blocks):
         raise WeightsError(f"float_blocks={float_blocks} but the model has {len(blocks)} residual blocks")
     keep = set(blocks[len(blocks) - float_blocks:]) if float_blocks > 0 else set()
-    return [convs[0].name, *(n for n, b in block_of.items() if b in keep), convs[-1].name]
+    return [convs[0].name, *(n for n, b in block_of.items() if b in keep), convs[-1].name], float_blocks
+
+
+def load_float32_export(onnx_in: str | Path) -> onnx.ModelProto:
+    """The ``onnx.ModelProto`` of the float32 export ``onnx_in``, or :class:`WeightsError` naming the
+    file if it is not an ONNX model, breaks the frame contract, is not float32 or lacks the DRNN's
+    convolutions (:class:`~engine.weights.WeightsNotFound` if it is missing).  Cheap: run it before
+    making calibration frames."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    src = existing_file(onnx_in)
+    try:
+        proto = onnx.load(str(src))
+    except DecodeError as exc:
+        raise WeightsError(f"{src}: not an ONNX model ({exc})") from None
+    check_graph(proto, name=str(src))
+    precision = next((p.value for p in proto.metadata_props if p.key == "precision"), "float32")
+    if precision != "float32":
+        raise WeightsError(f"{src}: precision is {precision}, quantize the float32 export instead")
+    convs = sum(node.op_type == "Conv" for node in proto.graph.node)
+    if convs < 3:
+        raise WeightsError(f"{src}: expected the DRNN's convolutions, found {convs} Conv nodes")
+    return proto
 
 
 def quantize_int8(
@@ -154,7 +186,7 @@ def quantize_int8(
     held_out: Sequence[np.ndarray],
     *,
     tolerance: Tolerance = INT8_TOLERANCE,
-    float_blocks: int = 1,
+    float_blocks: int | None = None,
     progress: bool = True,
 ) -> list[Parity]:
     """Quantize the float32 export ``onnx_in`` to INT8 at ``out``; returns the held-out parities.
@@ -165,7 +197,8 @@ def quantize_int8(
     :class:`~engine.onnx_export.ParityError` and nothing is written).  The source's metadata
     (``checkpoint_sha256``...) is carried over; ``precision`` becomes ``int8`` and
     ``source_onnx_sha256`` / ``calibration_frames`` / ``float_blocks`` are added.
-    ``float_blocks``: residual blocks at the end kept float32 (module docstring).  ``progress``: a bar over the
+    ``float_blocks``: residual blocks at the end kept float32 (``None``: half of them, rounded up;
+    module docstring).  ``progress``: a bar over the
     calibration frames (each runs through the float32 model once).
     """
     import onnx
@@ -181,17 +214,12 @@ def quantize_int8(
     if not calibration or not held_out:
         raise CalibrationError("need calibration frames and held-out frames (at least one of each)")
     calibration, held_out = _checked(calibration, "calibration"), _checked(held_out, "held-out")
-    proto = onnx.load(str(src))
-    check_graph(proto, name=str(src))
+    proto = load_float32_export(src)
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("precision", "float32") != "float32":
-        raise WeightsError(f"{src}: precision is {meta['precision']}, quantize the float32 export instead")
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
-    if len(convs) < 3:
-        raise WeightsError(f"{src}: expected the DRNN's convolutions, found {len(convs)} Conv nodes")
-    if float_blocks < 0:
+    if float_blocks is not None and float_blocks < 0:
         raise WeightsError(f"float_blocks must be >= 0, got {float_blocks}")
-    keep_float = _float_convs(convs, float_blocks)
+    keep_float, float_blocks = _float_convs(convs, float_blocks)
 
     tiles = [tile(f) for f in calibration]
     bar = tqdm(total=len(tiles), desc="calibrate", unit="frame", disable=not progress)

@@ -6,12 +6,15 @@ DICOM (8-bit MONOCHROME2, uncompressed, new series and instance UIDs, ``ImageTyp
 as videos at the source's frame rate (``.avi`` Motion-JPEG, ``.mp4`` MPEG-4 part 2; other
 containers are written as ``.avi``).  Reading uses :mod:`training.data` (numpy, cv2, pydicom; no
 torch).  A file that cannot be read, despeckled or written is logged and counted, and the run goes
-on with the next one.
+on with the next one; so is a video that ends well before the frame count its header declares
+(:func:`frames_missing`).  Each file is written to a temporary name in the destination folder and
+renamed into place only when it is complete, so a failed file leaves an existing output as it was.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +24,21 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.base import Despeckler
+from engine.files import temporary_sibling
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, list_files, read_frames
 from training.sim.cine import CODECS
 
-__all__ = ["OutputError", "OfflineReport", "plan_outputs", "despeckle_files"]
+__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "despeckle_files"]
 
 log = logging.getLogger(__name__)
 
 
 class OutputError(OSError):
     """A despeckled file could not be written."""
+
+
+class TruncatedVideo(ValueError):
+    """A video whose frames end before the count its header declares (cut short, or damaged)."""
 
 
 @dataclass
@@ -61,29 +69,40 @@ def plan_outputs(inputs: list[Path], output: Path, recursive: bool = False) -> l
     return jobs
 
 
-def _video_fps(path: Path) -> float:
+def _video_header(path: Path) -> tuple[float, int]:
+    """``(frame rate, frame count)`` from a video's header; 30 fps and 0 frames where it has none."""
     capture = cv2.VideoCapture(str(path))
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
     finally:
         capture.release()
-    return fps if fps and fps > 0 else 30.0
+    return (fps if fps and fps > 0 else 30.0), (int(count) if count and count > 0 else 0)
 
 
-def _write_picture(dst: Path, frames: Iterator[np.ndarray]) -> int:
+def frames_missing(declared: int, read: int) -> int:
+    """Frames missing from a video that declares ``declared`` and gave ``read``, beyond a tolerance
+    (0 when within it or when the header has no count).  Some containers only estimate their count
+    (from duration x frame rate), so up to 2 % of it, and at least one frame, may be missing."""
+    return max(0, declared - read - max(1, -(-declared * 2 // 100)))
+
+
+def _write_picture(dst: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
     (frame,) = frames
-    if not cv2.imwrite(str(dst), frame):
+    if not cv2.imwrite(str(tmp), frame):
         raise OutputError(f"{dst}: OpenCV cannot write this picture format")
     return 1
 
 
-def _write_video(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
+def _write_video(src: Path, dst: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
+    """Write ``frames`` as a video at ``tmp`` (codec from the suffix of ``dst``, which it shares);
+    :class:`TruncatedVideo` if they end before the count in ``src``'s header (:func:`frames_missing`)."""
     fourcc = cv2.VideoWriter_fourcc(*CODECS[dst.suffix.lower()])
+    fps, declared = _video_header(src)
     writer, count = None, 0
     try:
         for frame in frames:
             if writer is None:
-                writer = cv2.VideoWriter(str(dst), fourcc, _video_fps(src), frame.shape[::-1], isColor=True)
+                writer = cv2.VideoWriter(str(tmp), fourcc, fps, frame.shape[::-1], isColor=True)
                 if not writer.isOpened():
                     raise OutputError(f"{dst}: OpenCV cannot open a video writer for it")
             writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
@@ -91,6 +110,9 @@ def _write_video(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
     finally:
         if writer is not None:
             writer.release()
+    if frames_missing(declared, count):
+        raise TruncatedVideo(f"{src}: the video ends after {count} of the {declared} frames its header declares "
+                             "(cut short or damaged); not written")
     return count
 
 
@@ -104,7 +126,7 @@ _STALE_PIXEL_TAGS = (
 )
 
 
-def _write_dicom(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
+def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -121,13 +143,14 @@ def _write_dicom(src: Path, dst: Path, frames: Iterator[np.ndarray]) -> int:
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} despeckled".strip()
     ds.DerivationDescription = "despeckled by usdespeckle (DRNN, Mishra et al.)"
-    ds.save_as(dst, enforce_file_format=True)
+    ds.save_as(tmp, enforce_file_format=True)
     return len(stack)
 
 
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path) -> tuple[Path, int]:
     """Despeckle ``src`` into ``dst`` (kind from the suffix: picture, video, else DICOM, which
-    :func:`training.data.read_frames` has then recognised).  A failed file leaves no output."""
+    :func:`training.data.read_frames` has then recognised), through a temporary file beside ``dst``
+    renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file)."""
     suffix = src.suffix.lower()
     if suffix in VIDEO_SUFFIXES and dst.suffix.lower() not in CODECS:
         dst = dst.with_suffix(".avi")
@@ -135,15 +158,19 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path) -> tuple[Path, 
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
     frames = despeckler.imap(read_frames(src))
+    tmp = temporary_sibling(dst)
     try:
         if suffix in IMAGE_SUFFIXES:
-            return dst, _write_picture(dst, frames)
-        if suffix in VIDEO_SUFFIXES:
-            return dst, _write_video(src, dst, frames)
-        return dst, _write_dicom(src, dst, frames)
+            count = _write_picture(dst, tmp, frames)
+        elif suffix in VIDEO_SUFFIXES:
+            count = _write_video(src, dst, tmp, frames)
+        else:
+            count = _write_dicom(src, tmp, frames)
+        os.replace(tmp, dst)
     except BaseException:
-        dst.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return dst, count
 
 
 def despeckle_files(

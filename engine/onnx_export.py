@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.base import InputSpec
 from engine.weights import WeightsError
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "DEFAULT_OPSET",
+    "MAX_EDGE_CONTEXT",
+    "max_opset",
     "FP32_TOLERANCE",
     "FP16_TOLERANCE",
     "ParityError",
@@ -52,8 +55,21 @@ __all__ = [
 
 INPUT_NAME = "frame"
 OUTPUT_NAME = "despeckled"
-#: ONNX opset: 18 is read by ONNX Runtime >= 1.14 and the TensorRT 10 / 11 parsers.
+#: ONNX opset: 18 is read by ONNX Runtime >= 1.14 and the TensorRT 10 / 11 parsers.  It is also the
+#: lowest one: torch's exporter writes opset 18 and cannot convert the graph down (no adapter for
+#: ``Pad``; torch 2.13 then logs a traceback and silently keeps 18).
 DEFAULT_OPSET = 18
+#: the largest edge context that can take effect: the context is cut to the frame's shorter side
+#: less one in the graph, and the CPU backends take frames of at most 4096 pixels a side
+#: (:class:`engine.base.InputSpec`).  Each 4 pixels add a fill step, so export time grows with it.
+MAX_EDGE_CONTEXT = min(InputSpec().max_hw) - 1
+
+
+def max_opset() -> int:
+    """The highest ONNX opset the installed ``onnx`` knows (it converts the export to it)."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
 
 
 class ParityError(AssertionError):
@@ -109,7 +125,8 @@ def export_onnx(
     stored in the model's ``metadata_props`` (with ``precision``), readable from ONNX Runtime's
     ``get_modelmeta().custom_metadata_map``.  ``context``: the mirrored edge context of
     :class:`engine.torch_model.FrameModel` (``None``: the network's default), stored as
-    ``edge_context``.
+    ``edge_context``.  ``ValueError`` for an ``opset`` outside :data:`DEFAULT_OPSET` ..
+    :func:`max_opset` or a ``context`` outside 0 .. :data:`MAX_EDGE_CONTEXT`, before any work.
     """
     import onnx
     import torch
@@ -117,6 +134,10 @@ def export_onnx(
     from engine.files import atomic_write_bytes
     from engine.torch_model import FrameModel
 
+    if not DEFAULT_OPSET <= opset <= max_opset():
+        raise ValueError(f"opset must be {DEFAULT_OPSET}..{max_opset()}, got {opset}")
+    if context is not None and not 0 <= context <= MAX_EDGE_CONTEXT:
+        raise ValueError(f"edge context must be 0..{MAX_EDGE_CONTEXT} pixels, got {context}")
     out = Path(out)
     model = FrameModel(net, torch.float16 if fp16 else torch.float32, context=context).eval()
     example = torch.randint(0, 256, (64, 48), dtype=torch.uint8)
@@ -134,6 +155,9 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise WeightsError(f"{out}: torch exported opset {written}, not the {opset} asked for")
     precision = "float16" if fp16 else "float32"
     proto.doc_string = f"usdespeckle DRNN {precision}: uint8 (H, W) -> uint8 (H, W)"
     onnx.helper.set_model_props(proto, {"precision": precision, "edge_context": str(model.context), **(metadata or {})})
@@ -161,9 +185,9 @@ def export_checkpoint(
     from engine.checkpoint import load_generator
     from engine.files import sha256_file
 
+    net = load_generator(checkpoint)  # first: it names a missing or foreign file (CheckpointError)
     metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint)}
-    return export_onnx(load_generator(checkpoint), out, fp16=fp16, opset=opset, check=check, metadata=metadata,
-                       context=context)
+    return export_onnx(net, out, fp16=fp16, opset=opset, check=check, metadata=metadata, context=context)
 
 
 def check_graph(proto, name: str = "model") -> None:

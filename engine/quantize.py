@@ -10,15 +10,17 @@ check).  Then run it with ``--backend onnxruntime --weights OUT``.  See :mod:`en
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.int8 import CalibrationError, quantize_int8, simulated_frames, split_frames
+from engine.base import InputSpec
+from engine.int8 import CalibrationError, load_float32_export, quantize_int8, simulated_frames, split_frames
 from engine.onnx_export import ParityError
 from engine.weights import WeightsError, WeightsNotFound
+from training.argparsing import OneLineParser
+from training.outputs import PathError, check_output_file, readable_file
 
 __all__ = ["QuantizeConfig", "main"]
 
@@ -33,23 +35,28 @@ class QuantizeConfig:
     calibrate: Path | None = None
     frames: int = 24
     size: int = 256
-    float_blocks: int = 1
+    float_blocks: int | None = None
 
 
 def _parse(argv: list[str] | None) -> QuantizeConfig:
-    parser = argparse.ArgumentParser(prog="python -m engine.quantize", description=__doc__.splitlines()[0])
+    (min_side, _), (max_side, _) = InputSpec().min_hw, InputSpec().max_hw  # the CPU backends' frame sizes
+    parser = OneLineParser(prog="python -m engine.quantize", description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, required=True, help="float32 export (python -m engine.export)")
     parser.add_argument("--out", type=Path, required=True, help="INT8 ONNX file to write")
     parser.add_argument("--calibrate", type=Path, help="folder, video or DICOM file of your probe's frames "
                         "(default: simulated low-probe frames)")
     parser.add_argument("--frames", type=int, default=24, help="frames to use, a quarter held out (default %(default)s)")
-    parser.add_argument("--size", type=int, default=256, help="side of the simulated frames (default %(default)s)")
-    parser.add_argument("--float-blocks", type=int, default=1,
-                        help="last residual blocks kept float32: more is slower and closer to float32 (default %(default)s)")
+    parser.add_argument("--size", type=int, default=256,
+                        help=f"side of the simulated frames, {min_side}..{max_side} (default %(default)s)")
+    parser.add_argument("--float-blocks", type=int, default=None,
+                        help="last residual blocks kept float32: more is slower and closer to float32 "
+                             "(default: half of them, rounded up; 3 of the shipped model's 6, the fewest it passes with)")
     args = parser.parse_args(argv)
     if args.frames < 2:
         parser.error(f"--frames must be at least 2, got {args.frames}")
-    if args.float_blocks < 0:
+    if not min_side <= args.size <= max_side:
+        parser.error(f"--size must be {min_side}..{max_side} pixels (the CPU backends' frame sizes), got {args.size}")
+    if args.float_blocks is not None and args.float_blocks < 0:
         parser.error(f"--float-blocks must be at least 0, got {args.float_blocks}")
     return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size, args.float_blocks)
 
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError, iter_frames
 
     try:
+        load_float32_export(readable_file(config.onnx, "--onnx"))
+        check_output_file(config.out, "--out", create=True)
         if config.calibrate is None:
             frames = simulated_frames(config.frames, config.size)
         else:
@@ -66,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         calibration, held_out = split_frames(frames)
         print(f"calibrating on {len(calibration)} frames, checking on {len(held_out)} held-out frames ...", flush=True)
         report = quantize_int8(config.onnx, config.out, calibration, held_out, float_blocks=config.float_blocks)
-    except (DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
-        print(f"engine.quantize: {exc}", file=sys.stderr)
+    except (PathError, DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
+        print(f"engine.quantize: error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # onnx is not in the base install
-        print(f"engine.quantize: needs the {exc.name} package: pip install -e '.[train]'", file=sys.stderr)
+        print(f"engine.quantize: error: needs the {exc.name} package: pip install -e '.[train]'", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the write itself failed (disk full, folder removed meanwhile)
+        print(f"engine.quantize: error: --out {config.out}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
         return 1
     worst = min(report, key=lambda p: p.fraction_within)
     print(f"wrote {config.out} ({config.out.stat().st_size / 1e6:.2f} MB, int8); held-out frames: at worst "

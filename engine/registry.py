@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def choose_backend() -> tuple[str, dict[str, Any], str]:
     return "onnxruntime", {"device": "cpu"}, "; ".join([*reasons, "ONNX Runtime on the CPU"])
 
 
+def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` less those the constructor of ``cls`` does not take, each named in a log line:
+    what suits one machine's backend (``threads`` for the CPU) does not break ``auto`` on another."""
+    taken = inspect.signature(cls).parameters
+    ignored = sorted(k for k in options if k not in taken)
+    if ignored:
+        log.info("backend auto -> %s takes no %s; ignored", backend, ", ".join(ignored))
+    return {k: v for k, v in options.items() if k in taken}
+
+
 def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,
                       **options: Any) -> Despeckler:
     """Build the named backend (``"auto"``: see :func:`choose_backend`).
@@ -88,11 +99,14 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     go to the backend's constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
     """
     strength = check_strength(strength)
-    if backend == "auto":
+    auto = backend == "auto"
+    if auto:
         backend, chosen, reason = choose_backend()
         options = {**chosen, **options}
         log.info("backend auto -> %s: %s", backend, reason)
     cls = _load(backend)
+    if auto:
+        options = _options_taken(cls, backend, options)
     if weights is not None:
         options["weights"] = weights
     despeckler = cls(**options)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
 from stream.roi import Region, parse_region
+from stream.transport import MAX_PORT, check_endpoint
+from training.argparsing import positive_float, positive_int
 
 __all__ = [
     "add_source_args",
@@ -21,35 +24,46 @@ __all__ = [
     "chain_config",
     "grabber_config",
     "setup_logging",
+    "endpoint",
 ]
 
 
-def _positive_int(text: str) -> int:
+def _port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a port number 1..{MAX_PORT}, got {text!r}") from None
+    if not 1 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..{MAX_PORT}, got {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def endpoint(bind: bool) -> Callable[[str], str]:
+    """An argparse ``type`` for a ZeroMQ endpoint (or ``--source``) that checks a ``tcp://`` port."""
+
+    def parse(text: str) -> str:
+        try:
+            check_endpoint(text, bind=bind)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
 
 
 def _size(text: str) -> tuple[int, int]:
-    """``"256"`` -> (256, 256); ``"240x320"`` -> (240, 320) as (H, W)."""
+    """``"256"`` -> (256, 256); ``"240x320"`` -> (240, 320) as (H, W); sides of at least
+    :data:`training.sim.cine.SWEEP_MIN_SIDE` (imported here: only ``--size`` needs the simulator)."""
+    from training.sim.cine import SWEEP_MIN_SIDE
+
+    wanted = f"expected N or HxW with sides >= {SWEEP_MIN_SIDE} (the simulator's smallest), got {text!r}"
     parts = text.lower().split("x")
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
-    h, w = (_positive_int(p) for p in (parts * 2)[:2])
+    try:
+        h, w = (int(p) for p in (parts * 2)[:2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(wanted) from None
+    if len(parts) not in (1, 2) or min(h, w) < SWEEP_MIN_SIDE:
+        raise argparse.ArgumentTypeError(wanted)
     return h, w
 
 
@@ -60,15 +74,18 @@ def _region(text: str) -> Region:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_source_args(parser: argparse.ArgumentParser) -> None:
+#: what ``--source`` names in every tool that has it; ``stream.run`` may also subscribe to a grabber.
+SOURCE_KINDS = "sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://..."
+
+
+def add_source_args(parser: argparse.ArgumentParser, subscribe: bool) -> None:
+    """The source flags; ``subscribe``: ``--source tcp://HOST:PORT`` (a grabber to subscribe to)
+    is offered too, which only a process with a despeckler can take."""
+    kinds = f"{SOURCE_KINDS} | tcp://HOST:PORT" if subscribe else SOURCE_KINDS
     g = parser.add_argument_group("source")
+    g.add_argument("--source", type=endpoint(bind=False), default="sim", help=f"{kinds} (default: sim)")
     g.add_argument(
-        "--source",
-        default="sim",
-        help="sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://... | tcp://HOST:PORT (default: sim)",
-    )
-    g.add_argument(
-        "--fps", type=_positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)"
+        "--fps", type=positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)"
     )
     g.add_argument("--size", type=_size, default=(256, 256), help="sim frame size, N or HxW (default: 256)")
     g.add_argument("--seed", type=int, default=0, help="sim phantom seed (default: 0)")
@@ -98,12 +115,13 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--publish",
+        type=endpoint(bind=True),
         default="tcp://127.0.0.1:5556",
         help="endpoint the despeckled stream is published on (default: tcp://127.0.0.1:5556)",
     )
     g.add_argument(
         "--igtl",
-        type=_positive_int,
+        type=_port,
         default=None,
         metavar="PORT",
         help="also serve OpenIGTLink IMAGE messages on 127.0.0.1:PORT (e.g. 18944)",
@@ -113,7 +131,8 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="record the despeckled stream: PATH.avi (Motion-JPEG) or a folder of PNGs",
+        help="record the despeckled stream: PATH.avi (Motion-JPEG, at the frame rate measured from the "
+        "capture times of its first frames) or a folder of PNGs",
     )
     g.add_argument(
         "--preview",
@@ -126,10 +145,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
-        help="stop after N frames (default: run until Ctrl-C)",
+        help="stop after N frames (published ones; a stand-alone grabber: read ones); stop with exit "
+        "status 1 if N frames are refused first (default: run until Ctrl-C)",
     )
     g.add_argument(
         "--curve-keys",
@@ -140,24 +160,30 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-dim",
-        type=_positive_int,
+        type=positive_int,
         default=Limits.max_dim,
         help="largest accepted frame side, pixels (default: %(default)s)",
     )
     g.add_argument(
         "--max-frame-mb",
-        type=_positive_float,
+        type=positive_float,
         default=Limits.max_pixel_bytes / 2**20,
         help="largest accepted frame, MiB (default: %(default)s)",
     )
     g.add_argument(
         "--status",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         metavar="SECONDS",
         help="status line interval (default: 1)",
     )
-    g.add_argument("-v", "--verbose", action="store_true", help="log every malformed message")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every malformed message and refused frame (default: the first one in full, "
+        "then a count with each status line)",
+    )
 
 
 def setup_logging(verbose: bool) -> None:

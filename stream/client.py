@@ -5,10 +5,11 @@
     from stream.client import Subscriber
 
     with Subscriber("tcp://127.0.0.1:5556") as sub:
-        for image, meta in sub:              # blocks until a newer frame is there
+        for image, meta in sub:              # the newest frame; blocks until a newer one is there
             print(meta["seq"], image.shape)
 
-    frame = sub.latest(timeout=0.5)          # newest frame, or None after 0.5 s
+    # or, in a program with its own loop, where it polls for frames:
+        frame = sub.latest(timeout=0.5)      # the newest frame not yet returned, or None after 0.5 s
 
 A background thread takes every message off the socket as it arrives and keeps only the newest
 frame, so a reader slower than the stream always gets a recent frame: nothing piles up in ZeroMQ's

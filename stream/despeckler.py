@@ -3,19 +3,19 @@
 
 from __future__ import annotations
 
-import argparse
-
-from stream.cli import add_common_args, add_despeckle_args, chain_config, setup_logging
+from stream.cli import add_common_args, add_despeckle_args, chain_config, endpoint, setup_logging
 from stream.config import GRAB_ENDPOINT, SourceConfig
 from stream.pipeline import run_chain
+from training.argparsing import OneLineParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.despeckler", description=__doc__)
+    parser = OneLineParser(prog="python -m stream.despeckler", description=__doc__)
     parser.add_argument(
         "--subscribe",
+        type=endpoint(bind=False),
         default=GRAB_ENDPOINT,
         help=f"grabber endpoint, tcp:// or ipc:// (default: {GRAB_ENDPOINT})",
     )

@@ -3,20 +3,20 @@ on another machine (``python -m stream.despeckler --subscribe ENDPOINT``)."""
 
 from __future__ import annotations
 
-import argparse
-
-from stream.cli import add_common_args, add_source_args, grabber_config, setup_logging
+from stream.cli import add_common_args, add_source_args, endpoint, grabber_config, setup_logging
 from stream.config import GRAB_ENDPOINT
 from stream.pipeline import run_grabber
+from training.argparsing import OneLineParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.grabber", description=__doc__)
-    add_source_args(parser)
+    parser = OneLineParser(prog="python -m stream.grabber", description=__doc__)
+    add_source_args(parser, subscribe=False)
     parser.add_argument(
         "--publish",
+        type=endpoint(bind=True),
         default=GRAB_ENDPOINT,
         help=f"endpoint to publish the frames on (default: {GRAB_ENDPOINT})",
     )

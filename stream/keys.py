@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from stream.security import SecurityError, create_keys
+from training.argparsing import OneLineParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.keys", description=__doc__)
+    parser = OneLineParser(prog="python -m stream.keys", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder to write the key files into")
     args = parser.parse_args(argv)
     try:

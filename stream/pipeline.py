@@ -1,8 +1,9 @@
 """Assemble stages into a running process: :func:`run_chain` (despeckler + publisher, with an
 in-process grabber) and :func:`run_grabber` (a grabber alone).
 
-Start-up checks everything that can be wrong with the command line first (source, weights,
-endpoints, outputs) and returns 1 with a one-line error; nothing hangs.  Then the stages run in
+Start-up checks everything that can be wrong with the command line first (outputs, source and
+its first frame against ``--max-dim``/``--max-frame-mb``/``--roi``, weights, endpoints) and
+returns 1 with a one-line error; nothing hangs.  Then the stages run in
 daemon threads while the calling thread prints the status line every ``status_s`` seconds.
 SIGINT and SIGTERM set one shared stop event: every stage notices it within ``POLL_S`` and the
 process closes its outputs and sockets (``LINGER = 0``) and returns within about a second.
@@ -22,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import zmq
 
-from engine.base import Despeckler
+from engine.base import Despeckler, FrameError
 from engine.registry import create_despeckler
+from engine.weights import WeightsError
 from stream.config import ChainConfig, GrabberConfig, SourceConfig
 from stream.latest import LatestSlot
-from stream.protocol import Limits
+from stream.protocol import Limits, ProtocolError, check_image
+from stream.roi import Region, check_region
 from stream.security import CurveKeys, SecurityError, start_authenticator
 from stream.sinks import IgtlServer, Preview, Recorder, Sink, SinkError
 from stream.sources import SourceError, first_frame, is_subscription, open_source
@@ -108,6 +112,14 @@ def _route_signals(stop: threading.Event, stack: ExitStack) -> None:
         stack.callback(signal.signal, sig, signal.signal(sig, lambda *_: stop.set()))
 
 
+def _log_status(stats: Stats) -> None:
+    """The summary of the frames refused since the last status line, if any, then the status line."""
+    summary = stats.refusal_summary()
+    if summary is not None:
+        log.warning("%s", summary)
+    log.info(stats.line())
+
+
 def _supervise(stop: threading.Event, stats: Stats, done: Callable[[], bool], every: float) -> None:
     """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true."""
     due = time.monotonic() + every
@@ -115,15 +127,36 @@ def _supervise(stop: threading.Event, stats: Stats, done: Callable[[], bool], ev
         if done():
             return
         if time.monotonic() >= due:
-            log.info(stats.line())
+            _log_status(stats)
             due += every
 
 
+def _check_first(name: str, frame: np.ndarray, limits: Limits, region: Region | None) -> None:
+    """Refuse at start-up a first frame that the stages would refuse: one over the limits, or one
+    that ``--roi`` does not fit.  Later frames are checked as they come (and counted)."""
+    try:
+        check_image(frame, limits)
+        if region is not None:
+            check_region(region, frame.shape)
+    except ProtocolError as exc:
+        raise SourceError(
+            f"--source {name}: first frame refused: {exc} (see --max-dim, --max-frame-mb)"
+        ) from exc
+    except FrameError as exc:
+        raise SourceError(f"{exc}: the first frame of --source {name}") from exc
+
+
 def _grabber(
-    cfg: SourceConfig, sock: zmq.Socket, stats: Stats, frames: int | None, limits: Limits
+    cfg: SourceConfig,
+    sock: zmq.Socket,
+    stats: Stats,
+    frames: int | None,
+    limits: Limits,
+    region: Region | None = None,
 ) -> Grabber:
-    source = open_source(cfg.spec, cfg.size, cfg.seed)
+    source = open_source(cfg.spec, cfg.size, cfg.seed, on_skip=lambda _: stats.add("errors"))
     first, rest = first_frame(source)
+    _check_first(source.name, first, limits, region)
     stats.label = f"source {source.name}"
     return Grabber(source, itertools.chain([first], rest), sock, stats, cfg.fps, cfg.loop, frames, limits)
 
@@ -132,7 +165,7 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
     sinks: list[Sink] = []
     out = cfg.output
     if out.record is not None:
-        sinks.append(Recorder(out.record, cfg.source.fps))
+        sinks.append(Recorder(out.record))
     if out.igtl_port is not None:
         sinks.append(IgtlServer(out.igtl_port))
     if out.preview:
@@ -146,8 +179,16 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
 
 
 def _open_engine(cfg: ChainConfig) -> Despeckler:
+    """The despeckler; an error names ``--weights`` when the given file is at fault."""
+    if cfg.weights is not None:
+        if not cfg.weights.is_file():
+            raise BackendError(f"--weights {cfg.weights}: no such file")
+        if cfg.backend == "identity":
+            raise BackendError(f"--weights {cfg.weights}: --backend identity takes no weights")
     try:
         return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength)
+    except WeightsError as exc:  # its text starts with the file's name
+        raise BackendError(f"--weights: {exc}" if cfg.weights else f"--backend {cfg.backend}: {exc}") from exc
     except (ValueError, RuntimeError, OSError) as exc:
         raise BackendError(f"--backend {cfg.backend}: {exc}") from exc
 
@@ -157,10 +198,13 @@ class _Process:
     stage threads, the ZeroMQ context and sockets, and the closers of outputs, engine and
     authenticator.  Use as a context manager; :meth:`shutdown` (also on leaving) closes it all once."""
 
-    def __init__(self, stop: threading.Event | None, curve_keys: Path | None) -> None:
+    def __init__(
+        self, stop: threading.Event | None, curve_keys: Path | None, frames: int | None, sent: str
+    ) -> None:
         self.stop = stop or threading.Event()
         self.keys = CurveKeys(curve_keys) if curve_keys else None
-        self.stats = Stats()
+        self.frames = frames
+        self.stats = Stats(refusal_limit=frames, sent=sent)
         self.threads = _Threads(self.stop)
         self.ctx = zmq.Context()
         self.stack = ExitStack()
@@ -197,8 +241,16 @@ class _Process:
         return self.shutdown()
 
     def run_until(self, done: Callable[[], bool], every: float) -> int:
-        """Print the status line every ``every`` s until stopped or ``done()``; then shut down."""
-        _supervise(self.stop, self.stats, done, every)
+        """Print the status line every ``every`` s until stopped or ``done()``; then shut down.
+
+        With ``frames`` (``--frames N``) the run also ends, with exit status 1, once N frames were
+        refused before N were sent: a stream whose every frame is refused stops.
+        """
+        _supervise(self.stop, self.stats, lambda: self.stats.too_many_refused or done(), every)
+        if self.stats.too_many_refused:
+            n = self.frames
+            log.error("--frames %d: %d frames were refused before %d were sent; stopping", n, n, n)
+            self._status = 1
         return self.shutdown()
 
     def shutdown(self) -> int:
@@ -210,7 +262,7 @@ class _Process:
         self.stop.set()
         joined = self.threads.join(JOIN_S)
         if self.threads.threads:
-            log.info(self.stats.line())
+            _log_status(self.stats)
         if not joined:
             log.warning("a stage did not stop within %.1f s; leaving it behind", JOIN_S)
         self.stack.close()
@@ -226,20 +278,21 @@ class _Process:
 
 def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
     """Run grab (unless subscribing) -> despeckle -> publish until ``stop``, a signal, ``cfg.frames``
-    published frames or the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
-    with _Process(stop, cfg.curve_keys) as proc:
+    published frames (or as many refused first) or the end of a finite source.  Returns the exit
+    status (0 ok, 1 error)."""
+    with _Process(stop, cfg.curve_keys, cfg.frames, sent="out") as proc:
         try:
+            sinks = _sinks(cfg, proc.stack, proc.threads)
             grabber, upstream = None, cfg.source.spec
             if not is_subscription(upstream):
                 grabber, upstream = (
-                    _grabber(cfg.source, proc.bind(INPROC), proc.stats, None, cfg.limits),
+                    _grabber(cfg.source, proc.bind(INPROC), proc.stats, None, cfg.limits, cfg.roi),
                     INPROC,
                 )
             engine = _open_engine(cfg)
             proc.stack.callback(proc.threads.when_ended("despeckle", engine.close))
             sub = proc.connect(upstream, cfg.limits, flag="--source")
             pub = proc.bind(cfg.output.publish)
-            sinks = _sinks(cfg, proc.stack, proc.threads)
         except _STARTUP_ERRORS as exc:
             return proc.fail(exc)
         proc.stats.label = " | ".join(filter(None, [f"backend {engine.describe()}", proc.stats.label]))
@@ -265,9 +318,10 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
 
 
 def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
-    """Publish ``cfg.source`` on ``cfg.publish`` until ``stop``, a signal, ``cfg.frames`` frames or
-    the end of a finite source.  Returns the exit status (0 ok, 1 error)."""
-    with _Process(stop, cfg.curve_keys) as proc:
+    """Publish ``cfg.source`` on ``cfg.publish`` until ``stop``, a signal, ``cfg.frames`` frames read
+    from the source or the end of a finite source.  Returns the exit status (0 ok, 1 error, or
+    every one of ``cfg.frames`` frames refused)."""
+    with _Process(stop, cfg.curve_keys, cfg.frames, sent="grabbed") as proc:
         try:
             grabber = _grabber(cfg.source, proc.bind(cfg.publish), proc.stats, cfg.frames, cfg.limits)
         except _STARTUP_ERRORS as exc:

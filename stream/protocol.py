@@ -26,9 +26,11 @@ __all__ = [
     "DTYPES",
     "Limits",
     "ProtocolError",
+    "OverLimit",
     "encode_frame",
     "decode_frame",
     "check_meta",
+    "check_image",
     "SequenceTracker",
 ]
 
@@ -57,6 +59,10 @@ _REQUIRED = (
 
 class ProtocolError(ValueError):
     """A message that is not a valid frame of this protocol (the text names the culprit field)."""
+
+
+class OverLimit(ProtocolError):
+    """A frame larger than :class:`Limits` ``max_dim`` or ``max_pixel_bytes`` allow."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def _shape(value: Any, limits: Limits) -> tuple[int, ...]:
         raise ProtocolError(f"header field 'shape' must hold integers, got {value!r:.60}")
     h, w = value[0], value[1]
     if not (1 <= h <= limits.max_dim and 1 <= w <= limits.max_dim):
-        raise ProtocolError(f"frame size {h}x{w} is outside 1..{limits.max_dim} pixels a side")
+        raise OverLimit(f"frame size {h}x{w} is outside 1..{limits.max_dim} pixels a side")
     if len(value) == 3 and value[2] not in _CHANNELS:
         raise ProtocolError(f"frame channel count must be one of {_CHANNELS}, got {value[2]}")
     return tuple(value)
@@ -151,11 +157,30 @@ def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[tuple[int, .
         raise ProtocolError(
             f"header field 'dtype' must be one of {sorted(DTYPES)}, got {meta['dtype']!r:.30}"
         )
-    if math.prod(shape) * dtype.itemsize > limits.max_pixel_bytes:
-        raise ProtocolError(
-            f"frame of {shape} {meta['dtype']} exceeds the {limits.max_pixel_bytes}-byte limit"
-        )
+    _check_bytes(shape, dtype, meta["dtype"], limits)
     return shape, dtype
+
+
+def _check_bytes(shape: tuple[int, ...], dtype: np.dtype, name: str, limits: Limits) -> None:
+    if math.prod(shape) * dtype.itemsize > limits.max_pixel_bytes:
+        raise OverLimit(f"frame of {shape} {name} exceeds the {limits.max_pixel_bytes}-byte limit")
+
+
+def _dtype_name(image: np.ndarray) -> str:
+    """The header name of ``image``'s dtype; ProtocolError for a dtype the protocol lacks."""
+    name = next(
+        (n for n, d in DTYPES.items() if image.dtype.kind == "u" and image.dtype.itemsize == d.itemsize), None
+    )
+    if name is None:
+        raise ProtocolError(f"image dtype {image.dtype} is not one of {sorted(DTYPES)}")
+    return name
+
+
+def check_image(image: np.ndarray, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`ProtocolError` if :func:`encode_frame` would refuse ``image`` for its dtype,
+    shape or size under ``limits`` (whatever its header)."""
+    name = _dtype_name(image)
+    _check_bytes(_shape(list(image.shape), limits), DTYPES[name], name, limits)
 
 
 def _reject_constant(name: str) -> None:
@@ -174,11 +199,7 @@ def encode_frame(
     """
     if not isinstance(image, np.ndarray):
         raise ProtocolError(f"image must be a numpy array, got {type(image).__name__}")
-    name = next(
-        (n for n, d in DTYPES.items() if image.dtype.kind == "u" and image.dtype.itemsize == d.itemsize), None
-    )
-    if name is None:
-        raise ProtocolError(f"image dtype {image.dtype} is not one of {sorted(DTYPES)}")
+    name = _dtype_name(image)
     header = {**meta, "version": PROTOCOL_VERSION, "shape": list(image.shape), "dtype": name}
     check_meta(header, limits)
     try:

@@ -34,6 +34,7 @@ __all__ = [
     "find_image_region",
     "despeckle_frame",
     "parse_region",
+    "check_region",
 ]
 
 #: (x, y, w, h) in pixels: column and row of the top-left corner, width and height.
@@ -111,12 +112,15 @@ def _find_region(spread: np.ndarray, low: np.ndarray, options: ScreenOptions) ->
     return x0 + bx, y0 + by, bw, bh
 
 
-def _clip(region: Region, shape: tuple[int, ...]) -> Region:
+def check_region(region: Region, shape: tuple[int, ...]) -> None:
+    """Raise :class:`engine.base.FrameError` unless ``region`` lies wholly inside a frame of
+    ``shape`` ``(H, W, ...)``: a box that does not fit is refused, not cut to the frame."""
     x, y, w, h = region
     rows, cols = shape[0], shape[1]
-    if x >= cols or y >= rows:
-        raise FrameError(f"--roi {x},{y},{w},{h} lies outside the {cols}x{rows} frame")
-    return x, y, min(w, cols - x), min(h, rows - y)
+    if x + w > cols or y + h > rows:
+        raise FrameError(
+            f"--roi {x},{y},{w},{h} (x,y,w,h) reaches outside the frame of {cols}x{rows} pixels (WxH)"
+        )
 
 
 def despeckle_frame(
@@ -150,7 +154,8 @@ def despeckle_frame(
     if image.ndim == 2:
         if region is None:
             return despeckle(image)
-        x, y, w, h = _clip(region, image.shape)
+        check_region(region, image.shape)
+        x, y, w, h = region
         out = image.copy()
         out[y : y + h, x : x + w] = despeckle(image[y : y + h, x : x + w])
         return out
@@ -158,7 +163,8 @@ def despeckle_frame(
         region = _find_region(spread, low, options)
         if region is None:
             raise FrameError("colour frame has no grey-scale image region (give --roi x,y,w,h)")
-    x, y, w, h = _clip(region, image.shape)
+    check_region(region, image.shape)
+    x, y, w, h = region
     box = image[y : y + h, x : x + w]
     clean = despeckle(cv2.cvtColor(box, cv2.COLOR_BGR2GRAY))
     out = image.copy()

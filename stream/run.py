@@ -17,15 +17,16 @@ from stream.cli import (
     source_config,
 )
 from stream.pipeline import run_chain
+from training.argparsing import OneLineParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m stream.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_source_args(parser)
+    add_source_args(parser, subscribe=True)
     add_despeckle_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)

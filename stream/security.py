@@ -14,6 +14,7 @@ key is in ``DIR/authorized``; a subscriber without a listed key pair receives no
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = ["CurveKeys", "SecurityError", "create_keys", "start_authenticator"]
+
+
+#: file mode of the secret key files: read and write for the owner only.
+SECRET_MODE = 0o600
 
 
 class SecurityError(RuntimeError):
@@ -87,7 +92,9 @@ def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticato
 def create_keys(out: Path) -> list[Path]:
     """Write a server and a client key pair into ``out`` (layout in the module docstring).
 
-    Refuses to overwrite existing keys (raises :class:`SecurityError`).  Returns the files written.
+    The ``*.key_secret`` files are readable by their owner only (mode 0600), the public ``*.key``
+    files by everyone (the umask permitting).  Refuses to overwrite existing keys (raises
+    :class:`SecurityError`).  Returns the files written.
     """
     out = Path(out)
     existing = [p for p in ("server.key_secret", "client.key_secret") if (out / p).exists()]
@@ -96,7 +103,10 @@ def create_keys(out: Path) -> list[Path]:
     (out / "authorized").mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name in ("server", "client"):
+        # created 0600 before pyzmq writes the secret into it, so it is never readable by others
+        os.close(os.open(out / f"{name}.key_secret", os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE))
         public, secret = zmq.auth.create_certificates(out, name)
+        os.chmod(secret, SECRET_MODE)  # should pyzmq ever replace the file instead of writing into it
         written += [Path(public), Path(secret)]
     written.append(Path(shutil.copy(out / "client.key", out / "authorized" / "client.key")))
     return written

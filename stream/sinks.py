@@ -10,7 +10,11 @@ import logging
 import os
 import re
 import signal
+import socket
+import socketserver
+import struct
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,26 +46,60 @@ def _bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
 
-class Recorder:
-    """Record the despeckled stream: ``PATH.avi`` (Motion-JPEG at ``fps``) or a folder of PNGs.
+#: a recording plays at the rate of its frames, measured from their capture times over its first
+#: ``RATE_FRAMES`` frames, or fewer when they span ``RATE_SPAN_S`` seconds (a slow stream)...
+RATE_FRAMES = 10
+RATE_SPAN_S = 2.0
+#: ...or at this rate when it holds a single frame (no interval to measure).
+ONE_FRAME_FPS = 1.0
 
-    The video's frame size is that of the first frame; later frames of another size are resized
-    to it.  PNG files are named by sequence number (``00000042.png``) and keep their own size.
+
+class Recorder:
+    """Record the despeckled stream: ``PATH.avi`` (Motion-JPEG) or a folder of PNGs.
+
+    The video plays at the rate of the frames it records, measured from their capture times
+    (header ``capture_mono_ns``; the median interval) over the first ``RATE_FRAMES`` frames or
+    ``RATE_SPAN_S`` seconds: the source's rate, or less when the despeckler keeps only some of its frames.  Those
+    first frames wait in memory until the rate is known.  The video's frame size is that of the
+    first frame; later frames of another size are resized to it.  PNG files are named by sequence
+    number (``00000042.png``) and keep their own size.  A place that cannot be written is refused
+    here, before any frame, by writing (and deleting) a probe file there: a Motion-JPEG video for
+    ``.avi``.
     """
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.fps = fps
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
+        #: frames (BGR, at ``_size``) and their capture times (ns) until the rate is measured.
+        self._pending: list[tuple[np.ndarray, int]] = []
         self.video = self.path.suffix.lower() in VIDEO_SUFFIXES
         if self.path.suffix and not self.video:
             raise SinkError(f"--record {path}: give a .avi file or a folder (no suffix)")
+        if self.video and self.path.is_dir():
+            raise SinkError(f"--record {path}: is a folder, not a .avi file")
         target = self.path.parent if self.video else self.path
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"--record {path}: cannot create {target}: {exc}") from exc
+        self._probe(target)
+
+    def _probe(self, folder: Path) -> None:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".record-probe-", suffix=self.path.suffix, dir=folder)
+        except OSError as exc:
+            raise SinkError(f"--record {self.path}: cannot write in {folder}: {exc.strerror}") from exc
+        try:
+            os.close(fd)
+            if self.video:
+                writer = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*"MJPG"), ONE_FRAME_FPS, (16, 16))
+                opened = writer.isOpened()
+                writer.release()
+                if not opened:
+                    raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer in {folder}")
+        finally:
+            os.unlink(probe)
 
     def write(self, source: np.ndarray, image: np.ndarray, meta: dict[str, Any]) -> None:
         if not self.video:
@@ -70,31 +108,102 @@ class Recorder:
                 raise SinkError(f"--record {self.path}: cannot write {name.name}")
             return
         frame = _bgr(image)
-        if self._writer is None:
+        if self._size is None:
             self._size = (frame.shape[1], frame.shape[0])
-            self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, self._size
-            )
-            if not self._writer.isOpened():
-                raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer")
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(frame)
+        if self._writer is not None:
+            self._writer.write(frame)
+            return
+        self._pending.append((frame, meta["capture_mono_ns"]))
+        if len(self._pending) >= RATE_FRAMES or self._pending_span_s() >= RATE_SPAN_S:
+            self._start()
+
+    def _pending_span_s(self) -> float:
+        return (self._pending[-1][1] - self._pending[0][1]) / 1e9
+
+    def _pending_fps(self) -> float:
+        """The rate of the pending frames: one over the median interval between their capture
+        times (a stall among them does not count), or ``ONE_FRAME_FPS`` without an interval."""
+        intervals = np.diff([stamp for _, stamp in self._pending])
+        intervals = intervals[intervals > 0]
+        return 1e9 / float(np.median(intervals)) if intervals.size else ONE_FRAME_FPS
+
+    def _start(self) -> None:
+        """Open the video at the rate of the pending frames and write them."""
+        frames, fps = len(self._pending), self._pending_fps()
+        pending, self._pending = self._pending, []
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), fps, self._size)
+        if not writer.isOpened():
+            raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer")
+        log.info("--record %s: %.3g frames/s, measured over its first %d frame(s)", self.path, fps, frames)
+        for frame, _ in pending:
+            writer.write(frame)
+        self._writer = writer
 
     def close(self) -> None:
-        """Finish the file (writes the AVI index, so the file plays)."""
+        """Finish the file (writes the AVI index, so the file plays); a recording shorter than the
+        measurement is written at the rate of the frames it has."""
+        if self._pending:
+            try:
+                self._start()
+            except SinkError as exc:
+                log.error("%s", exc)
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+class _IgtlConnection(socketserver.BaseRequestHandler):
+    """One OpenIGTLink client of :class:`IgtlServer`: pyigtl's own loop (receive what the client
+    sends, send the queued frames), except that a client going away is one line in the log, not the
+    traceback pyigtl prints; then the server waits for the next client."""
+
+    server: Any  # pyigtl.OpenIGTLinkServer
+
+    def handle(self) -> None:
+        server, peer = self.server, "{}:{}".format(*self.client_address)
+        server._connected = True
+        self.request.settimeout(0.01)
+        log.info("--igtl: client %s connected", peer)
+        reason = "it closed the connection"
+        try:
+            while not server.communication_thread_stop_requested:
+                pending = self._peek()
+                if pending == b"":
+                    break
+                while pending and server._receive_message_from_socket(self.request):
+                    if server.communication_thread_stop_requested:
+                        break
+                while server._send_queued_message_from_socket(self.request):
+                    pass
+        except OSError as exc:  # broken pipe, reset by peer, a message stalled half-way
+            reason = exc.strerror or str(exc)
+        except (ValueError, struct.error) as exc:
+            reason = f"it sent a message pyigtl cannot read: {exc}"
+        finally:
+            server._communication_error_occurred()
+        if not server.communication_thread_stop_requested:
+            log.info("--igtl: client %s disconnected (%s)", peer, reason)
+
+    def _peek(self) -> bytes | None:
+        """The next byte the client sent, left in the socket; ``b""`` once the client closed its
+        end, None if nothing came within the socket's time-out (10 ms)."""
+        try:
+            return self.request.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            return None
 
 
 class IgtlServer:
     """Serve the despeckled frames as OpenIGTLink ``IMAGE`` messages on ``127.0.0.1:port``.
 
     One message per published frame while a client is connected (nothing is queued for absent
-    clients, and a frame not yet sent to a slow client is replaced by the next one).  Grey frames go out as 1-component ``uint8`` images of size ``(W, H, 1)``, BGR frames as
-    3-component RGB.  The IJK-to-world matrix carries the pixel spacing (mm) when known, identity
-    otherwise; the timestamp is the capture wall-clock time.
+    clients, and a frame not yet sent to a slow client is replaced by the next one).  Grey frames
+    go out as 1-component ``uint8`` images of size ``(W, H, 1)``, BGR frames as 3-component RGB.
+    The IJK-to-world matrix carries the pixel spacing (mm) when known, identity otherwise; the
+    timestamp is the capture wall-clock time.  Clients are served one at a time by
+    :class:`_IgtlConnection`: one that leaves is one line in the log and the next one is served.
     """
 
     def __init__(self, port: int, device_name: str = "Despeckled") -> None:
@@ -107,12 +216,14 @@ class IgtlServer:
         # pyigtl installs its own SIGINT/SIGTERM handlers; the caller's handlers stay in charge.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.server = pyigtl.OpenIGTLinkServer(port=port, local_server=True)
+            self.server = pyigtl.OpenIGTLinkServer(port=port, local_server=True, start_now=False)
         except OSError as exc:
             raise SinkError(f"--igtl {port}: cannot listen: {exc}") from exc
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+        self.server.RequestHandlerClass = _IgtlConnection
+        self.server.start()
 
     def write(self, source: np.ndarray, image: np.ndarray, meta: dict[str, Any]) -> None:
         if not self.server.is_connected():

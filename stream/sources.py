@@ -27,7 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["Source", "SourceError", "SourceStalled", "open_source", "first_frame", "is_subscription"]
+__all__ = [
+    "Source",
+    "SourceError",
+    "SourceStalled",
+    "open_source",
+    "first_frame",
+    "is_subscription",
+]
 
 #: FFmpeg open and read time-outs for network streams, milliseconds.
 STREAM_TIMEOUT_MS = 5000
@@ -90,13 +97,17 @@ def _sim(size: tuple[int, int], seed: int) -> Iterator[np.ndarray]:
     yield from sweep_frames(size=size, seed=seed, pixel_mm=SIM_PIXEL_MM)
 
 
-def _files(path: Path) -> Iterator[np.ndarray]:
+def _files(path: Path, on_skip: Callable[[str], None] | None) -> Iterator[np.ndarray]:
+    """The frames of a file, or of a folder's files in name order
+    (:func:`training.data.iter_frames`): a folder's unreadable files are logged, skipped and
+    reported to ``on_skip``."""
     from training.data import iter_frames
 
     try:
-        yield from iter_frames(path, skip_bad=True)
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"--source {path}: {exc}") from exc
+        yield from iter_frames(path, skip_bad=True,
+                               on_skip=None if on_skip is None else lambda _file, reason: on_skip(reason))
+    except (OSError, ValueError) as exc:  # DataError and the readers' own
+        raise SourceError(f"--source {path}: {str(exc).removeprefix(f'{path}: ')}") from exc
 
 
 def _dicom_spacing(path: Path) -> tuple[float, float] | None:
@@ -118,11 +129,17 @@ def _dicom_spacing(path: Path) -> tuple[float, float] | None:
     return None
 
 
-def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) -> Source:
+def open_source(
+    spec: str,
+    size: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    on_skip: Callable[[str], None] | None = None,
+) -> Source:
     """Resolve ``--source`` into a :class:`Source` (does not open it yet).
 
-    ``size`` (H, W) and ``seed`` are for ``sim``.  Raises :class:`SourceError` for a path that
-    does not exist or a spec that names nothing known.
+    ``size`` (H, W) and ``seed`` are for ``sim``.  ``on_skip(reason)`` is called for each file of
+    a folder that is skipped as unreadable (after a warning is logged).  Raises
+    :class:`SourceError` for a path that does not exist or a spec that names nothing known.
     """
     if spec == "sim":
         return Source(
@@ -152,10 +169,12 @@ def open_source(spec: str, size: tuple[int, int] = (256, 256), seed: int = 0) ->
             f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://, tcp://)"
         )
     if path.is_dir():
-        return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path))
+        return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path, on_skip))
     if path.suffix.lower() in _DICOM_SUFFIXES:
         spacing = _dicom_spacing(path)
-        return Source(path.name, live=False, paced=True, opener=lambda: _files(path), spacing_mm=spacing)
+        return Source(
+            path.name, live=False, paced=True, opener=lambda: _files(path, on_skip), spacing_mm=spacing
+        )
     return Source(path.name, live=False, paced=True, opener=lambda: _capture(str(path), spec, False, []))
 
 

@@ -9,7 +9,10 @@
 
 Every loop waits with a time-out of at most ``POLL_S`` and checks the shared ``stop`` event, so
 setting it ends all stages within a fraction of a second.  A stage that falls behind only ever
-sees the newest frame: older ones are dropped and counted.
+sees the newest frame: older ones are dropped and counted.  A frame a stage refuses is counted
+in ``errors``, a message the protocol refuses in ``malformed``; only the first refusal is logged
+in full, the rest at DEBUG (``-v``) and in a summary with each status line
+(:meth:`stream.stats.Stats.refuse`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from stream.latest import LatestSlot
-from stream.protocol import DEFAULT_LIMITS, Limits, ProtocolError, SequenceTracker, decode_frame, encode_frame
+from stream.protocol import (
+    DEFAULT_LIMITS,
+    Limits,
+    OverLimit,
+    ProtocolError,
+    SequenceTracker,
+    decode_frame,
+    encode_frame,
+)
 from stream.roi import Region, despeckle_frame
 from stream.sinks import Sink, SinkError
 from stream.sources import Source, SourceError, SourceStalled
@@ -45,6 +56,8 @@ HOST = socket.gethostname()
 #: back-off between attempts to reopen a live source: 0.5 s, doubled per failure, at most 8 s.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 8.0
+#: what a receiver adds to a refusal of a frame over its limits.
+OVER_LIMIT_HINT = " (over this stage's --max-dim/--max-frame-mb; give every stage the same limits)"
 
 
 @dataclass
@@ -58,6 +71,14 @@ class Item:
 
 def _stamp(meta: dict[str, Any], stage: str) -> None:
     meta.setdefault("stamps", {})[stage] = time.time_ns()
+
+
+def _refuse(stats: Stats, message: str, counter: str = "errors") -> None:
+    """Count a refused frame in ``counter``; log the first in full and the others at DEBUG only."""
+    if stats.refuse(message, counter):
+        log.warning("%s (further refusals: counted in %s, summed up with the status line)", message, counter)
+    else:
+        log.debug("%s", message)
 
 
 def latency_ms(meta: dict[str, Any]) -> float:
@@ -135,8 +156,7 @@ class Grabber:
         try:
             parts = encode_frame(frame, meta, self.limits)
         except ProtocolError as exc:
-            self.stats.add("errors")
-            log.warning("--source %s: frame %d refused: %s", self.source.name, meta["seq"], exc)
+            _refuse(self.stats, f"--source {self.source.name}: frame {meta['seq']} refused: {exc}")
             return
         send(self.sock, parts)
         self.stats.add("grabbed")
@@ -162,8 +182,8 @@ class Receiver:
             try:
                 image, meta = decode_frame(parts, self.limits)
             except ProtocolError as exc:
-                self.stats.add("malformed")
-                log.debug("malformed message: %s", exc)
+                hint = OVER_LIMIT_HINT if isinstance(exc, OverLimit) else ""
+                _refuse(self.stats, f"malformed message refused: {exc}{hint}", counter="malformed")
                 continue
             gaps = self.sequence.update(meta)
             if gaps:
@@ -215,8 +235,7 @@ class DespeckleStage:
         try:
             out = despeckle_frame(item.image, self.engine.infer, self.region)
         except FrameError as exc:
-            self.stats.add("errors")
-            log.warning("frame %s from %s refused: %s", item.meta["seq"], item.meta["source"], exc)
+            _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
@@ -249,8 +268,7 @@ class Publisher:
         try:  # e.g. a sender's header already full of stamps, with no room for ours
             parts = encode_frame(item.image, item.meta, self.limits)
         except ProtocolError as exc:
-            self.stats.add("errors")
-            log.warning("frame %s from %s not published: %s", item.meta["seq"], item.meta["source"], exc)
+            _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} not published: {exc}")
             return True
         send(self.sock, parts)
         self.stats.observe("latency", latency_ms(item.meta))

@@ -3,6 +3,11 @@
 Counters (``grabbed``, ``in``, ``out``, ``dropped``...) are cumulative; the line shows the frame
 counters as rates over the last interval and the others as totals.  Timings are in milliseconds; their
 p50/p99 are taken over the samples of the last interval only.
+
+Refused frames are counted in ``errors`` (malformed messages in ``malformed``) through
+:meth:`Stats.refuse`, which also keeps the log
+short: the first refusal is logged in full, later ones are summed up once per status line; with
+a refusal limit (``--frames N``) it also tells when N frames were refused before N were sent.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ TOTALS = ("dropped", "gaps", "malformed", "errors", "reconnects")
 class Stats:
     """Thread-safe counters and timing samples shared by the stages of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusal_limit: int | None = None, sent: str = "out") -> None:
+        """``refusal_limit``: :attr:`too_many_refused` turns true if that many frames are refused
+        while counter ``sent`` is still below it."""
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._samples: dict[str, list[float]] = {}
@@ -32,6 +39,12 @@ class Stats:
         self._last_time = time.monotonic()
         #: free text appended to the status line (the backend in use, the source).
         self.label = ""
+        self._refused = 0
+        self._refusal_limit = refusal_limit
+        self._sent = sent
+        self._too_many_refused = False
+        self._unreported = 0
+        self._last_refusal = ""
 
     def add(self, counter: str, n: int = 1) -> None:
         """Increase ``counter`` by ``n``."""
@@ -42,6 +55,34 @@ class Stats:
         """Record one sample (milliseconds) of ``timing``."""
         with self._lock:
             self._samples.setdefault(timing, []).append(ms)
+
+    def refuse(self, reason: str, counter: str = "errors") -> bool:
+        """Count one refused frame in ``counter`` (``errors``, or ``malformed`` for a message the
+        protocol refuses).  True for the first refusal of the process (log it in full); later ones
+        are summed up by :meth:`refusal_summary` (log them at DEBUG)."""
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            self._refused += 1
+            if self._refused == self._refusal_limit and self._counts.get(self._sent, 0) < self._refused:
+                self._too_many_refused = True
+            if self._refused == 1:
+                return True
+            self._unreported += 1
+            self._last_refusal = reason
+            return False
+
+    @property
+    def too_many_refused(self) -> bool:
+        """True once ``refusal_limit`` frames were refused before as many were sent."""
+        with self._lock:
+            return self._too_many_refused
+
+    def refusal_summary(self) -> str | None:
+        """One line on the frames refused since the last summary (after the first), or None."""
+        with self._lock:
+            count, self._unreported = self._unreported, 0
+            last = self._last_refusal
+        return f"{count} more frame(s) refused; the last: {last}" if count else None
 
     def total(self, counter: str) -> int:
         """The cumulative value of ``counter``."""

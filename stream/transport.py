@@ -18,7 +18,16 @@ import zmq
 from stream.protocol import DEFAULT_LIMITS, Limits
 from stream.security import CurveKeys
 
-__all__ = ["HWM", "TransportError", "bind_publisher", "connect_subscriber", "send", "receive", "endpoint_of"]
+__all__ = [
+    "HWM",
+    "TransportError",
+    "check_endpoint",
+    "bind_publisher",
+    "connect_subscriber",
+    "send",
+    "receive",
+    "endpoint_of",
+]
 
 #: high-water mark (messages) on every socket of the chain.
 HWM = 2
@@ -26,10 +35,33 @@ RECONNECT_MS = 100
 RECONNECT_MAX_MS = 1000
 HEARTBEAT_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 3000
+#: highest TCP port number.
+MAX_PORT = 65535
 
 
 class TransportError(RuntimeError):
     """An endpoint that cannot be bound or connected (the text names the flag and endpoint)."""
+
+
+def check_endpoint(endpoint: str, *, bind: bool) -> None:
+    """Raise ``ValueError`` for a ``tcp://`` endpoint whose port is not 1..65535 (``*``, a free
+    port, when binding).  libzmq does not check: it binds ``:70000`` as port 4464 and connects
+    to ``:99999`` without an error.  Other schemes are left to libzmq."""
+    if not endpoint.startswith("tcp://"):
+        return
+    _, colon, port = endpoint.rpartition(":")
+    if bind and port == "*":
+        return
+    if not (colon and port.isascii() and port.isdigit() and 1 <= int(port) <= MAX_PORT):
+        choices = f"1..{MAX_PORT} or * (a free port)" if bind else f"1..{MAX_PORT}"
+        raise ValueError(f"{endpoint}: the port must be {choices}")
+
+
+def _checked(endpoint: str, flag: str, *, bind: bool) -> None:
+    try:
+        check_endpoint(endpoint, bind=bind)
+    except ValueError as exc:
+        raise TransportError(f"{flag} {exc}") from None
 
 
 def _socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
@@ -64,6 +96,7 @@ def bind_publisher(
     ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = None, flag: str = "--publish"
 ) -> zmq.Socket:
     """A ``PUB`` socket bound to ``endpoint`` (``tcp://127.0.0.1:*`` picks a free port)."""
+    _checked(endpoint, flag, bind=True)
     sock = _socket(ctx, zmq.PUB)
     sock.sndhwm = HWM
     return _attach(sock, sock.bind, endpoint, flag, keys.apply_server if keys else None)
@@ -77,6 +110,7 @@ def connect_subscriber(
     flag: str = "--subscribe",
 ) -> zmq.Socket:
     """A ``SUB`` socket subscribed to everything published at ``endpoint``."""
+    _checked(endpoint, flag, bind=False)
     sock = _socket(ctx, zmq.SUB)
     sock.rcvhwm = HWM
     sock.reconnect_ivl = RECONNECT_MS

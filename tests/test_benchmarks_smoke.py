@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,18 @@ def test_percentiles() -> None:
     assert stats["p50"] == pytest.approx(500.5) and stats["p99"] == pytest.approx(990.01)
     with pytest.raises(ValueError):
         percentiles([])
+
+
+def test_latency_tool_takes_weights_relative_to_the_callers_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain's stages run from the repository root; ``--weights model.onnx`` given in another
+    folder is the caller's file, not a missing one in the repository."""
+    pytest.importorskip("torch", reason="the floor's model files need torch")
+    shutil.copy(REPO / "weights" / "drnn.onnx", tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    args = ["--backend", "onnxruntime", "--weights", "model.onnx", "--size", "32x32", "--fps", "50",
+            "--frames", "3", "--warmup", "1", "--baseline-frames", "0", "--out", "run"]
+    assert latency_main(args) == 0
+    report = json.loads((tmp_path / "run" / "latency.json").read_text())
+    assert report["received"] == 3

@@ -129,6 +129,24 @@ def test_auto_on_a_cpu_machine_picks_onnxruntime(model_files: dict[str, Path], c
         despeckler.infer(np.zeros((32, 32), np.uint8))
 
 
+def test_auto_ignores_an_option_its_pick_does_not_take_and_says_so(
+    model_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto`` may pick a backend that lacks an option meant for another (``cuda_graphs`` is the
+    torch backend's; ``threads`` is not TensorRT's): the option is dropped with a log line, while
+    naming the backend explicitly still refuses it."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: auto would not pick the CPU backend")
+    frame = random_frames(1, (24, 40), seed=4)[0]
+    with caplog.at_level("INFO", logger="engine.registry"):
+        with create_despeckler("auto", model_files["onnx"], threads=1, cuda_graphs=True) as despeckler:
+            assert despeckler.name == "onnxruntime"
+            assert despeckler.infer(frame).shape == frame.shape
+    assert "backend auto -> onnxruntime takes no cuda_graphs; ignored" in caplog.text
+    with pytest.raises(TypeError, match="cuda_graphs"):
+        create_despeckler("onnxruntime", model_files["onnx"], cuda_graphs=True)
+
+
 def test_unknown_backend_names_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'.*onnxruntime"):
         create_despeckler("tensorflow")

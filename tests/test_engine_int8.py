@@ -16,10 +16,12 @@ from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 from engine.backends.onnxruntime import OnnxRuntimeDespeckler  # noqa: E402
 from engine.checkpoint import load_generator  # noqa: E402
 from engine.files import sha256_file  # noqa: E402
-from engine.int8 import TILE, CalibrationError, quantize_int8, split_frames, tile  # noqa: E402
+from engine.int8 import TILE, CalibrationError, _float_convs, quantize_int8, split_frames, tile  # noqa: E402
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ParityError, Tolerance, export_checkpoint, export_onnx  # noqa: E402
 from engine.quantize import main  # noqa: E402
 from engine.weights import WeightsError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,19 @@ def test_float_blocks_choose_the_float32_residual_blocks(fp32: Path, tmp_path: P
         with pytest.raises(WeightsError, match=match):
             quantize_int8(fp32, tmp_path / "x.onnx", calibration, held_out, float_blocks=blocks, progress=False)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_default_keeps_half_the_residual_blocks_float32_three_of_the_shipped_six() -> None:
+    """The default is the fewest float32 blocks with which the shipped model passes its check
+    (docs/engine.md): 3 of its 6, found in the shipped float32 export's graph."""
+    import onnx
+
+    convs = [n for n in onnx.load(str(REPO / "weights" / "drnn.onnx")).graph.node if n.op_type == "Conv"]
+    names, blocks = _float_convs(convs, None)
+    assert blocks == 3
+    # stem and head, plus 3 blocks of 3 convolutions and a 1x1 shortcut each
+    assert len(names) == 2 + 3 * 4 and names[0] == convs[0].name and names[-1] == convs[-1].name
+    assert _float_convs(convs, 1)[1] == 1 and len(_float_convs(convs, 0)[0]) == 2
 
 
 def test_refuses_a_float16_export_and_bad_frames(fp32: Path, tmp_path: Path) -> None:

@@ -1,17 +1,23 @@
-"""Command-line parsing shared by every ``python -m`` tool: errors in one line.
+"""Command-line parsing shared by every ``python -m`` tool: errors in one line, and number types.
 
 argparse's default ``error`` prints the whole usage block (up to a dozen lines) before the
 message. :class:`OneLineParser` prints only ``PROG: error: MESSAGE (see --help)`` and exits
-with status 2, as the project's tools do for every bad input. Importing this module imports
+with status 2, as the project's tools do for every bad input.  :func:`positive_int`,
+:func:`non_negative_int` and :func:`positive_float` are the ``type=`` of count and rate flags,
+refused as ``argument FLAG: expected WHAT, got 'TEXT'``.  Importing this module imports
 nothing beyond the standard library (the live pipeline installs without torch).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import math
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser"]
+__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float"]
+
+N = TypeVar("N", int, float)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -19,3 +25,25 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool]) -> Callable[[str], N]:
+    """An argparse ``type``: ``kind(text)`` when ``ok`` holds for it, else the one-line
+    ``expected WHAT, got 'TEXT'``."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: argparse types: an integer >= 1; an integer >= 0; a finite float > 0 (NaN and inf refused).
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = _number(float, "a positive number", lambda v: math.isfinite(v) and v > 0)

@@ -12,11 +12,13 @@ folds them into its head: see :mod:`training.calibration`.  Then export as usual
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from training.argparsing import OneLineParser
+from training.outputs import PathError, check_output_file
 
 __all__ = ["CalibrateConfig", "main"]
 
@@ -35,7 +37,7 @@ class CalibrateConfig:
 
 
 def _parse(argv: list[str] | None) -> CalibrateConfig:
-    p = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, required=True, help="generator or training checkpoint (usdespeckle-ckpt-1)")
     p.add_argument("--low", type=Path, help="low-quality probe's images: folder, video or DICOM file")
     p.add_argument("--high", type=Path, help="high-quality probe's images: folder, video or DICOM file")
@@ -46,9 +48,15 @@ def _parse(argv: list[str] | None) -> CalibrateConfig:
     a = p.parse_args(argv)
     if a.images < 1:
         p.error(f"--images must be at least 1, got {a.images}")
+    if a.threads < 0:
+        p.error(f"--threads must be 0 (torch's choice) or more, got {a.threads}")
     unpaired = a.low is not None and a.high is not None
     if (a.pairs is None) != unpaired or (a.pairs is not None and (a.low or a.high)):
         p.error("give either --low and --high, or --pairs")
+    try:  # before the calibration's minutes, not after them
+        check_output_file(a.out, "--out")
+    except PathError as exc:
+        p.error(str(exc))
     return CalibrateConfig(a.weights, a.out, a.low, a.high, a.pairs, a.images, a.threads)
 
 
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             high = list(itertools.islice(iter_frames(config.high, skip_bad=True), config.images))
             cal = calibrate_checkpoint(config.weights, low, high, config.out,
                                        data=f"low {config.low}, high {config.high}")
-    except (OutputCalibrationError, CheckpointError, DataError) as exc:
+    except (OutputCalibrationError, CheckpointError, DataError, OSError) as exc:  # OSError: writing --out
         print(f"training.calibrate: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {config.out}: gain {cal.gain:.4f}, offset {cal.offset:+.4f}; KL(high || G(low)) "

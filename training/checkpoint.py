@@ -103,10 +103,18 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = ("generator", "
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: empty file, not a {CKPT_FORMAT} file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt ({type(exc).__name__}: {_first_line(exc)})") from exc
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, which runs any code the file holds: not repeated.
+        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt, not a {CKPT_FORMAT} file "
+                              "(not a torch file of tensors and plain data)") from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError) as exc:
+        detail = _first_line(exc)
+        what = type(exc).__name__ if detail == type(exc).__name__ else f"{type(exc).__name__}: {detail}"
+        raise CheckpointError(f"checkpoint {path}: unreadable or corrupt, not a {CKPT_FORMAT} file ({what})") from exc
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path}: not a {CKPT_FORMAT} file (format: {found!r})")

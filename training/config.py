@@ -45,11 +45,15 @@ __all__ = [
     "PHASE_KINDS",
     "SPECTRUM_WINDOWS",
     "CONFIG_DIR",
+    "named_configs",
     "CONFIG_VERSION",
     "load_config",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "check_model",
+    "check_discriminator",
+    "parse_layer",
 ]
 
 CONFIG_VERSION = 1
@@ -284,6 +288,48 @@ def _check_phase(p: PhaseConfig, key: str) -> None:
         raise bad("weights", f"a {p.kind} phase needs at least one positive loss weight")
 
 
+_LAYER_SPEC = re.compile(r"([0-9]+)(s?)")
+
+
+def parse_layer(spec: str) -> tuple[int, int]:
+    """``(channels, stride)`` of a discriminator layer spec: ``"64"`` is (64, 1), ``"64s"`` (64, 2).
+
+    Raises:
+        ConfigError: anything else, or 0 channels (the message quotes ``spec``).
+    """
+    match = _LAYER_SPEC.fullmatch(str(spec))
+    if match is None or int(match[1]) < 1:
+        raise ConfigError(f"{spec!r}: expected a width such as '64', or '64s' for stride 2")
+    return int(match[1]), 2 if match[2] else 1
+
+
+def check_model(model: ModelConfig, prefix: str = "model") -> None:
+    """The generator's rules (:class:`training.models.DRNN` applies them too): positive sizes,
+    positive odd kernels.  Raises :class:`ConfigError` naming ``prefix.key``."""
+    for name in ("width", "blocks", "convs_per_block"):
+        value = getattr(model, name)
+        if value < 1:
+            raise ConfigError(f"{prefix}.{name}: expected a positive integer, got {value}")
+    for name in ("stem_kernel", "head_kernel"):
+        value = getattr(model, name)
+        if value < 1 or value % 2 == 0:
+            raise ConfigError(f"{prefix}.{name}: expected a positive odd integer (a centred kernel), got {value}")
+
+
+def check_discriminator(d: DiscriminatorConfig, prefix: str = "discriminator") -> None:
+    """The discriminator's rules (:class:`training.models.Discriminator` applies them too): one
+    or more layers, each as :func:`parse_layer` reads it, and a finite LeakyReLU slope."""
+    if not d.layers:
+        raise ConfigError(f"{prefix}.layers: at least one layer is needed")
+    for i, spec in enumerate(d.layers):
+        try:
+            parse_layer(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}.layers[{i}]: {exc}") from None
+    if not math.isfinite(d.negative_slope):
+        raise ConfigError(f"{prefix}.negative_slope: expected a finite number, got {d.negative_slope}")
+
+
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """Validate a plain mapping (parsed YAML) into a :class:`TrainConfig`."""
     if not isinstance(data, Mapping):
@@ -298,10 +344,15 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         _check_phase(p, f"phases[{i}]")
         if names.count(p.name) > 1:
             raise ConfigError(f"phases[{i}].name: {p.name!r} is used twice")
+    check_model(cfg.model)
+    check_discriminator(cfg.discriminator)
     if not cfg.ms_ssim.sigmas or min(cfg.ms_ssim.sigmas) <= 0:
         raise ConfigError("ms_ssim.sigmas: need one or more positive sigmas")
-    if cfg.threads < 0 or cfg.log_every < 1 or cfg.sample_every < 1:
-        raise ConfigError("threads/log_every/sample_every: threads >= 0, log_every >= 1, sample_every >= 1")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads: expected 0 (torch's default) or more, got {cfg.threads}")
+    for name in ("log_every", "sample_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: expected a positive integer, got {getattr(cfg, name)}")
     return cfg
 
 
@@ -343,29 +394,51 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"--set {dotted}: {where} is not a mapping or list")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong and where (its message draws the line in a block)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.context + ': ' if exc.context else ''}{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key=value`` strings (values parsed as YAML) to a raw config mapping, in place."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        _set_path(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
+        _set_path(data, key.strip(), value)
     return data
 
 
+def named_configs() -> list[str]:
+    """The configs ``--config`` takes by name: the stems of ``training/configs/*.yaml``, sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
 def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
-    """Load a named config (``paper``, ``quick``, ``ship``: ``training/configs/<name>.yaml``)
+    """Load a named config (one of :func:`named_configs`: ``training/configs/<name>.yaml``)
     or a YAML file, apply ``overrides`` and validate."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        known = ", ".join(named_configs())
         raise ConfigError(f"config {str(name_or_path)!r}: no such file {path} (named configs: {known})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path}: not a UTF-8 text file (byte {exc.start}); a config is YAML text") from None
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"config {path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
     try:

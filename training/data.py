@@ -17,7 +17,7 @@ either kind.  Every problem is a :class:`DataError` (a ``ValueError``) naming th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -194,12 +194,13 @@ def list_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     return files
 
 
-def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False,
-                recursive: bool = False) -> Iterator[np.ndarray]:
+def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False, recursive: bool = False,
+                on_skip: Callable[[Path, str], None] | None = None) -> Iterator[np.ndarray]:
     """Frames of a file, or of every file in a folder in name order.
 
     With ``skip_bad``, a folder's unreadable files are logged and skipped (a folder with no
-    readable frame at all still raises); without it the first bad file raises :class:`DataError`.
+    readable frame at all still raises), and ``on_skip(path, reason)`` is called for each after
+    the log line (to count them); without it the first bad file raises :class:`DataError`.
     """
     source = Path(source)
     if source.is_file():
@@ -216,6 +217,8 @@ def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False,
                 raise
             bad += 1
             log.warning("skipping %s", exc)
+            if on_skip is not None:
+                on_skip(path, str(exc))
     if produced == 0:
         raise DataError(f"{source}: none of its files could be read ({bad} bad)")
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.config import DiscriminatorConfig, ModelConfig
+from training.config import ConfigError, DiscriminatorConfig, ModelConfig, check_model, parse_layer
 
 __all__ = ["DRNN", "Discriminator", "ResBlock", "drnn_flops", "DEFAULT_D_LAYERS"]
 
@@ -89,11 +89,8 @@ class DRNN(nn.Module):
         head_kernel: int = ModelConfig.head_kernel,
     ) -> None:
         super().__init__()
-        if min(width, blocks, convs_per_block) < 1 or stem_kernel % 2 == 0 or head_kernel % 2 == 0:
-            raise ValueError(
-                f"DRNN needs positive sizes and odd kernels, got width={width}, blocks={blocks}, "
-                f"convs_per_block={convs_per_block}, stem_kernel={stem_kernel}, head_kernel={head_kernel}"
-            )
+        check_model(ModelConfig(width=width, blocks=blocks, convs_per_block=convs_per_block, stem_kernel=stem_kernel,
+                                head_kernel=head_kernel), "DRNN")
         self.config = {
             "width": width,
             "blocks": blocks,
@@ -158,12 +155,10 @@ class Discriminator(nn.Module):
         convs: list[nn.Module] = []
         cin = 1
         for spec in layers:
-            spec = str(spec)
-            stride = 2 if spec.endswith("s") else 1
             try:
-                cout = int(spec.rstrip("s"))
-            except ValueError as exc:
-                raise ValueError(f"bad Discriminator layer spec {spec!r}: expected e.g. '64' or '64s'") from exc
+                cout, stride = parse_layer(spec)
+            except ConfigError as exc:
+                raise ValueError(f"bad Discriminator layer spec {exc}") from None
             conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
             nn.init.kaiming_normal_(conv.weight, a=negative_slope, nonlinearity="leaky_relu")
             nn.init.zeros_(conv.bias)

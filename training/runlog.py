@@ -77,20 +77,54 @@ class RunLog:
             self._writer = None
 
 
+#: the columns :func:`read_log` needs (``RunLog`` writes ``step`` and ``wall_s`` as well).
+_LOG_COLUMNS = ("phase", "unit", "loss", "value")
+
+
+def _number(kind: type, row: dict[str, str], column: str, where: str) -> int | float:
+    """``kind(row[column])``, or a ``ValueError`` naming ``where`` and the column."""
+    try:
+        return kind(row[column])
+    except ValueError:
+        raise ValueError(f"{where}: {column} {row[column]!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
 def read_log(path: str | Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """Read ``log.csv`` into ``{(phase, loss): (units, values)}`` (for plotting curves)."""
+    """Read ``log.csv`` into ``{(phase, loss): (units, values)}`` (for plotting curves).
+
+    Raises:
+        ValueError: not UTF-8 text, a header without the log's columns, a short row or a value
+            that is not a number, or no rows; the message names the file (and the line).
+    """
     series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            units, values = series.setdefault((row["phase"], row["loss"]), ([], []))
-            units.append(int(row["unit"]))
-            values.append(float(row["value"]))
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        try:
+            if reader.fieldnames is None:
+                raise ValueError(f"{path}: empty file, not a training log.csv")
+            missing = [c for c in _LOG_COLUMNS if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"{path}: not a training log.csv: no column {', '.join(missing)} in its header")
+            for row in reader:
+                where = f"{path} line {reader.line_num}"
+                if any(row[c] is None for c in _LOG_COLUMNS):
+                    raise ValueError(f"{where}: a short row, expected {len(reader.fieldnames)} fields")
+                units, values = series.setdefault((row["phase"], row["loss"]), ([], []))
+                units.append(_number(int, row, "unit", where))
+                values.append(_number(float, row, "value", where))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a UTF-8 text file (byte {exc.start}), not a training log.csv") from None
+        except csv.Error as exc:
+            raise ValueError(f"{path} line {reader.line_num}: {exc}") from None
+    if not series:
+        raise ValueError(f"{path}: no logged rows")
     return {k: (np.asarray(u), np.asarray(v)) for k, (u, v) in series.items()}
 
 
 def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark: int | None = None) -> Path:
     """Training curves from ``log.csv``: one panel per phase, every loss term against the run's
-    unit counter, each smoothed by a running mean over ``smooth`` logged points (raw faint).
+    unit counter, each smoothed by a running mean over ``smooth`` (>= 1) logged points, at most a
+    quarter of the term's points (raw faint).
 
     ``mark``: a unit to draw as a dashed vertical line in the panel of the phase that ran it
     (the snapshot a model was taken from, say); a unit the log does not reach raises ``ValueError``.
@@ -134,20 +168,26 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.runlog --log RUNDIR/log.csv --out curves.png``: plot training curves."""
-    import argparse
+    from training.argparsing import OneLineParser
+    from training.outputs import check_output_file, figure_suffixes
 
-    ap = argparse.ArgumentParser(prog="python -m training.runlog", description="plot the training curves of a run")
+    ap = OneLineParser(prog="python -m training.runlog", description="plot the training curves of a run")
     ap.add_argument("--log", type=Path, required=True, help="a run's log.csv")
-    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
-    ap.add_argument("--smooth", type=int, default=10, help="running-mean length in logged points [10]")
+    ap.add_argument("--out", type=Path, required=True, help="figure to write (.png, .pdf, .svg, ...)")
+    ap.add_argument("--smooth", type=int, default=10, help="running-mean length in logged points, >= 1 [10]")
     ap.add_argument("--mark", type=int, help="draw this unit as a dashed line (e.g. the shipped snapshot's step)")
     a = ap.parse_args(argv)
+    if a.smooth < 1:
+        ap.error(f"--smooth must be at least 1 logged point, got {a.smooth}")
     if not a.log.is_file():
         ap.error(f"--log {a.log}: no such file")
     try:
+        check_output_file(a.out, "--out", suffixes=figure_suffixes())
         print(plot_curves(a.log, a.out, a.smooth, a.mark))
-    except ValueError as exc:
-        ap.error(str(exc))
+    except ValueError as exc:  # PathError, and read_log's and plot_curves' errors (naming the file)
+        ap.exit(2, f"{ap.prog}: error: {exc}\n")
+    except OSError as exc:  # a read or write the checks could not foresee
+        ap.exit(1, f"{ap.prog}: error: {exc}\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 """What a training run needs before its first step: where the data are and how to run
-(:class:`RunOptions`), the folders its phases read, checked against every crop size
-(:func:`load_data`), and the recipe to run, fresh or stored in a checkpoint
-(:func:`resolve_config`)."""
+(:class:`RunOptions`), a run folder it may write in (:func:`check_run_folder`), the folders its
+phases read, checked against every crop size (:func:`load_data`), and the recipe to run, fresh
+or stored in a checkpoint (:func:`resolve_config`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from pathlib import Path
 from training.batches import ImageSet, load_images, load_pairs
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, apply_overrides, config_from_dict, load_config
+from training.outputs import check_output_folder
 
-__all__ = ["RunOptions", "RunData", "load_data", "resolve_config"]
+__all__ = ["RunOptions", "RunData", "check_run_folder", "load_data", "resolve_config"]
+
+#: files that mark a folder as holding a run (a checkpoint to resume, or a finished run's generator).
+_RUN_MARKERS = ("checkpoints/last.pt", "generator.pt")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,28 @@ class RunData:
     pair_y: ImageSet | None
 
 
+def check_run_folder(opts: RunOptions) -> None:
+    """Refuse, before any work, a run folder the run cannot write in, a fresh run into a folder
+    that holds one (it would overwrite ``last.pt`` and mix two runs' files), or ``resume`` with
+    no ``checkpoints/last.pt`` to continue.
+
+    Raises:
+        PathError: ``opts.out`` is a file, lies under one, or its folder refuses new files.
+        ConfigError: a fresh run into an existing run, or ``resume`` without a checkpoint.
+    """
+    out = Path(opts.out)
+    check_output_folder(out, "--out")
+    last = out / "checkpoints" / "last.pt"
+    if opts.resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: no checkpoint {last} to continue; leave out --resume to start a new run")
+        return
+    held = [name for name in _RUN_MARKERS if (out / name).exists()]
+    if held:
+        raise ConfigError(f"--out {out}: already holds a run ({', '.join(held)}); continue it with --resume, "
+                          "or give another folder")
+
+
 def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
     """Read the folders the phases need and check every crop fits; fail before training starts."""
     kinds = {p.kind for p in cfg.phases}
@@ -72,10 +98,11 @@ def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
 
 def resolve_config(config: str | Path, opts: RunOptions, overrides: tuple[str, ...] = ()) -> TrainConfig:
     """The config to run: the named config or YAML file ``config`` with ``overrides``, or on
-    ``--resume`` with an existing ``OUT/checkpoints/last.pt`` the config stored in it (plus
-    ``overrides``; ``config`` is then ignored)."""
+    ``--resume`` the config stored in ``OUT/checkpoints/last.pt`` (plus ``overrides``; ``config``
+    is then ignored).  Checks the run folder first (:func:`check_run_folder`)."""
+    check_run_folder(opts)
     last = Path(opts.out) / "checkpoints" / "last.pt"
-    if not (opts.resume and last.exists()):
+    if not opts.resume:
         return load_config(config, overrides)
     stored = load_checkpoint(last, require=("config",))["config"]
     try:

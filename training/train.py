@@ -7,19 +7,24 @@ Examples::
     python -m training.train --out runs/paper --resume            # continue where it stopped
     torchrun --nproc_per_node=4 -m training.train --config paper ... --device cuda
 
+A new run (no ``--resume``) into a folder that already holds one (``checkpoints/last.pt`` or
+``generator.pt``) is refused, as is ``--resume`` with no ``checkpoints/last.pt``.
+
 Exit status: 0 finished or stopped by ``--max-steps``; 130 stopped by Ctrl-C (a checkpoint
-was written, ``--resume`` continues); 2 bad arguments, config or data.
+was written, ``--resume`` continues); 2 bad arguments, config, data or run folder; 1 a
+failed write during the run.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.argparsing import OneLineParser
 from training.checkpoint import CheckpointError
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, named_configs
+from training.outputs import PathError
 
 __all__ = ["TrainArgs", "parse_args", "main"]
 
@@ -42,8 +47,8 @@ class TrainArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainArgs:
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="paper", help="named config (paper, quick, ship) or a YAML file [paper]")
+    ap = OneLineParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="paper", help=f"named config ({', '.join(named_configs())}) or a YAML file [paper]")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. phases.gan.iterations=100 or model.width=32 (repeatable)")
     ap.add_argument("--low", type=Path, help="folder of low-quality (small-aperture) images")
@@ -51,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     ap.add_argument("--pairs", type=Path, nargs="+",
                     help="folder(s) of simulated x_NNN/y_NNN pairs (supervised phase), e.g. one per simulator model")
     ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, samples")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (its config)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (its config); without it, OUT must not hold a run")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="[cpu]")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after N units in this run, with a checkpoint [0: no limit]")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg: TrainConfig = resolve_config(args.config, opts, args.overrides)
         result = train(cfg, opts)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, PathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write the checks before the run could not foresee (disk full, say)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{result.status} after {result.units} units; checkpoint {result.checkpoint}"
           + (f"; generator {result.generator}" if result.generator else ""))
     return 130 if result.status == "interrupted" else 0

@@ -40,7 +40,7 @@ from training.config import ConfigError, PhaseConfig, TrainConfig, config_from_d
 from training.losses import bce_fake_loss, bce_real_loss, histogram_loss, l1_loss, ms_ssim_loss, spectrum_loss
 from training.models import DRNN, Discriminator
 from training.pool import ImagePool
-from training.runsetup import RunOptions, load_data
+from training.runsetup import RunOptions, check_run_folder, load_data
 
 __all__ = ["RunResult", "Trainer", "train"]
 
@@ -73,6 +73,7 @@ class Trainer:
     """Runs the phases of ``cfg`` on the data of ``opts``; see the module docstring."""
 
     def __init__(self, cfg: TrainConfig, opts: RunOptions) -> None:
+        check_run_folder(opts)  # before any work, and before any rank joins the process group
         self.cfg, self.opts = cfg, opts
         self.code_version = code_version()  # of the code this process runs, not of later commits
         self.out = Path(opts.out)
@@ -385,7 +386,7 @@ class Trainer:
         from training.runlog import RunLog
 
         last = self.out / "checkpoints" / "last.pt"
-        if self.opts.resume and last.exists():
+        if self.opts.resume:  # check_run_folder made sure last.pt is there
             self.load_state_dict(load_checkpoint(last, require=("discriminator", "phase", "step", "config")), last)
         elif self.phase_idx < len(self.cfg.phases):
             self._begin_phase()

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
 
-from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler
+from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, check_threads
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.pipeline import ThreadPipeline
 from engine.weights import WeightsError, default_weights, existing_file
@@ -33,14 +33,15 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
     """Session options tuned for the DRNN on a CPU.
 
-    ``threads``: intra-op threads (default: every core ``os.cpu_count()`` reports).  ``spin=False``
+    ``threads``: intra-op threads (``None`` or 0: every core ``os.cpu_count()`` reports;
+    ``ValueError`` if negative, :func:`engine.base.check_threads`).  ``spin=False``
     lets idle worker threads sleep instead of busy-waiting between frames: slightly more latency,
     much less CPU burnt when the despeckler shares the machine with the grabber and publisher.
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = check_threads(threads) or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = True
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -53,7 +54,7 @@ class OnnxRuntimeDespeckler(PipelinedDespeckler):
     Args:
         weights: an ONNX model exported by :mod:`engine.export` (default ``weights/drnn.onnx``).
         device: ``"cpu"`` or ``"cuda"`` (needs the ``onnxruntime-gpu`` build).
-        threads: intra-op threads (default: all cores).
+        threads: intra-op threads (``None`` or 0: all cores; ``ValueError`` if negative).
         spin: let idle threads busy-wait (lower latency, more CPU); see :func:`session_options`.
         spec: accepted frame sizes (default :class:`InputSpec`).
         in_flight: frames queued or running at once through :meth:`submit`.

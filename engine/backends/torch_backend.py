@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler
+from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, check_threads
 from engine.checkpoint import load_generator
 from engine.pipeline import ThreadPipeline
 from engine.torch_model import FrameModel
@@ -39,7 +39,8 @@ class TorchDespeckler(PipelinedDespeckler):
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
         fp16: compute in float16 (default: on CUDA yes, on a CPU no).
         cuda_graphs: on CUDA, replay one captured graph per slot and frame size.
-        threads: CPU intra-op threads (``torch.set_num_threads``; default: torch's own choice).
+        threads: CPU intra-op threads (``torch.set_num_threads``; ``None`` or 0: torch's own choice;
+            ``ValueError`` if negative).
         spec: accepted frame sizes; in_flight: frames on the device (CUDA slots) or queued (CPU).
     """
 
@@ -57,6 +58,7 @@ class TorchDespeckler(PipelinedDespeckler):
         in_flight: int = 3,
     ) -> None:
         super().__init__(spec, in_flight)
+        threads = check_threads(threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

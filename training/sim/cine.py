@@ -20,10 +20,12 @@ from training.sim.imaging import SimulationError, image_phantom
 from training.sim.phantom import make_phantom
 from training.sim.probe import ProbeModel, probe_by_name
 
-__all__ = ["sweep_frames", "write_cine", "CODECS"]
+__all__ = ["sweep_frames", "write_cine", "CODECS", "SWEEP_MIN_SIDE"]
 
 #: video container suffix -> FourCC that opencv-python-headless can write and read back.
 CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
+#: smallest side of a :func:`sweep_frames` frame, pixels.
+SWEEP_MIN_SIDE = 8
 
 
 def sweep_frames(
@@ -51,8 +53,8 @@ def sweep_frames(
         breathing_period: frames per breathing cycle.
     """
     h, w = int(size[0]), int(size[1])
-    if h < 8 or w < 8:
-        raise ValueError(f"frame size must be at least 8x8 pixels, got {h}x{w}")
+    if h < SWEEP_MIN_SIDE or w < SWEEP_MIN_SIDE:
+        raise ValueError(f"frame size must be at least {SWEEP_MIN_SIDE}x{SWEEP_MIN_SIDE} pixels, got {h}x{w}")
     if speed_px <= 0 or travel < 0 or breathing_px < 0 or breathing_period < 1:
         raise ValueError(
             f"bad sweep: speed_px={speed_px} must be > 0, travel={travel} and breathing_px={breathing_px} >= 0, "

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from training.outputs import check_output_file, check_output_folder, check_suffix, figure_suffixes
 from training.sim.aberration import MAX_RMS_NS
 from training.sim.array import image_array
 from training.sim.cine import CODECS, write_cine
@@ -98,6 +99,11 @@ class SimulateConfig:
     def __post_init__(self) -> None:
         if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
             raise ValueError(f"count and eval_count must be >= 0, got {self.count} and {self.eval_count}")
+        if self.out is not None and self.count == 0 and not (self.paired and self.eval_count):
+            raise ValueError(f"--count 0 writes no image to {self.out}; give --count >= 1, "
+                             "or --paired --eval-count N (N >= 1) for an eval/ set alone")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if min(self.size) < 16:
             raise ValueError(f"size must be at least 16x16 pixels, got {self.size[0]}x{self.size[1]}")
         if not 0.0 <= self.jitter <= 2.0:
@@ -110,9 +116,11 @@ class SimulateConfig:
         if not 10.0 <= self.depth_mm <= 300.0:
             raise ValueError(f"depth_mm must be in [10, 300] mm, got {self.depth_mm}")
         if self.cine is not None and Path(self.cine).suffix.lower() not in CODECS:
-            raise ValueError(f"cine {self.cine}: unsupported suffix; use one of {', '.join(CODECS)}")
+            raise ValueError(f"--cine {self.cine}: unsupported suffix; use one of {', '.join(CODECS)}")
         if self.cine_frames < 1:
             raise ValueError(f"cine_frames must be >= 1, got {self.cine_frames}")
+        if self.figure is not None:
+            check_suffix(self.figure, "--figure", figure_suffixes())
 
 
 def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -305,7 +313,15 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
 
 
 def run(config: SimulateConfig) -> dict[str, int]:
-    """Do what ``config`` asks: data set, video, figure.  Returns the files written per kind."""
+    """Do what ``config`` asks: data set, video, figure.  Returns the files written per kind.
+
+    Raises:
+        PathError: before anything is simulated, an output that cannot be written.
+    """
+    for path, check, flag in ((config.out, check_output_folder, "--out"), (config.cine, check_output_file, "--cine"),
+                              (config.figure, check_output_file, "--figure")):
+        if path is not None:
+            check(path, flag)
     written: dict[str, int] = {}
     if config.out is not None:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
