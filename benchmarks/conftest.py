@@ -14,7 +14,6 @@ pyproject's ``addopts`` disable benchmarks for the main test suite (``--benchmar
 from __future__ import annotations
 
 import importlib.util
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from benchmarks.modelfiles import ModelFiles, model_files
 from engine.weights import WEIGHTS_DIR
+from training.argparsing import parse_frame_size
 
 ALL_SIZES = ((256, 256), (512, 512), (600, 800), (1080, 1920))
 #: largest frame the full DRNN is benchmarked at on a CPU without --bench-big (pixels).
@@ -49,10 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     sizes = []
     for item in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)x(\d+)\s*", item)
-        if not match:
-            raise pytest.UsageError(f"--bench-sizes: expected HxW[,HxW...], got {item!r}")
-        sizes.append((int(match[1]), int(match[2])))
+        try:
+            sizes.append(parse_frame_size(item, square=False))
+        except ValueError:
+            raise pytest.UsageError(f"--bench-sizes: expected HxW[,HxW...], got {item!r}") from None
     return tuple(sizes)
 
 

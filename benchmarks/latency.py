@@ -29,7 +29,6 @@ Writes ``latency.json``, ``latency.png`` (histogram and CDF) and the two process
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -52,7 +51,7 @@ from benchmarks.floor import Floor, compute_floor, conv_cost, cpu_name, measure_
 from benchmarks.modelfiles import ModelFiles, eager_baseline, model_files, weights_for
 from engine.registry import BACKENDS
 from stream.client import Subscriber
-from training.argparsing import OneLineParser, non_negative_int, positive_float, positive_int
+from training.argparsing import OneLineParser, frame_size, non_negative_int, positive_float, positive_int
 
 __all__ = ["LatencyConfig", "LatencyReport", "ChainError", "free_endpoint", "percentiles", "run_latency", "write_outputs", "main"]
 
@@ -348,19 +347,12 @@ def write_outputs(report: LatencyReport, out: Path) -> list[Path]:
     return [json_path, png_path]
 
 
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text.lower())
-    if not match or min(int(match[1]), int(match[2])) < 16:
-        raise argparse.ArgumentTypeError(f"--size must be HxW with both sides >= 16, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def parse_args(argv: list[str] | None = None) -> LatencyConfig:
     p = OneLineParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="identity", choices=["auto", *BACKENDS],
                    help="despeckler backend: identity, onnxruntime, torch, tensorrt, auto (default: identity)")
     p.add_argument("--fps", type=positive_float, default=30.0, help="grabber frame rate (default: 30)")
-    p.add_argument("--size", type=_size, default=(512, 512), metavar="HxW", help="frame size (default: 512x512)")
+    p.add_argument("--size", type=frame_size(16, square=False), default=(512, 512), metavar="HxW", help="frame size (default: 512x512)")
     p.add_argument("--frames", type=positive_int, default=300, help="frames recorded (default: 300)")
     p.add_argument("--warmup", type=non_negative_int, default=30, help="frames received and discarded first (default: 30)")
     p.add_argument("--out", type=Path, default=Path("runs/latency"), help="output folder (default: runs/latency)")

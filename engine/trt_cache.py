@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.files import atomic_write_bytes
+from training.argparsing import parse_frame_size
 
 __all__ = [
     "Profile",
@@ -46,10 +47,10 @@ _LEN = struct.Struct(">I")
 
 def parse_hw(text: str) -> tuple[int, int]:
     """``"512x640"`` -> ``(512, 640)`` (height x width); ``ValueError`` naming ``text`` otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise ValueError(f"bad frame size {text!r}: expected HEIGHTxWIDTH, e.g. 512x512")
-    return int(match[1]), int(match[2])
+    try:
+        return parse_frame_size(text, square=False)
+    except ValueError:
+        raise ValueError(f"bad frame size {text!r}: expected HEIGHTxWIDTH, e.g. 512x512") from None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
 from stream.roi import Region, parse_region
 from stream.transport import MAX_PORT, check_endpoint
-from training.argparsing import positive_float, positive_int
+from training.argparsing import parse_frame_size, positive_float, positive_int
 
 __all__ = [
     "add_source_args",
@@ -56,15 +56,10 @@ def _size(text: str) -> tuple[int, int]:
     :data:`training.sim.cine.SWEEP_MIN_SIDE` (imported here: only ``--size`` needs the simulator)."""
     from training.sim.cine import SWEEP_MIN_SIDE
 
-    wanted = f"expected N or HxW with sides >= {SWEEP_MIN_SIDE} (the simulator's smallest), got {text!r}"
-    parts = text.lower().split("x")
     try:
-        h, w = (int(p) for p in (parts * 2)[:2])
-    except ValueError:
-        raise argparse.ArgumentTypeError(wanted) from None
-    if len(parts) not in (1, 2) or min(h, w) < SWEEP_MIN_SIDE:
-        raise argparse.ArgumentTypeError(wanted)
-    return h, w
+        return parse_frame_size(text, SWEEP_MIN_SIDE)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (the simulator's smallest is {SWEEP_MIN_SIDE})") from None
 
 
 def _region(text: str) -> Region:

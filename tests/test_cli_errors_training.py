@@ -370,3 +370,19 @@ def test_iter_frames_reports_a_skipped_file_to_on_skip(tmp_path: Path, caplog: p
     with pytest.raises(DataError, match="b.png"):  # without skip_bad the bad file raises, on_skip or not
         list(iter_frames(tmp_path, on_skip=lambda path, why: skipped.append((path, why))))
     assert len(skipped) == 1
+
+
+def test_frame_sizes_parse_alike_in_every_tool(capsys: pytest.CaptureFixture[str]) -> None:
+    """One parser for ``--size`` (simulate, stream, latency), ``--bench-sizes`` and TensorRT profiles."""
+    from training.argparsing import parse_frame_size
+
+    assert parse_frame_size("256") == (256, 256) and parse_frame_size(" 240 X 320 ") == (240, 320)
+    for bad, rules in (("256", {"square": False}), ("7x9", {"min_side": 8}), ("axb", {}), ("1x2x3", {}), ("", {})):
+        with pytest.raises(ValueError, match=repr(bad)):
+            parse_frame_size(bad, **rules)
+    with pytest.raises(SystemExit) as stop:
+        simulate_main(["--out", "x", "--size", "15x64"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m training.simulate: error: argument --size: expected N or HxW with sides >= 16, "
+                   "got '15x64' (see --help)"]

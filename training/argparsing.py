@@ -4,7 +4,8 @@ argparse's default ``error`` prints the whole usage block (up to a dozen lines) 
 message. :class:`OneLineParser` prints only ``PROG: error: MESSAGE (see --help)`` and exits
 with status 2, as the project's tools do for every bad input.  :func:`positive_int`,
 :func:`non_negative_int` and :func:`positive_float` are the ``type=`` of count and rate flags,
-refused as ``argument FLAG: expected WHAT, got 'TEXT'``.  Importing this module imports
+refused as ``argument FLAG: expected WHAT, got 'TEXT'``; :func:`frame_size` is that of frame
+size flags (``256`` or ``240x320``, parsed by :func:`parse_frame_size`).  Importing this module imports
 nothing beyond the standard library (the live pipeline installs without torch).
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float"]
+__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float", "parse_frame_size", "frame_size"]
 
 N = TypeVar("N", int, float)
 
@@ -47,3 +49,29 @@ def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool]) -> Cal
 positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
+
+
+def parse_frame_size(text: str, min_side: int = 1, square: bool = True) -> tuple[int, int]:
+    """``"HxW"`` -> ``(H, W)`` in pixels (spaces and an upper-case ``X`` allowed), and with
+    ``square`` also ``"N"`` -> ``(N, N)``; ``ValueError`` naming ``text`` unless both sides are
+    at least ``min_side``."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    form = "N or HxW" if square else "HxW"
+    if not match or (match[2] is None and not square):
+        raise ValueError(f"expected {form} pixels, got {text!r}")
+    h, w = int(match[1]), int(match[2] or match[1])
+    if min(h, w) < min_side:
+        raise ValueError(f"expected {form} with sides >= {min_side}, got {text!r}")
+    return h, w
+
+
+def frame_size(min_side: int = 1, square: bool = True) -> Callable[[str], tuple[int, int]]:
+    """An argparse ``type`` for frame sizes: :func:`parse_frame_size` with these rules."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            return parse_frame_size(text, min_side, square)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse

@@ -13,24 +13,13 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from training.argparsing import OneLineParser
+from training.argparsing import OneLineParser, frame_size
 from training.sim.dataset import GEOMETRIES, MODELS, SimulateConfig, run
 
 __all__ = ["main", "parse_args"]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or HxW pixels, got {text!r}") from None
-    if len(parts) not in (1, 2) or min(parts) < 16:
-        raise argparse.ArgumentTypeError(f"expected N or HxW with sides >= 16 pixels, got {text!r}")
-    return (parts[0], parts[-1])
 
 
 def parse_args(argv: list[str] | None = None) -> SimulateConfig:
@@ -38,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p = OneLineParser(prog="python -m training.simulate", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="data set folder: writes low/, high/ (and eval/ with --paired)")
     p.add_argument("--count", type=int, default=40, help="images per probe (default 40)")
-    p.add_argument("--size", type=_size, default=(256, 256), help="image size N or HxW pixels (default 256)")
+    p.add_argument("--size", type=frame_size(16), default=(256, 256), help="image size N or HxW pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--paired", action="store_true", help="also write eval/: x, y and truth of the same phantoms")
     p.add_argument("--eval-count", type=int, default=None, help="pairs in eval/ (default: --count)")
