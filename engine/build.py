@@ -9,10 +9,12 @@ Prints the engine file's path.  See :mod:`engine.trt_build` and :mod:`engine.trt
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 
+from engine.onnx_export import read_onnx
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, parse_hw
 from engine.weights import WeightsError, WeightsNotFound
 from training.argparsing import OneLineParser
@@ -60,10 +62,15 @@ def parse_config(argv: list[str] | None = None) -> BuildConfig:
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        readable_file(config.onnx, "--onnx")  # before TensorRT: a wrong path is the likelier mistake
+    try:  # before TensorRT: a wrong path or file is the likelier mistake
+        readable_file(config.onnx, "--onnx")
+        if importlib.util.find_spec("onnx") is not None:  # the [gpu] extra alone does not bring it
+            read_onnx(config.onnx)
     except PathError as exc:
         print(f"engine.build: error: {exc}", file=sys.stderr)
+        return 1
+    except WeightsError as exc:
+        print(f"engine.build: error: --onnx {exc}", file=sys.stderr)
         return 1
     try:
         from engine.cuda_slots import CudaError

@@ -47,7 +47,15 @@ from tqdm import tqdm
 
 from engine.base import FrameError, InputSpec
 from engine.files import atomic_write_bytes, sha256_file
-from engine.onnx_export import INPUT_NAME, Parity, Tolerance, check_graph, check_parity, onnx_runner
+from engine.onnx_export import (
+    INPUT_NAME,
+    Parity,
+    Tolerance,
+    check_graph,
+    check_parity,
+    onnx_runner,
+    read_onnx,
+)
 from engine.weights import WeightsError, existing_file
 
 if TYPE_CHECKING:
@@ -161,14 +169,8 @@ def load_float32_export(onnx_in: str | Path) -> onnx.ModelProto:
     file if it is not an ONNX model, breaks the frame contract, is not float32 or lacks the DRNN's
     convolutions (:class:`~engine.weights.WeightsNotFound` if it is missing).  Cheap: run it before
     making calibration frames."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     src = existing_file(onnx_in)
-    try:
-        proto = onnx.load(str(src))
-    except DecodeError as exc:
-        raise WeightsError(f"{src}: not an ONNX model ({exc})") from None
+    proto = read_onnx(src)
     check_graph(proto, name=str(src))
     precision = next((p.value for p in proto.metadata_props if p.key == "precision"), "float32")
     if precision != "float32":

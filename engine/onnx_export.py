@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "read_onnx",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "DEFAULT_OPSET",
@@ -188,6 +189,18 @@ def export_checkpoint(
     net = load_generator(checkpoint)  # first: it names a missing or foreign file (CheckpointError)
     metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint)}
     return export_onnx(net, out, fp16=fp16, opset=opset, check=check, metadata=metadata, context=context)
+
+
+def read_onnx(path: str | Path):
+    """The ``onnx.ModelProto`` in the file ``path`` (which must exist), or :class:`WeightsError`
+    naming it if it does not decode as an ONNX model.  Needs the ``onnx`` package."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path))
+    except DecodeError as exc:
+        raise WeightsError(f"{path}: not an ONNX model ({exc})") from None
 
 
 def check_graph(proto, name: str = "model") -> None:

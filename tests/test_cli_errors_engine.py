@@ -280,6 +280,9 @@ def test_build_names_a_missing_onnx_before_looking_for_tensorrt(tmp_path: Path,
     assert "TensorRT" not in one_line(capsys.readouterr().err, "--onnx", "nope.onnx", "no such file")
     assert build_main(["--onnx", str(tmp_path)]) == 1
     one_line(capsys.readouterr().err, "--onnx", "is a folder")
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
+    assert build_main(["--onnx", str(tmp_path / "random.onnx")]) == 1
+    assert "TensorRT" not in one_line(capsys.readouterr().err, "--onnx", "random.onnx", "not an ONNX model")
 
 
 @pytest.mark.parametrize("mib", ["0", "-1", "lots"])

@@ -386,3 +386,17 @@ def test_frame_sizes_parse_alike_in_every_tool(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["python -m training.simulate: error: argument --size: expected N or HxW with sides >= 16, "
                    "got '15x64' (see --help)"]
+
+
+def test_a_bad_override_is_blamed_on_set_and_a_bad_file_on_the_file(tmp_path: Path) -> None:
+    """``--set model.width=-8`` on the valid quick.yaml names ``--set``; a file with the same bad
+    value names the file, and an override that repairs it is taken."""
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"^--set model.width=-8: model.width: expected a positive integer"):
+        load_config("quick", ["model.width=-8"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "training" / "configs" / "quick.yaml").read_text() + "\nthreads: -1\n")
+    with pytest.raises(ConfigError, match=rf"^config {re.escape(str(bad))}: threads"):
+        load_config(bad)
+    assert load_config(bad, ["threads=1"]).threads == 1

@@ -221,6 +221,8 @@ def test_cli_resume_uses_the_stored_config(data: Path, tmp_path: Path, capsys: p
     assert main([*common, "--resume", "--set", "phases.gan.iterations=1"]) == 0  # --config defaults to paper: ignored
     assert "finished after 9 units" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "generator.pt")["config"]["phases"][2]["iterations"] == 1
+    assert main([*common, "--resume"]) == 0  # nothing left: said so, not "after 0 units"
+    assert capsys.readouterr().out.startswith("already finished, no unit left to run")
 
 
 def test_init_starts_from_a_generator_and_checks_its_shape(data: Path, full_run: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ and raises :class:`ConfigError` naming the offending key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -51,6 +52,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "config_with_overrides",
     "check_model",
     "check_discriminator",
     "parse_layer",
@@ -422,6 +424,24 @@ def named_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def config_with_overrides(data: dict[str, Any], overrides: Iterable[str], source: str) -> TrainConfig:
+    """The config of the mapping ``data`` (read from ``source``, e.g. ``config PATH``) with the
+    ``--set`` ``overrides``.  A :class:`ConfigError` names ``--set`` when ``data`` alone is a
+    valid config and the overrides make it wrong, else ``source``."""
+    overrides = tuple(overrides)
+    try:
+        return config_from_dict(apply_overrides(copy.deepcopy(data), overrides))
+    except ConfigError as exc:
+        culprit = source
+        if overrides:
+            try:
+                config_from_dict(data)
+                culprit = f"--set {' '.join(overrides)}"
+            except ConfigError:
+                pass
+        raise ConfigError(f"{culprit}: {exc}") from None
+
+
 def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
     """Load a named config (one of :func:`named_configs`: ``training/configs/<name>.yaml``)
     or a YAML file, apply ``overrides`` and validate."""
@@ -441,7 +461,4 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Trai
         raise ConfigError(f"config {path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
-    try:
-        return config_from_dict(apply_overrides(data, overrides))
-    except ConfigError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+    return config_with_overrides(data, overrides, f"config {path}")

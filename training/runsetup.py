@@ -10,7 +10,7 @@ from pathlib import Path
 
 from training.batches import ImageSet, load_images, load_pairs
 from training.checkpoint import load_checkpoint
-from training.config import ConfigError, TrainConfig, apply_overrides, config_from_dict, load_config
+from training.config import ConfigError, TrainConfig, config_with_overrides, load_config
 from training.outputs import check_output_folder
 
 __all__ = ["RunOptions", "RunData", "check_run_folder", "load_data", "resolve_config"]
@@ -105,7 +105,4 @@ def resolve_config(config: str | Path, opts: RunOptions, overrides: tuple[str, .
     if not opts.resume:
         return load_config(config, overrides)
     stored = load_checkpoint(last, require=("config",))["config"]
-    try:
-        return config_from_dict(apply_overrides(stored, overrides))
-    except ConfigError as exc:
-        raise ConfigError(f"config stored in {last}: {exc}") from None
+    return config_with_overrides(stored, overrides, f"config stored in {last}")

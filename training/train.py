@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a write the checks before the run could not foresee (disk full, say)
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{result.status} after {result.units} units; checkpoint {result.checkpoint}"
-          + (f"; generator {result.generator}" if result.generator else ""))
+    done = ("already finished, no unit left to run (a --set that lengthens a phase adds units)"
+            if result.status == "finished" and result.units == 0 else f"{result.status} after {result.units} units")
+    print(f"{done}; checkpoint {result.checkpoint}" + (f"; generator {result.generator}" if result.generator else ""))
     return 130 if result.status == "interrupted" else 0
 
 
