@@ -285,8 +285,10 @@ def speckle_grain_size(image: np.ndarray, mask: np.ndarray | None = None, axis: 
 def ring_mask(mask: np.ndarray, gap: int = 2, width: int = 6, within: np.ndarray | None = None) -> np.ndarray:
     """The surroundings of a region: pixels between ``gap`` and ``gap + width`` pixels of it.
 
-    ``ring = dilate(mask, gap + width) & ~dilate(mask, gap)`` (square structuring elements),
-    optionally restricted to ``within`` (e.g. the parenchyma).
+    ``ring = dilate(mask, gap + width) & ~dilate(mask, gap)``, each dilation ``n`` steps of the
+    4-connected cross (scipy's default), so distances are city-block: ``gap`` and ``gap + width``
+    pixels along rows and columns, about 0.7 of that on diagonals.  Optionally restricted to
+    ``within`` (e.g. the parenchyma).
     """
     m = np.asarray(mask, dtype=bool)
     outer = ndimage.binary_dilation(m, iterations=gap + width) if gap + width > 0 else m

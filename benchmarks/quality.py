@@ -264,7 +264,11 @@ def _drnn(cfg: QualityConfig) -> Despeckler:
 
     try:
         return create_despeckler(cfg.backend, weights=cfg.weights)
-    except (FileNotFoundError, WeightsError, BackendUnavailable, ValueError) as exc:
+    except BackendUnavailable as exc:
+        raise QualityError(
+            f"DRNN unavailable ({exc}); choose another --backend, or --no-drnn for the baselines only"
+        ) from exc
+    except (FileNotFoundError, WeightsError, ValueError) as exc:
         raise QualityError(
             f"DRNN unavailable ({exc}); pass --weights PATH, or --no-drnn for the baselines only"
         ) from exc
@@ -299,7 +303,9 @@ def _score(
     res.add("grain_axial", lambda: M.speckle_grain_size(out, r, 0))
     res.add("grain_lateral", lambda: M.speckle_grain_size(out, r, 1))
     if s.target is not None and s.target.any():
-        within = r if s.truth is None else s.truth.get("liver", r)
+        # paired: the parenchyma around the vessel; unpaired: all around --target (the --roi, a
+        # patch of homogeneous tissue, usually lies elsewhere)
+        within = None if s.truth is None else s.truth.get("liver", r)
         ring = M.ring_mask(s.target, within=within)
         res.add("cnr", lambda: M.cnr(out, s.target, ring))
         res.add("gcnr", lambda: M.gcnr(out, s.target, ring))
@@ -441,6 +447,10 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     a = p.parse_args(argv)
     if a.x_dir is not None and a.y_dir is None:
         p.error("--x needs --y (a folder of reference images)")
+    if a.eval_dir is not None and (a.roi_y is not None or a.target is not None):
+        p.error("--roi-y and --target are for unpaired runs (--x/--y); --eval takes its regions from the truth masks")
+    if a.weights is not None and not a.weights.is_file():
+        p.error(f"--weights {a.weights}: no such file; give the DRNN's weights, or --no-drnn for the baselines only")
     if a.window < 3 or a.window % 2 == 0:
         p.error(f"--window must be an odd number >= 3, got {a.window}")
     if a.bins < 2:

@@ -88,22 +88,21 @@ def test_drnn_runs_through_the_engine(eval_dir: Path, tiny_onnx: Path, tmp_path:
 
 
 def test_missing_weights_name_the_file_and_the_way_out(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    """Refused at parse time, before any image is read."""
     missing = tmp_path / "nope.onnx"
-    rc = main(
-        [
-            "--eval",
-            str(eval_dir),
-            "--backend",
-            "onnxruntime",
-            "--weights",
-            str(missing),
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    with pytest.raises(SystemExit) as stop:
+        main(["--eval", str(eval_dir), "--backend", "onnxruntime", "--weights", str(missing), "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and str(missing) in err and "--no-drnn" in err
-    assert err.count("\n") == 1
+    assert stop.value.code == 2 and str(missing) in err and "--no-drnn" in err
+    assert err.count("\n") == 1 and "skipping" not in err
+
+
+def test_unpaired_regions_are_refused_with_a_paired_set(eval_dir: Path, tmp_path: Path, capsys) -> None:
+    for flag in ("--roi-y", "--target"):
+        with pytest.raises(SystemExit) as stop:
+            main(["--eval", str(eval_dir), flag, "1,1,8,8", "--no-drnn", "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "for unpaired runs" in err and err.count("\n") == 1
 
 
 def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
@@ -124,6 +123,12 @@ def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
     assert math.isnan(float(rows["median"]["ssim"])) and math.isnan(float(rows["median"]["log_corr"]))
     assert math.isfinite(float(rows["median"]["kl_y"])) and math.isfinite(float(rows["median"]["cnr"]))
     assert "1 item(s) skipped" in (out / "quality.md").read_text()
+    # a --target outside the --roi (the vessel is not in the homogeneous patch): its CNR is
+    # measured against its own surroundings, not left empty
+    out2 = tmp_path / "out2"
+    rc = main(["--x", str(xs), "--y", str(ys), "--roi", "40,40,30,30", "--target", "4,4,10,10",
+               "--no-drnn", "--methods", "median", "--window", "7", "--out", str(out2)])  # fmt: skip
+    assert rc == 0 and math.isfinite(float(_rows(out2 / "quality.csv")["input"]["cnr"]))
 
 
 def test_an_image_without_parenchyma_is_skipped_and_counted(eval_dir: Path, tmp_path: Path, capsys) -> None:
