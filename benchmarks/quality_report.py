@@ -158,11 +158,14 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
         "KL(x, x̂) = KL(p_x ‖ p_x̂), KL(y, x̂) = KL(p_y ‖ p_x̂)"
         + (" with y the paired high-probe image." if run.paired else " with p_y pooled over all y images."),
         "- Grain: FWHM of the autocovariance in the region (axial = rows, lateral = columns).",
-        "- CNR/gCNR: vessel lumen against a 6-pixel ring around it (paired), or `--target` against its ring.",
+        "- CNR/gCNR: "
+        + ("vessel lumen against the liver's pixels 2-8 px from it (city-block)." if run.paired
+           else "`--target` against the pixels 2-8 px from it (city-block)."),
         f"- β: correlation of Laplacians of Gaussian (σ = {BETA_SIGMA:g} px) with "
         + ("ln(true echogenicity) in the liver" if run.paired else "the input x")
         + " (after Sattar et al.).",
-        "- SSIM/PSNR against y; log-corr: Pearson correlation of ln(x̂ + 1) with ln(true echogenicity) in the liver.",
+        "- SSIM/PSNR against y; log-corr: Pearson correlation of ln(x̂ + 1) with ln(true echogenicity) in the liver."
+        if run.paired else "- SSIM, PSNR and log-corr need paired images with a truth: empty (—) here.",
         "- `*`: an approximation of the published method (see `docs/quality.md`):",
     ]
     if run.paired and not run.drnn_note:

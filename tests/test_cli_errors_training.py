@@ -400,3 +400,15 @@ def test_a_bad_override_is_blamed_on_set_and_a_bad_file_on_the_file(tmp_path: Pa
     with pytest.raises(ConfigError, match=rf"^config {re.escape(str(bad))}: threads"):
         load_config(bad)
     assert load_config(bad, ["threads=1"]).threads == 1
+
+
+def test_simulate_refuses_an_out_that_holds_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second data set into the same --out would leave the first one's extra files beside it."""
+    out = tmp_path / "d"
+    assert simulate_main(["--out", str(out), "--count", "2", "--size", "32"]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "low").iterdir()}
+    capsys.readouterr()
+    assert simulate_main(["--out", str(out), "--count", "1", "--size", "32", "--jitter", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out}: already holds a data set" in err[0]
+    assert {p.name: p.read_bytes() for p in (out / "low").iterdir()} == before

@@ -78,3 +78,30 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint_and_resume_finishes(data: Pat
     done = load_checkpoint(out / "checkpoints" / "last.pt")
     assert done["phase"] == 3 and done["unit"] > killed_at["unit"]  # all three phases done, continued from the kill
     assert load_checkpoint(out / "generator.pt")["generator"].keys() == killed_at["generator"].keys()
+
+
+def test_a_run_killed_after_a_phase_resumes_from_that_phase_end(data: Path, tmp_path: Path) -> None:
+    """With no timed checkpoint (``checkpoint_every_s`` far away), a run SIGKILLed in its second
+    phase still resumes there: each phase's end writes ``last.pt`` as well as ``after_<phase>.pt``."""
+    out = tmp_path / "run"
+    args = ["--config", "quick", "--no-progress", "--low", str(data / "low"), "--high", str(data / "high"),
+            "--out", str(out), "--set", "checkpoint_every_s=3600", "--set", "phases.d_pretrain.epochs=100000"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    phase_end = out / "checkpoints" / "after_g_pretrain.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while not phase_end.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the first phase did not end"
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before the kill"
+    finally:
+        proc.kill()
+        proc.wait()
+    last = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (last["phase_name"], last["unit"]) == ("d_pretrain", 8)  # quick's first phase is 8 units
+    assert main([*args, "--resume", "--max-steps", "1"]) == 0
+    resumed = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (resumed["phase_name"], resumed["step"], resumed["unit"]) == ("d_pretrain", 1, 9)

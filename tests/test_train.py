@@ -408,8 +408,12 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
     assert cv2.imread(str(png)).shape[1] > 3 * 300  # one panel per phase
     marked = cv2.imread(str(plot_curves(full_run / "log.csv", tmp_path / "marked.png", mark=2)))
     assert marked.shape == cv2.imread(str(png)).shape and (marked != cv2.imread(str(png))).any()
-    with pytest.raises(ValueError, match="unit 99999 is not in the logged units"):
-        plot_curves(full_run / "log.csv", tmp_path / "bad.png", mark=99999)
+    # unit 11, the gan phase's first, is not logged (log_every 2) but was run: it is drawn too
+    first_gan = cv2.imread(str(plot_curves(full_run / "log.csv", tmp_path / "gan1.png", mark=11)))
+    assert (first_gan != cv2.imread(str(png))).any() and (first_gan != marked).any()
+    for unit in (0, 99999):
+        with pytest.raises(ValueError, match=f"unit {unit} is not one the run .* reached"):
+            plot_curves(full_run / "log.csv", tmp_path / "bad.png", mark=unit)
     assert evaluate_main(["--weights", str(full_run / "generator.pt"), "--eval", str(data / "eval"),
                           "--json", str(tmp_path / "r.json"), "--figure", str(tmp_path / "ex.png"),
                           "--pairs-figure", str(tmp_path / "pairs.png")]) == 0

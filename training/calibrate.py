@@ -1,7 +1,7 @@
 """Recalibrate a trained generator's output grey levels to a high-quality probe's (unpaired images).
 
-    python -m training.calibrate --weights runs/ship/final.pt --low data/low --high data/high --out weights/drnn.pt
-    python -m training.calibrate --weights runs/ship/final.pt --pairs data/sim/eval --out weights/drnn.pt
+    python -m training.calibrate --weights runs/ship/generator.pt --low data/low --high data/high --out gen_cal.pt
+    python -m training.calibrate --weights runs/ship/generator.pt --pairs data/sim/eval --out gen_cal.pt
 
 ``--low`` and ``--high``: folders (or video / DICOM files) of the two probes' images, not
 paired; whole frames count.  ``--pairs``: a ``python -m training.simulate --paired`` folder

@@ -126,8 +126,10 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark
     unit counter, each smoothed by a running mean over ``smooth`` (>= 1) logged points, at most a
     quarter of the term's points (raw faint).
 
-    ``mark``: a unit to draw as a dashed vertical line in the panel of the phase that ran it
-    (the snapshot a model was taken from, say); a unit the log does not reach raises ``ValueError``.
+    ``mark``: a unit (``log.csv``'s ``unit`` column) to draw as a dashed vertical line in the
+    panel of the phase that ran it (the snapshot a model was taken from, say).  Each phase's last
+    unit is always logged, so a phase ran the units after the previous phase's last one up to its
+    own; a unit outside 1 and the run's last logged unit raises ``ValueError``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -138,9 +140,17 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark
     for (ph, _), (units, _) in series.items():
         lo, hi = spans.get(ph, (int(units.min()), int(units.max())))
         spans[ph] = (min(lo, int(units.min())), max(hi, int(units.max())))
-    if mark is not None and not any(lo <= mark <= hi for lo, hi in spans.values()):
-        ranges = ", ".join(f"{ph} {lo}..{hi}" for ph, (lo, hi) in spans.items())
-        raise ValueError(f"mark: unit {mark} is not in the logged units of {log_csv} ({ranges})")
+    mark_phase = None
+    if mark is not None:
+        ran_after = 0  # the last unit of the phase before
+        for ph in phases:
+            if ran_after < mark <= spans[ph][1]:
+                mark_phase = ph
+                break
+            ran_after = spans[ph][1]
+        else:
+            last = max(hi for _, hi in spans.values())
+            raise ValueError(f"mark: unit {mark} is not one the run of {log_csv} reached (1..{last})")
     fig = Figure(figsize=(5 * len(phases), 3.6), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(phases), squeeze=False)[0]
@@ -152,8 +162,7 @@ def plot_curves(log_csv: str | Path, out_png: str | Path, smooth: int = 10, mark
             smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
             line = ax.plot(units[k - 1 :], smoothed, label=loss)[0]
             ax.plot(units, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
-        lo, hi = spans[phase]
-        if mark is not None and lo <= mark <= hi:
+        if phase == mark_phase:
             ax.axvline(mark, color="black", linestyle="--", linewidth=1.0, label=f"unit {mark}")
         ax.set_yscale("log")
         ax.set_title(phase)
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", type=Path, required=True, help="a run's log.csv")
     ap.add_argument("--out", type=Path, required=True, help="figure to write (.png, .pdf, .svg, ...)")
     ap.add_argument("--smooth", type=int, default=10, help="running-mean length in logged points, >= 1 [10]")
-    ap.add_argument("--mark", type=int, help="draw this unit as a dashed line (e.g. the shipped snapshot's step)")
+    ap.add_argument("--mark", type=int, help="draw this unit (log.csv's unit column) as a dashed line, e.g. a shipped snapshot's")
     a = ap.parse_args(argv)
     if a.smooth < 1:
         ap.error(f"--smooth must be at least 1 logged point, got {a.smooth}")

@@ -74,11 +74,11 @@ def check_run_folder(opts: RunOptions) -> None:
 def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
     """Read the folders the phases need and check every crop fits; fail before training starts."""
     kinds = {p.kind for p in cfg.phases}
-    need_low = bool(kinds & {"reconstruct", "discriminate", "gan"})
-    need_high = bool(kinds & {"discriminate", "gan"})
-    for flag, needed, given in (("--low", need_low, opts.low), ("--high", need_high, opts.high)):
-        if needed and given is None:
-            raise ConfigError(f"{flag}: required by phase kinds {sorted(kinds)}")
+    users = {"--low": {"reconstruct", "discriminate", "gan"}, "--high": {"discriminate", "gan"}}
+    need_low, need_high = (bool(kinds & users[flag]) for flag in ("--low", "--high"))
+    for flag, given in (("--low", opts.low), ("--high", opts.high)):
+        if kinds & users[flag] and given is None:
+            raise ConfigError(f"{flag}: required by phase kinds {sorted(kinds & users[flag])}")
     if "supervised" in kinds and opts.pairs is None:
         raise ConfigError("--pairs: required by the supervised phase (a folder of x_NNN/y_NNN pairs)")
     data = RunData(

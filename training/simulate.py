@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
-    p.add_argument("--figure", type=Path, help="write a PNG with low, high and truth side by side")
+    p.add_argument("--figure", type=Path, help="write a figure (.png, .pdf, .svg...) with low, high and truth side by side")
     args = p.parse_args(argv)
     if args.out is None and args.cine is None and args.figure is None:
         p.error("nothing to do: give --out, --cine and/or --figure")

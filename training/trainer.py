@@ -433,7 +433,9 @@ class Trainer:
                 self.step = 0
                 if self.phase_idx < len(self.cfg.phases):
                     self._begin_phase()
-                self.save(f"after_{p.name}.pt")
+                self.save()  # a crash in the next phase resumes from its start...
+                t_ckpt = time.monotonic()
+                self.save(f"after_{p.name}.pt")  # ...and each phase's end state is kept
             return self._finish(status, ran, log, bar)
         finally:
             signal.signal(signal.SIGINT, previous)

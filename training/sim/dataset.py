@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from training.outputs import check_output_file, check_output_folder, check_suffix, figure_suffixes
+from training.outputs import PathError, check_output_file, check_output_folder, check_suffix, figure_suffixes
 from training.sim.aberration import MAX_RMS_NS
 from training.sim.array import image_array
 from training.sim.cine import CODECS, write_cine
@@ -316,12 +316,16 @@ def run(config: SimulateConfig) -> dict[str, int]:
     """Do what ``config`` asks: data set, video, figure.  Returns the files written per kind.
 
     Raises:
-        PathError: before anything is simulated, an output that cannot be written.
+        PathError: before anything is simulated, an output that cannot be written, or an
+            ``--out`` that already holds a data set (its ``simulate.yaml``): a second set written
+            into it would leave the first one's extra files and describe the mix wrongly.
     """
     for path, check, flag in ((config.out, check_output_folder, "--out"), (config.cine, check_output_file, "--cine"),
                               (config.figure, check_output_file, "--figure")):
         if path is not None:
             check(path, flag)
+    if config.out is not None and (Path(config.out) / "simulate.yaml").exists():
+        raise PathError(f"--out {config.out}: already holds a data set (simulate.yaml); give another folder")
     written: dict[str, int] = {}
     if config.out is not None:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
