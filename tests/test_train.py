@@ -353,6 +353,7 @@ def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
            "--out", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("finished after") == 1, done.stdout  # rank 0 reports, rank 1 does not
     assert (tmp_path / "generator.pt").is_file()
     assert len(list((tmp_path / "tb").iterdir())) == 1
     assert np.isfinite(float(load_checkpoint(tmp_path / "generator.pt")["generator"]["stem.0.weight"].abs().sum()))

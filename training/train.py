@@ -17,6 +17,7 @@ failed write during the run.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     done = ("already finished, no unit left to run (a --set that lengthens a phase adds units)"
             if result.status == "finished" and result.units == 0 else f"{result.status} after {result.units} units")
-    print(f"{done}; checkpoint {result.checkpoint}" + (f"; generator {result.generator}" if result.generator else ""))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun the run's files are rank 0's
+        print(f"{done}; checkpoint {result.checkpoint}" + (f"; generator {result.generator}" if result.generator else ""))
     return 130 if result.status == "interrupted" else 0
 
 
