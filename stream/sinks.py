@@ -14,7 +14,6 @@ import socket
 import socketserver
 import struct
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +21,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from engine.files import temporary_sibling
 from stream.roi import to_uint8
+from training.outputs import PathError, check_output_file, check_output_folder
 
 __all__ = ["Sink", "SinkError", "Recorder", "IgtlServer", "Preview", "has_display"]
 
@@ -76,30 +77,25 @@ class Recorder:
         self.video = self.path.suffix.lower() in VIDEO_SUFFIXES
         if self.path.suffix and not self.video:
             raise SinkError(f"--record {path}: give a .avi file or a folder (no suffix)")
-        if self.video and self.path.is_dir():
-            raise SinkError(f"--record {path}: is a folder, not a .avi file")
-        target = self.path.parent if self.video else self.path
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"--record {path}: cannot create {target}: {exc}") from exc
-        self._probe(target)
+        check = check_output_file if self.video else check_output_folder
+        try:  # its folder made, one file created and removed there
+            check(self.path, "--record", create=True)
+        except PathError as exc:
+            raise SinkError(str(exc)) from None
+        if self.video:
+            self._probe_video()
 
-    def _probe(self, folder: Path) -> None:
+    def _probe_video(self) -> None:
+        """Open (and remove) a Motion-JPEG writer beside the recording: OpenCV may lack the codec."""
+        probe = temporary_sibling(self.path)
         try:
-            fd, probe = tempfile.mkstemp(prefix=".record-probe-", suffix=self.path.suffix, dir=folder)
-        except OSError as exc:
-            raise SinkError(f"--record {self.path}: cannot write in {folder}: {exc.strerror}") from exc
-        try:
-            os.close(fd)
-            if self.video:
-                writer = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*"MJPG"), ONE_FRAME_FPS, (16, 16))
-                opened = writer.isOpened()
-                writer.release()
-                if not opened:
-                    raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer in {folder}")
+            writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"MJPG"), ONE_FRAME_FPS, (16, 16))
+            opened = writer.isOpened()
+            writer.release()
         finally:
-            os.unlink(probe)
+            probe.unlink(missing_ok=True)
+        if not opened:
+            raise SinkError(f"--record {self.path}: cannot open a Motion-JPEG writer in {self.path.parent}")
 
     def write(self, source: np.ndarray, image: np.ndarray, meta: dict[str, Any]) -> None:
         if not self.video:
