@@ -17,17 +17,10 @@ from pathlib import Path
 from engine.onnx_export import read_onnx
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, parse_hw
 from engine.weights import WeightsError, WeightsNotFound
-from training.argparsing import OneLineParser
+from training.argparsing import OneLineParser, argument_type
 from training.outputs import PathError, readable_file
 
 __all__ = ["main", "parse_config"]
-
-
-def _hw(text: str) -> tuple[int, int]:
-    try:
-        return parse_hw(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mib(text: str) -> int:
@@ -45,9 +38,9 @@ def parse_config(argv: list[str] | None = None) -> BuildConfig:
     p = DEFAULT_PROFILE
     parser = OneLineParser(prog="python -m engine.build", description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, required=True, help="exported model (python -m engine.export)")
-    parser.add_argument("--min", type=_hw, default=p.min_hw, metavar="HxW", help="smallest frame (default 64x64)")
-    parser.add_argument("--opt", type=_hw, default=p.opt_hw, metavar="HxW", help="frame size to tune for (default 512x512)")
-    parser.add_argument("--max", type=_hw, default=p.max_hw, metavar="HxW", help="largest frame (default 1080x1920)")
+    parser.add_argument("--min", type=argument_type(parse_hw), default=p.min_hw, metavar="HxW", help="smallest frame (default 64x64)")
+    parser.add_argument("--opt", type=argument_type(parse_hw), default=p.opt_hw, metavar="HxW", help="frame size to tune for (default 512x512)")
+    parser.add_argument("--max", type=argument_type(parse_hw), default=p.max_hw, metavar="HxW", help="largest frame (default 1080x1920)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default ~/.cache/usdespeckle/tensorrt)")
     parser.add_argument("--workspace-mib", type=_mib, default=2048, help="builder workspace (default %(default)s MiB)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching engine is cached")

@@ -12,9 +12,9 @@ from pathlib import Path
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
-from stream.roi import Region, parse_region
+from stream.roi import parse_region
 from stream.transport import MAX_PORT, check_endpoint
-from training.argparsing import parse_frame_size, positive_float, positive_int
+from training.argparsing import argument_type, parse_frame_size, positive_float, positive_int
 
 __all__ = [
     "add_source_args",
@@ -42,13 +42,10 @@ def endpoint(bind: bool) -> Callable[[str], str]:
     """An argparse ``type`` for a ZeroMQ endpoint (or ``--source``) that checks a ``tcp://`` port."""
 
     def parse(text: str) -> str:
-        try:
-            check_endpoint(text, bind=bind)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        check_endpoint(text, bind=bind)
         return text
 
-    return parse
+    return argument_type(parse)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -56,17 +53,8 @@ def _size(text: str) -> tuple[int, int]:
     :data:`training.sim.cine.SWEEP_MIN_SIDE` (imported here: only ``--size`` needs the simulator)."""
     from training.sim.cine import SWEEP_MIN_SIDE
 
-    try:
-        return parse_frame_size(text, SWEEP_MIN_SIDE)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (the simulator's smallest is {SWEEP_MIN_SIDE})") from None
-
-
-def _region(text: str) -> Region:
-    try:
-        return parse_region(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return argument_type(lambda t: parse_frame_size(t, SWEEP_MIN_SIDE),
+                         f"(the simulator's smallest is {SWEEP_MIN_SIDE})")(text)
 
 
 #: what ``--source`` names in every tool that has it; ``stream.run`` may also subscribe to a grabber.
@@ -97,7 +85,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights)")
     g.add_argument(
         "--roi",
-        type=_region,
+        type=argument_type(parse_region),
         default=None,
         help="x,y,w,h: despeckle only this box (default: whole grey frame, or the image region found on a colour screen)",
     )

@@ -17,9 +17,10 @@ import re
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float", "parse_frame_size", "frame_size"]
+__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float", "parse_frame_size", "frame_size", "argument_type"]
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,13 +66,19 @@ def parse_frame_size(text: str, min_side: int = 1, square: bool = True) -> tuple
     return h, w
 
 
+def argument_type(parse: Callable[[str], T], hint: str = "") -> Callable[[str], T]:
+    """An argparse ``type`` from ``parse``, a function that raises ``ValueError`` for bad text:
+    its message (plus `` hint``) becomes the one-line ``argument FLAG: MESSAGE``."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} {hint}" if hint else str(exc)) from None
+
+    return checked
+
+
 def frame_size(min_side: int = 1, square: bool = True) -> Callable[[str], tuple[int, int]]:
     """An argparse ``type`` for frame sizes: :func:`parse_frame_size` with these rules."""
-
-    def parse(text: str) -> tuple[int, int]:
-        try:
-            return parse_frame_size(text, min_side, square)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
+    return argument_type(lambda text: parse_frame_size(text, min_side, square))
