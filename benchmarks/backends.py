@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.modelfiles import ModelFiles, model_files, weights_for
+from benchmarks.modelfiles import ModelFiles, checkpoint_files, model_files, weights_for
 from engine.base import BackendUnavailable, Despeckler, threads_arg
 from engine.registry import create_despeckler
 from engine.trt_cache import parse_hw
@@ -72,13 +72,7 @@ def bench_backends(despecklers: dict[str, Despeckler], frames: list[np.ndarray],
 
 
 def _files(config: BenchConfig, folder: Path) -> ModelFiles:
-    if config.checkpoint is None:
-        return model_files(folder)
-    from engine.checkpoint import load_generator
-    from engine.onnx_export import export_onnx
-
-    onnx = export_onnx(load_generator(config.checkpoint), folder / "drnn.onnx", check=False)
-    return ModelFiles(onnx, config.checkpoint, f"checkpoint {config.checkpoint}")
+    return model_files(folder) if config.checkpoint is None else checkpoint_files(config.checkpoint, folder)
 
 
 def run(config: BenchConfig) -> list[Timing]:

@@ -81,8 +81,12 @@ class BackendCase:
     gpu: bool
     options: dict[str, Any] = field(default_factory=dict)
     missing: Callable[[], str | None] = lambda: None
-    #: a model file of its own instead of the session's :class:`ModelFiles` (the shipped INT8 file).
+    #: a model file of its own instead of the session's :class:`ModelFiles` (the shipped INT8 file, the fast model).
     weights: Path | None = None
+    #: the float32 ONNX file whose FLOPs the case is costed by, if not its own (the file an INT8 export came from).
+    costed_by: Path | None = None
+    #: the full DRNN's cost: on a CPU, sizes above 512x512 only with ``--bench-big``.
+    full_size: bool = True
 
 
 def _needs(module: str) -> Callable[[], str | None]:
@@ -104,13 +108,18 @@ def _needs_file(path: Path, how: str) -> Callable[[], str | None]:
 
 #: the INT8 export for CPUs (engine.int8; shipped with model version 3, or one you made).
 INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
+#: the small model for CPUs (width 16, distilled from the shipped model; weights/MODEL_CARD.md).
+FAST = WEIGHTS_DIR / "drnn_fast.onnx"
 
 BACKENDS = (
     BackendCase("onnxruntime-cpu", "onnxruntime", False, {"device": "cpu"}, _needs("onnxruntime")),
     BackendCase("onnxruntime-int8", "onnxruntime", False, {"device": "cpu"},
                 _needs_file(INT8, "make one with python -m engine.quantize --onnx weights/drnn.onnx --out "
                            "weights/drnn_int8.onnx"),
-                weights=INT8),
+                weights=INT8, costed_by=WEIGHTS_DIR / "drnn.onnx"),
+    BackendCase("onnxruntime-fast", "onnxruntime", False, {"device": "cpu"},
+                _needs_file(FAST, "the fast model ships in weights/, see weights/MODEL_CARD.md"),
+                weights=FAST, full_size=False),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
     BackendCase("torch-cuda-graphs", "torch", True, {"device": "cuda", "cuda_graphs": True}, _needs_cuda("torch")),
@@ -127,7 +136,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for h, w in run_sizes:
                 marks = []
                 reason = case.missing()
-                big = h * w > CPU_DEFAULT_MAX_PIXELS and not case.gpu and not config.getoption("--bench-big")
+                big = (h * w > CPU_DEFAULT_MAX_PIXELS and case.full_size and not case.gpu
+                       and not config.getoption("--bench-big"))
                 if reason:
                     marks.append(pytest.mark.skip(reason=f"{case.id}: {reason}"))
                 elif big and not config.getoption("--bench-sizes"):

@@ -47,9 +47,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.cli import check_outputs
-from benchmarks.floor import Floor, compute_floor, conv_cost, cpu_name, measure_cpu, measure_cuda
-from benchmarks.modelfiles import ModelFiles, eager_baseline, model_files, weights_for
+from benchmarks.floor import Floor, FloorError, compute_floor, conv_cost, cpu_name, measure_cpu, measure_cuda
+from benchmarks.modelfiles import ModelFiles, eager_baseline, given_files, model_files, weights_for
 from engine.registry import BACKENDS
+from engine.weights import WeightsError
 from stream.client import Subscriber
 from training.argparsing import OneLineParser, frame_size, non_negative_int, positive_float, positive_int
 
@@ -232,6 +233,27 @@ def _baseline(cfg: LatencyConfig, files: ModelFiles) -> dict[str, Any]:
             "rounds": cfg.baseline_frames, "threads": torch.get_num_threads()}
 
 
+def _floor_and_baseline(cfg: LatencyConfig, files: ModelFiles, report: LatencyReport) -> list[str]:
+    """Fill ``report.floor`` and ``report.baseline`` where the model's files allow; notes say what was skipped."""
+    notes = []
+    if files.onnx is None:
+        notes.append("compute floor skipped: no ONNX file to count the model's convolutions in")
+    else:
+        try:
+            report.floor = _device_floor(cfg, files).as_dict()
+        except FloorError as exc:
+            notes.append(f"compute floor skipped: {exc}")
+    if not cfg.baseline_frames:
+        return notes
+    if not _torch_installed():
+        notes.append("eager PyTorch baseline skipped: torch is not installed")
+    elif files.checkpoint is None:
+        notes.append("eager PyTorch baseline skipped: no checkpoint the model file was exported from lies beside it")
+    else:
+        report.baseline = _baseline(cfg, files)
+    return notes
+
+
 def _machine() -> dict[str, Any]:
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": sys.version.split()[0]}
 
@@ -250,8 +272,8 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
     files = None
     model = cfg.backend != "identity"
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
-        if model:
-            files = model_files(Path(tmp), tiny=cfg.tiny_model)
+        if model:  # the floor and the baseline measure the model that runs: --weights if given
+            files = given_files(cfg.weights, Path(tmp)) if cfg.weights else model_files(Path(tmp), tiny=cfg.tiny_model)
             notes.append(files.note)
         grab, publish = free_endpoint(), free_endpoint()
         h, w = cfg.size
@@ -285,11 +307,7 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
             end_to_end_ms=[(mono - meta["capture_mono_ns"]) / 1e6 for meta, _, mono in frames],
         )
         if files is not None:
-            report.floor = _device_floor(cfg, files).as_dict()
-            if cfg.baseline_frames and _torch_installed():
-                report.baseline = _baseline(cfg, files)
-            elif cfg.baseline_frames:
-                notes.append("eager PyTorch baseline skipped: torch is not installed")
+            notes += _floor_and_baseline(cfg, files, report)
     report.machine["loadavg_1m_end"] = os.getloadavg()[0]
     report.notes = notes
     return report
@@ -373,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         report = run_latency(cfg)
-    except ChainError as exc:
+    except (ChainError, WeightsError) as exc:
         print(f"benchmarks.latency: {exc}", file=sys.stderr)
         return 1
     print(summary(report))

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.weights import WEIGHTS_DIR
 
-__all__ = ["ModelFiles", "TINY_DRNN", "model_files", "weights_for", "eager_baseline"]
+__all__ = ["ModelFiles", "TINY_DRNN", "checkpoint_files", "given_files", "model_files", "weights_for", "eager_baseline"]
 
 #: the DRNN of the smoke runs: same layer types as the paper's, about 1/200 of its cost.
 TINY_DRNN = {"width": 8, "blocks": 2}
@@ -26,10 +26,13 @@ TINY_DRNN = {"width": 8, "blocks": 2}
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """``onnx``: float32 export (uint8 in/out); ``checkpoint``: generator checkpoint; ``note``: where they came from."""
+    """``onnx``: float32 export (uint8 in/out); ``checkpoint``: generator checkpoint; ``note``: where they came from.
 
-    onnx: Path
-    checkpoint: Path
+    Either is ``None`` where a model named by the user has none (:func:`given_files`).
+    """
+
+    onnx: Path | None
+    checkpoint: Path | None
     note: str
 
 
@@ -49,8 +52,7 @@ def model_files(workdir: Path, tiny: bool = False, shipped: Path = WEIGHTS_DIR) 
     onnx, ckpt = shipped / "drnn.onnx", shipped / "drnn.pt"
     if not tiny and onnx.is_file() and ckpt.is_file():
         return ModelFiles(onnx, ckpt, f"shipped weights {shipped}")
-    from engine.checkpoint import load_generator
-    from engine.onnx_export import export_onnx
+    from engine.onnx_export import export_checkpoint
 
     workdir.mkdir(parents=True, exist_ok=True)
     config = TINY_DRNN if tiny else {}
@@ -59,10 +61,39 @@ def model_files(workdir: Path, tiny: bool = False, shipped: Path = WEIGHTS_DIR) 
         ckpt = _random_checkpoint(workdir / "drnn.pt", config)
         made.append("checkpoint")
     if tiny or not onnx.is_file():
-        onnx = export_onnx(load_generator(ckpt), workdir / "drnn.onnx")
+        onnx = export_checkpoint(ckpt, workdir / "drnn.onnx")
         made.append("ONNX export")
     size = "tiny DRNN(width=8, blocks=2)" if tiny else "full-size DRNN (paper architecture, same cost as trained weights)"
     return ModelFiles(onnx, ckpt, f"randomly initialised {size}: {' and '.join(made)} made in {workdir}")
+
+
+def checkpoint_files(checkpoint: Path, workdir: Path) -> ModelFiles:
+    """A generator checkpoint and its float32 ONNX export, made in ``workdir`` (needs torch)."""
+    from engine.onnx_export import export_checkpoint
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    onnx = export_checkpoint(checkpoint, workdir / "drnn.onnx", check=False)
+    return ModelFiles(onnx, checkpoint, f"checkpoint {checkpoint}")
+
+
+def given_files(weights: Path, workdir: Path) -> ModelFiles:
+    """The files of a model file the user named, so that floor and baseline measure that model.
+
+    A checkpoint (``.pt``): itself and its export (:func:`checkpoint_files`).  An ONNX file: itself
+    and the checkpoint in its folder that it was exported from (its ``checkpoint_sha256``
+    metadata), or ``checkpoint=None`` if none is there.  Anything else (a TensorRT engine): neither.
+    """
+    if weights.suffix == ".pt":
+        return checkpoint_files(weights, workdir)
+    if weights.suffix != ".onnx":
+        return ModelFiles(None, None, f"model file {weights}")
+    from engine.files import sha256_file
+    from engine.onnx_export import read_onnx
+
+    meta = {p.key: p.value for p in read_onnx(weights).metadata_props}
+    source = meta.get("checkpoint_sha256")
+    checkpoint = next((c for c in sorted(weights.parent.glob("*.pt")) if source and sha256_file(c) == source), None)
+    return ModelFiles(weights, checkpoint, f"model file {weights}" + (f" (exported from {checkpoint})" if checkpoint else ""))
 
 
 def weights_for(backend: str, files: ModelFiles) -> Path | None:

@@ -14,7 +14,6 @@ import numpy as np
 from benchmarks.floor import flops_from_onnx
 from benchmarks.modelfiles import weights_for
 from engine.registry import create_despeckler
-from engine.weights import WEIGHTS_DIR
 
 
 def _open(case, files):
@@ -22,8 +21,8 @@ def _open(case, files):
 
 
 def _record(benchmark, engine, case, files, size: tuple[int, int], frames: int) -> None:
-    # a case's own file (the INT8 export) is costed by the float32 export it was made from
-    flops = flops_from_onnx(files.onnx if case.weights is None else WEIGHTS_DIR / "drnn.onnx", *size)
+    # a case's own file is costed by itself, or by the float32 export it was made from (INT8)
+    flops = flops_from_onnx(case.costed_by or case.weights or files.onnx, *size)
     note = files.note if case.weights is None else f"shipped {case.weights.name}"
     benchmark.extra_info.update(backend=engine.describe(), weights=note, gflop_per_frame=flops / 1e9, frames_per_round=frames)
     if benchmark.stats is not None:

@@ -71,6 +71,37 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
     assert report["baseline"]["threads"] == 1
 
 
+def test_latency_tool_measures_the_given_model_not_the_shipped_one(tmp_path: Path) -> None:
+    """With ``--weights``, the floor counts that model's convolutions and the eager baseline runs
+    the checkpoint it was exported from (found beside it by its ``checkpoint_sha256``); an ONNX
+    file alone gets its floor and a note instead of the baseline."""
+    pytest.importorskip("torch", reason="making a model file needs torch")
+    from benchmarks.modelfiles import ModelFiles, given_files, model_files
+    from engine.torch_model import edge_context
+    from training.models import DRNN, drnn_flops
+
+    made = model_files(tmp_path / "m", tiny=True)  # tiny DRNN: drnn.pt and drnn.onnx side by side
+    assert given_files(made.onnx, tmp_path / "w1").checkpoint == made.checkpoint
+    assert given_files(made.checkpoint, tmp_path / "w2").checkpoint == made.checkpoint
+    alone = tmp_path / "alone" / "model.onnx"
+    alone.parent.mkdir()
+    shutil.copy(made.onnx, alone)
+    assert given_files(alone, tmp_path / "w3").checkpoint is None
+    assert given_files(tmp_path / "model.engine", tmp_path / "w4") == ModelFiles(
+        None, None, f"model file {tmp_path / 'model.engine'}")
+
+    c = edge_context(DRNN(**TINY_DRNN))
+    for weights, baseline in ((made.onnx, True), (alone, False)):
+        out = tmp_path / f"run_{baseline}"
+        args = ["--backend", "onnxruntime", "--weights", str(weights), "--size", "32x32", "--fps", "100", "--frames", "3",
+                "--warmup", "1", "--baseline-frames", "1", "--baseline-threads", "1", "--out", str(out)]
+        assert latency_main(args) == 0
+        report = json.loads((out / "latency.json").read_text())
+        assert report["floor"]["flops"] == drnn_flops(32 + 2 * c, 32 + 2 * c, TINY_DRNN)  # not the shipped model's
+        assert (report["baseline"] is not None) == baseline
+        assert baseline or any("baseline skipped: no checkpoint" in n for n in report["notes"])
+
+
 def test_latency_tool_reports_a_stage_that_dies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A despeckler that cannot start (TensorRT is not installed here) is named at once, with its exit status."""
     pytest.importorskip("torch", reason="making a model file needs torch")
