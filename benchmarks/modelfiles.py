@@ -82,9 +82,16 @@ def given_files(weights: Path, workdir: Path) -> ModelFiles:
     A checkpoint (``.pt``): itself and its export (:func:`checkpoint_files`).  An ONNX file: itself
     and the checkpoint in its folder that it was exported from (its ``checkpoint_sha256``
     metadata), or ``checkpoint=None`` if none is there.  Anything else (a TensorRT engine): neither.
+    :class:`engine.weights.WeightsError` names a file that is not a checkpoint or ONNX model.
     """
     if weights.suffix == ".pt":
-        return checkpoint_files(weights, workdir)
+        from engine.checkpoint import CheckpointError
+        from engine.weights import WeightsError
+
+        try:
+            return checkpoint_files(weights, workdir)
+        except CheckpointError as exc:  # its text names the file
+            raise WeightsError(str(exc)) from None
     if weights.suffix != ".onnx":
         return ModelFiles(None, None, f"model file {weights}")
     from engine.files import sha256_file

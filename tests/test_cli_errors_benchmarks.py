@@ -235,3 +235,9 @@ def test_latency_names_a_corrupt_model_file_before_starting_the_chain(bad_onnx: 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"benchmarks.latency: {bad_onnx}: not an ONNX model"), err
     assert not (out / "despeckler.log").exists()  # read (for the floor) before any stage started
+    bad_pt = tmp_path / "bad.pt"
+    bad_pt.write_bytes(b"not a checkpoint")
+    assert latency.main(["--backend", "torch", "--weights", str(bad_pt), "--size", "32x32", "--frames", "2",
+                         "--warmup", "0", "--baseline-frames", "0", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"benchmarks.latency: checkpoint {bad_pt}: unreadable or corrupt"), err
