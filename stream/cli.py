@@ -82,7 +82,8 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="engine backend: auto, onnxruntime, torch, tensorrt, identity (default: auto)",
     )
-    g.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights)")
+    g.add_argument("--weights", type=Path, default=None,
+                   help="model file (default: the shipped weights; on a CPU, weights/drnn_fast.onnx is the fast model)")
     g.add_argument(
         "--roi",
         type=argument_type(parse_region),
