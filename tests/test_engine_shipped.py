@@ -7,6 +7,8 @@ must exist too, and every export must come from this very checkpoint and agree w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -29,6 +31,11 @@ def _shipped(checkpoint: str) -> None:
         pytest.skip(f"{WEIGHTS_DIR / checkpoint} is not shipped")
 
 
+def _float32_export(checkpoint: str) -> Path:
+    """The float32 ONNX export of a shipped checkpoint: the first file of its ``MODELS`` entry."""
+    return WEIGHTS_DIR / next(iter(MODELS[checkpoint]))
+
+
 def _frames() -> list[np.ndarray]:
     from training.sim import simulate_pair
 
@@ -45,7 +52,7 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(checkpoint: s
     from engine.torch_model import FrameModel
 
     ckpt, path = WEIGHTS_DIR / checkpoint, WEIGHTS_DIR / name
-    fp32 = WEIGHTS_DIR / next(iter(MODELS[checkpoint]))
+    fp32 = _float32_export(checkpoint)
     if path != fp32 and not path.is_file():
         pytest.skip(f"{path} is optional and not shipped")
     assert path.is_file(), f"{path} missing: python -m engine.export --checkpoint {ckpt} --out {path}"
@@ -76,7 +83,7 @@ def test_shipped_model_draws_no_seam_along_the_frame_edges(checkpoint: str) -> N
     from benchmarks.edges import LIMIT, check_frames, seams
 
     _shipped(checkpoint)
-    fp32 = WEIGHTS_DIR / next(iter(MODELS[checkpoint]))
+    fp32 = _float32_export(checkpoint)
     session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     for family, frames in check_frames().items():
         for side, seam in seams(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], frames).items():
