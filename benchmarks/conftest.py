@@ -106,10 +106,18 @@ def _needs_file(path: Path, how: str) -> Callable[[], str | None]:
     return lambda: None if path.is_file() else f"{path} is not there ({how})"
 
 
+def _needs_all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    """The first reason any of ``checks`` gives, else ``None``."""
+    return lambda: next((reason for reason in (check() for check in checks) if reason), None)
+
+
 #: the INT8 export for CPUs (engine.int8; shipped with model version 3, or one you made).
 INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
 #: the small model for CPUs (width 16, distilled from the shipped model; weights/MODEL_CARD.md).
 FAST = WEIGHTS_DIR / "drnn_fast.onnx"
+#: the fast model's checkpoint, for the torch backend on a GPU.
+FAST_PT = WEIGHTS_DIR / "drnn_fast.pt"
+_FAST_HOW = "the fast model ships in weights/, see weights/MODEL_CARD.md"
 
 BACKENDS = (
     BackendCase("onnxruntime-cpu", "onnxruntime", False, {"device": "cpu"}, _needs("onnxruntime")),
@@ -118,11 +126,12 @@ BACKENDS = (
                            "weights/drnn_int8.onnx"),
                 weights=INT8, costed_by=WEIGHTS_DIR / "drnn.onnx"),
     BackendCase("onnxruntime-fast", "onnxruntime", False, {"device": "cpu"},
-                _needs_file(FAST, "the fast model ships in weights/, see weights/MODEL_CARD.md"),
-                weights=FAST, full_size=False),
+                _needs_file(FAST, _FAST_HOW), weights=FAST, full_size=False),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
     BackendCase("torch-cuda-graphs", "torch", True, {"device": "cuda", "cuda_graphs": True}, _needs_cuda("torch")),
+    BackendCase("torch-cuda-graphs-fast", "torch", True, {"device": "cuda", "cuda_graphs": True},
+                _needs_all(_needs_cuda("torch"), _needs_file(FAST_PT, _FAST_HOW)), weights=FAST_PT, costed_by=FAST),
     BackendCase("tensorrt", "tensorrt", True, {}, _needs_cuda("tensorrt")),
 )
 

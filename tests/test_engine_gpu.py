@@ -137,15 +137,17 @@ def test_tensorrt_engine_builds_caches_and_agrees(files, cpu_reference, tmp_path
 
 
 @needs_cuda
-def test_shipped_weights_in_fp16_on_cuda_agree_with_the_cpu_export() -> None:
-    """The shipped model (not a random one) through the CUDA slots in FP16, against ``drnn.onnx``
-    on ONNX Runtime's CPU provider, on simulated low-probe frames of two sizes."""
+@pytest.mark.parametrize("checkpoint", ["drnn.pt", "drnn_fast.pt"])
+def test_shipped_weights_in_fp16_on_cuda_agree_with_the_cpu_export(checkpoint: str) -> None:
+    """Each shipped model (not a random one) through the CUDA slots in FP16, against its float32
+    ONNX export on ONNX Runtime's CPU provider, on simulated low-probe frames of two sizes."""
     from engine.weights import WEIGHTS_DIR
     from training.sim import simulate_pair
 
     frames = [simulate_pair(seed, size)[0] for seed, size in ((21, (256, 256)), (22, (256, 256)), (23, (200, 320)))]
-    with create_despeckler("onnxruntime", WEIGHTS_DIR / "drnn.onnx", device="cpu") as cpu, \
-            create_despeckler("torch", WEIGHTS_DIR / "drnn.pt", device="cuda") as gpu:
+    onnx = WEIGHTS_DIR / checkpoint.replace(".pt", ".onnx")
+    with create_despeckler("onnxruntime", onnx, device="cpu") as cpu, \
+            create_despeckler("torch", WEIGHTS_DIR / checkpoint, device="cuda") as gpu:
         for frame in frames:
             parity = Parity.measure(cpu.infer(frame), gpu.infer(frame), FP16_TOLERANCE)
-            assert parity.ok, parity
+            assert parity.ok, f"{checkpoint} on a {frame.shape} frame: {parity}"
