@@ -117,6 +117,8 @@ INT8 = WEIGHTS_DIR / "drnn_int8.onnx"
 FAST = WEIGHTS_DIR / "drnn_fast.onnx"
 #: the fast model's checkpoint, for the torch backend on a GPU.
 FAST_PT = WEIGHTS_DIR / "drnn_fast.pt"
+#: the fast model's INT8 export (engine.int8, every block quantized).
+FAST_INT8 = WEIGHTS_DIR / "drnn_fast_int8.onnx"
 _FAST_HOW = "the fast model ships in weights/, see weights/MODEL_CARD.md"
 
 BACKENDS = (
@@ -127,6 +129,8 @@ BACKENDS = (
                 weights=INT8, costed_by=WEIGHTS_DIR / "drnn.onnx"),
     BackendCase("onnxruntime-fast", "onnxruntime", False, {"device": "cpu"},
                 _needs_file(FAST, _FAST_HOW), weights=FAST, full_size=False),
+    BackendCase("onnxruntime-fast-int8", "onnxruntime", False, {"device": "cpu"},
+                _needs_file(FAST_INT8, _FAST_HOW), weights=FAST_INT8, costed_by=FAST, full_size=False),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
     BackendCase("torch-cuda", "torch", True, {"device": "cuda"}, _needs_cuda("torch")),
     BackendCase("torch-cuda-graphs", "torch", True, {"device": "cuda", "cuda_graphs": True}, _needs_cuda("torch")),

@@ -3,8 +3,8 @@
 The repository ships ``weights/drnn.pt`` (a generator checkpoint, see :mod:`engine.checkpoint`)
 and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`) and
 ``weights/drnn_int8.onnx`` (opt-in, for CPUs, last 3 residual blocks float32; see :mod:`engine.int8`),
-and a small model for CPUs distilled from it, ``weights/drnn_fast.pt`` / ``weights/drnn_fast.onnx``
-(opt-in: pass it as the weights; ``weights/MODEL_CARD.md``).
+and a small model for CPUs distilled from it, ``weights/drnn_fast.pt`` / ``weights/drnn_fast.onnx`` /
+``weights/drnn_fast_int8.onnx`` (opt-in: pass it as the weights; ``weights/MODEL_CARD.md``).
 Backends that get no ``weights`` argument use these, resolved relative to the repository that holds
 this package, so ``create_despeckler()`` works from any working directory.
 """

@@ -1,5 +1,6 @@
 """The shipped weights: weights/drnn.onnx (and drnn_fp16.onnx, and drnn_int8.onnx where shipped) agree with
-weights/drnn.pt, and weights/drnn_fast.onnx with weights/drnn_fast.pt (the small model for CPUs).
+weights/drnn.pt, and weights/drnn_fast.onnx (and drnn_fast_int8.onnx) with weights/drnn_fast.pt (the
+small model for CPUs).
 
 Each checkpoint's tests are skipped until it is shipped; once it exists, its float32 ONNX export
 must exist too, and every export must come from this very checkpoint and agree with torch.
@@ -21,7 +22,7 @@ from engine.weights import WEIGHTS_DIR
 #: each shipped checkpoint, its exports and their tolerances; the first export is its float32 one (required).
 MODELS = {
     "drnn.pt": {"drnn.onnx": FP32_TOLERANCE, "drnn_fp16.onnx": FP16_TOLERANCE, "drnn_int8.onnx": INT8_TOLERANCE},
-    "drnn_fast.pt": {"drnn_fast.onnx": FP32_TOLERANCE},
+    "drnn_fast.pt": {"drnn_fast.onnx": FP32_TOLERANCE, "drnn_fast_int8.onnx": INT8_TOLERANCE},
 }
 CASES = [pytest.param(ckpt, name, id=name) for ckpt, exports in MODELS.items() for name in exports]
 
@@ -65,7 +66,7 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(checkpoint: s
     # INT8's activation ranges were calibrated on ultrasound frames: on uniform noise, which no
     # probe produces, its 8-level tolerance does not hold (92-95 % of pixels), so it is held to it on
     # the simulated frames only.
-    frames = _frames()[2:] if name == "drnn_int8.onnx" else _frames()
+    frames = _frames()[2:] if MODELS[checkpoint][name] is INT8_TOLERANCE else _frames()
     for frame in frames:
         with torch.inference_mode():
             expected = reference(torch.from_numpy(frame)).numpy()
