@@ -16,7 +16,9 @@ integer kernels):
   output-calibrated model (head gain 1.26) the all-INT8 variant missed :data:`INT8_TOLERANCE` on
   a held-out frame (98.4 % of pixels within 8 grey levels; 99.1 % with the last block in
   float32, measured 2026-11-26).  The shipped models since version 3 meet it only with 3 blocks
-  float32, which is how ``weights/drnn_int8.onnx`` was made (``docs/engine.md``).
+  float32, which is how ``weights/drnn_int8.onnx`` was made (``docs/engine.md``);
+  :func:`quantize_fewest_float` finds the fewest that pass for any model (the fast model's
+  ``weights/drnn_fast_int8.onnx`` needs none).
 
 The uint8 frame contract of :mod:`engine.onnx_export` is unchanged, so every CPU consumer
 (``--backend onnxruntime --weights drnn_int8.onnx``) takes the file as it is.  The result is
@@ -50,6 +52,7 @@ from engine.files import atomic_write_bytes, sha256_file
 from engine.onnx_export import (
     INPUT_NAME,
     Parity,
+    ParityError,
     Tolerance,
     check_graph,
     check_parity,
@@ -70,6 +73,7 @@ __all__ = [
     "tile",
     "load_float32_export",
     "quantize_int8",
+    "quantize_fewest_float",
 ]
 
 #: INT8 vs the float32 export on held-out frames: 99 % of pixels within 8 grey levels.  The shipped
@@ -146,15 +150,22 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _float_convs(convs: Sequence, float_blocks: int | None) -> tuple[list[str], int]:
-    """Names of the Conv nodes (``convs``, in graph order) kept float32: the stem, the head and those
-    of the last ``float_blocks`` residual blocks (found by their weights' names, ``...blocks.<i>....``;
-    ``None``: half of them, rounded up); and that number of blocks."""
+def _block_of(convs: Sequence) -> dict[str, int]:
+    """The residual block of each Conv node in ``convs`` that belongs to one, found by its weights'
+    name (``...blocks.<i>....``)."""
     block_of = {}
     for node in convs:
         match = re.search(r"(?:^|\.)blocks\.(\d+)\.", node.input[1])
         if match:
             block_of[node.name] = int(match.group(1))
+    return block_of
+
+
+def _float_convs(convs: Sequence, float_blocks: int | None) -> tuple[list[str], int]:
+    """Names of the Conv nodes (``convs``, in graph order) kept float32: the stem, the head and those
+    of the last ``float_blocks`` residual blocks (``None``: half of them, rounded up); and that
+    number of blocks."""
+    block_of = _block_of(convs)
     blocks = sorted(set(block_of.values()))
     if float_blocks is None:
         float_blocks = (len(blocks) + 1) // 2
@@ -278,3 +289,39 @@ def quantize_int8(
                           "; calibrate on frames like the live ones, or keep more blocks float32 (--float-blocks)")
     atomic_write_bytes(out, data)
     return report
+
+
+def quantize_fewest_float(
+    onnx_in: str | Path,
+    out: str | Path,
+    calibration: Sequence[np.ndarray],
+    held_out: Sequence[np.ndarray],
+    *,
+    tolerance: Tolerance = INT8_TOLERANCE,
+    progress: bool = True,
+) -> tuple[int, list[Parity]]:
+    """The fastest INT8 file that passes the check: :func:`quantize_int8` with ``float_blocks`` =
+    0, 1, ... (all blocks quantized first), writing the first that agrees with ``onnx_in`` on
+    ``held_out`` within ``tolerance``; returns ``(float_blocks, parities)``.
+
+    Each try calibrates again (ONNX Runtime's quantizer keeps no ranges between calls), so it
+    costs up to ``blocks`` calibrations.  With every block float32 only the stem and head would be
+    left, and they stay float32 anyway, so the tries stop one short of that: if none passes,
+    :class:`~engine.onnx_export.ParityError` (with the last try's figures) is raised and nothing
+    is written.
+    """
+    convs = [node for node in load_float32_export(onnx_in).graph.node if node.op_type == "Conv"]
+    blocks = len(set(_block_of(convs).values()))
+    if blocks == 0:
+        raise WeightsError(f"{onnx_in}: no residual blocks found (convolution weights named ...blocks.<i>...)")
+    failed: ParityError | None = None
+    for float_blocks in range(blocks):
+        try:
+            return float_blocks, quantize_int8(onnx_in, out, calibration, held_out, tolerance=tolerance,
+                                               float_blocks=float_blocks, progress=progress)
+        except ParityError as exc:
+            failed = exc
+            if progress:
+                tqdm.write(f"{float_blocks} of {blocks} blocks float32: {exc}")
+    raise ParityError(f"no INT8 file with fewer than all {blocks} residual blocks float32 passes; "
+                      f"with {blocks - 1}: {failed}")

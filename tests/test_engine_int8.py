@@ -16,7 +16,15 @@ from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 from engine.backends.onnxruntime import OnnxRuntimeDespeckler  # noqa: E402
 from engine.checkpoint import load_generator  # noqa: E402
 from engine.files import sha256_file  # noqa: E402
-from engine.int8 import TILE, CalibrationError, _float_convs, quantize_int8, split_frames, tile  # noqa: E402
+from engine.int8 import (  # noqa: E402
+    TILE,
+    CalibrationError,
+    _float_convs,
+    quantize_fewest_float,
+    quantize_int8,
+    split_frames,
+    tile,
+)
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ParityError, Tolerance, export_checkpoint, export_onnx  # noqa: E402
 from engine.quantize import main  # noqa: E402
 from engine.weights import WeightsError  # noqa: E402
@@ -86,6 +94,43 @@ def test_float_blocks_choose_the_float32_residual_blocks(fp32: Path, tmp_path: P
         with pytest.raises(WeightsError, match=match):
             quantize_int8(fp32, tmp_path / "x.onnx", calibration, held_out, float_blocks=blocks, progress=False)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_auto_writes_the_fewest_float32_blocks_that_pass(fp32: Path, tmp_path: Path) -> None:
+    """``quantize_fewest_float`` against each block count's own result: under a tolerance that
+    0 float32 blocks miss and 1 meets, it writes the 1-block file; when every try misses, nothing."""
+    calibration, held_out = random_frames(4, seed=1), random_frames(1, seed=2)
+    loose = Tolerance(max_abs=255, fraction=0.0)
+    worst = [quantize_int8(fp32, tmp_path / f"b{k}.onnx", calibration, held_out, tolerance=loose,
+                           float_blocks=k, progress=False)[0].max_abs for k in (0, 1)]
+    assert worst[1] < worst[0]  # the last block in float32 brings it closer (the premise of the test)
+    between = Tolerance(max_abs=worst[1], fraction=1.0)
+    blocks, report = quantize_fewest_float(fp32, tmp_path / "auto.onnx", calibration, held_out,
+                                           tolerance=between, progress=False)
+    assert blocks == 1 and report[0].ok and report[0].max_abs == worst[1]
+    assert onnx_meta(tmp_path / "auto.onnx")["float_blocks"] == "1"
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / "b1.onnx").read_bytes()
+    loose_enough = Tolerance(max_abs=worst[0], fraction=1.0)  # 0 blocks pass: the first try wins
+    assert quantize_fewest_float(fp32, tmp_path / "auto0.onnx", calibration, held_out,
+                                 tolerance=loose_enough, progress=False)[0] == 0
+    with pytest.raises(ParityError, match="no INT8 file with fewer than all 2 residual blocks float32 passes"):
+        quantize_fewest_float(fp32, tmp_path / "none.onnx", calibration, held_out,
+                              tolerance=Tolerance(max_abs=worst[1] - 1, fraction=1.0), progress=False)
+    assert not (tmp_path / "none.onnx").exists()
+
+
+def test_cli_float_blocks_auto_names_its_choice(fp32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "auto_cli.onnx"
+    assert main(["--onnx", str(fp32), "--out", str(out), "--frames", "4", "--size", "64", "--float-blocks", "auto"]) == 0
+    printed = capsys.readouterr().out
+    blocks = onnx_meta(out)["float_blocks"]
+    assert f"the fewest that pass: {blocks} residual blocks float32" in printed
+    for bad in ("two", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--onnx", str(fp32), "--out", str(tmp_path / "x.onnx"), f"--float-blocks={bad}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "--float-blocks" in err and bad in err and len(err.splitlines()) == 1
 
 
 def test_default_keeps_half_the_residual_blocks_float32_three_of_the_shipped_six() -> None:
