@@ -50,7 +50,7 @@ from benchmarks.cli import check_outputs
 from benchmarks.floor import Floor, FloorError, compute_floor, conv_cost, cpu_name, measure_cpu, measure_cuda
 from benchmarks.modelfiles import ModelFiles, eager_baseline, given_files, model_files, weights_for
 from engine.registry import BACKENDS
-from engine.weights import WeightsError
+from engine.weights import WeightsError, WeightsNotFound, resolve_weights
 from stream.client import Subscriber
 from training.argparsing import OneLineParser, frame_size, non_negative_int, positive_float, positive_int
 
@@ -374,14 +374,19 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
     p.add_argument("--frames", type=positive_int, default=300, help="frames recorded (default: 300)")
     p.add_argument("--warmup", type=non_negative_int, default=30, help="frames received and discarded first (default: 30)")
     p.add_argument("--out", type=Path, default=Path("runs/latency"), help="output folder (default: runs/latency)")
-    p.add_argument("--weights", type=Path, default=None, help="model file for the backend (default: shipped, else a random full-size DRNN)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="model file for the backend, or a shipped model's name: default, fast, int8, fast-int8 "
+                        "(default: shipped, else a random full-size DRNN)")
     p.add_argument("--baseline-frames", type=non_negative_int, default=5,
                    help="frames per side of the eager-PyTorch comparison, 0 skips it (default: 5)")
     p.add_argument("--baseline-threads", type=positive_int, default=None, help="CPU threads of both sides of the eager-PyTorch comparison (default: all cores)")
     p.add_argument("--tiny-model", action="store_true", help="a tiny random DRNN instead of the full size (smoke runs only)")
     a = p.parse_args(argv)
-    if a.weights is not None and not a.weights.is_file():
-        p.error(f"--weights {a.weights}: no such file")
+    if a.weights is not None:
+        try:  # a name becomes the file the backend reads: the checkpoint for torch, else the ONNX file
+            a.weights = resolve_weights(a.weights, (".pt",) if a.backend == "torch" else (".onnx",))
+        except WeightsNotFound as exc:
+            p.error(f"--weights: {exc}")
     check_outputs(p, folders={"--out": a.out})
     return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
                          a.baseline_threads)

@@ -41,7 +41,7 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
     parser.add_argument("--output", "-o", type=Path, required=True, help="folder to write the despeckled files to")
     parser.add_argument("--backend", default="auto", choices=["auto", *sorted(b for b in BACKENDS if b != "identity")],
                         help="inference backend (default: auto = TensorRT > torch CUDA > ONNX Runtime CPU)")
-    parser.add_argument("--weights", type=Path, default=None, help="model file (default: the shipped weights/drnn.*)")
+    parser.add_argument("--weights", type=Path, default=None, help="model file, or a shipped model's name: default, fast, int8, fast-int8 (default: default, weights/drnn.*)")
     parser.add_argument("--recursive", "-r", action="store_true", help="also despeckle files in sub-folders")
     parser.add_argument("--threads", type=threads_arg, default=None,
                         help="CPU threads of the CPU backends (default or 0: the backend's own choice, all cores "

@@ -4,7 +4,8 @@ The repository ships ``weights/drnn.pt`` (a generator checkpoint, see :mod:`engi
 and its exports ``weights/drnn.onnx`` / ``weights/drnn_fp16.onnx`` (see :mod:`engine.onnx_export`) and
 ``weights/drnn_int8.onnx`` (opt-in, for CPUs, last 3 residual blocks float32; see :mod:`engine.int8`),
 and a small model for CPUs distilled from it, ``weights/drnn_fast.pt`` / ``weights/drnn_fast.onnx`` /
-``weights/drnn_fast_int8.onnx`` (opt-in: pass it as the weights; ``weights/MODEL_CARD.md``).
+``weights/drnn_fast_int8.onnx`` (opt-in: pass it as the weights, or its name ``fast`` / ``fast-int8``,
+which each backend turns into the file it reads; ``weights/MODEL_CARD.md``).
 Backends that get no ``weights`` argument use these, resolved relative to the repository that holds
 this package, so ``create_despeckler()`` works from any working directory.
 """
@@ -13,10 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "WeightsError", "WeightsNotFound", "default_weights", "existing_file"]
+__all__ = ["WEIGHTS_DIR", "SHIPPED", "WeightsError", "WeightsNotFound", "default_weights", "existing_file",
+           "resolve_weights", "shipped_weights"]
 
 #: ``<repo>/weights``: the folder of the shipped weights.
 WEIGHTS_DIR: Path = Path(__file__).resolve().parents[1] / "weights"
+
+#: the shipped models by name (``--weights fast``): the stem of their files in :data:`WEIGHTS_DIR`;
+#: each backend adds the suffix it reads (``.pt`` for torch, ``.onnx`` for ONNX Runtime).
+SHIPPED: dict[str, str] = {"default": "drnn", "fast": "drnn_fast", "int8": "drnn_int8", "fast-int8": "drnn_fast_int8"}
 
 _HOW_TO_GET = {
     ".pt": "train a model (python -m training.train) or copy a generator checkpoint there",
@@ -33,18 +39,41 @@ class WeightsNotFound(FileNotFoundError):
     """No weights file where one was expected; the message says how to make one."""
 
 
-def default_weights(suffixes: tuple[str, ...]) -> Path:
-    """The first of ``WEIGHTS_DIR/drnn<suffix>`` that exists, trying ``suffixes`` in order.
+def shipped_weights(name: str, suffixes: tuple[str, ...]) -> Path:
+    """The first of ``WEIGHTS_DIR/<stem><suffix>`` that exists for the shipped model ``name``
+    (:data:`SHIPPED`), trying ``suffixes`` in order.
 
-    Raises :class:`WeightsNotFound` naming every path tried and how to produce the first one.
+    Raises :class:`WeightsNotFound` naming every path tried and, for the default model, how to
+    produce the first one; for the others, which of their files are there (for another backend).
     """
-    candidates = [WEIGHTS_DIR / f"drnn{s}" for s in suffixes]
+    stem = SHIPPED[name]
+    candidates = [WEIGHTS_DIR / f"{stem}{s}" for s in suffixes]
     for path in candidates:
         if path.is_file():
             return path
     tried = ", ".join(str(p) for p in candidates)
-    hint = _HOW_TO_GET.get(suffixes[0], "")
-    raise WeightsNotFound(f"no default weights found (tried {tried}); {hint}")
+    if name == "default":
+        raise WeightsNotFound(f"no default weights found (tried {tried}); {_HOW_TO_GET.get(suffixes[0], '')}")
+    present = [p.name for p in (WEIGHTS_DIR / f"{stem}{s}" for s in (".pt", ".onnx")) if p.is_file()]
+    where = f"it ships as {', '.join(present)}, for another backend" if present else "it is not shipped here"
+    raise WeightsNotFound(f"no {name} weights for this backend (tried {tried}); {where}")
+
+
+def default_weights(suffixes: tuple[str, ...]) -> Path:
+    """The first of ``WEIGHTS_DIR/drnn<suffix>`` that exists (:func:`shipped_weights` of ``default``)."""
+    return shipped_weights("default", suffixes)
+
+
+def resolve_weights(weights: str | Path | None, suffixes: tuple[str, ...]) -> Path:
+    """The file a backend that reads ``suffixes`` loads for ``weights``: ``None`` gives the default
+    model; a shipped model's name (:data:`SHIPPED`: ``fast``...) gives that model's file, unless a
+    file of that name exists in the working directory; anything else must be an existing file
+    (:class:`WeightsNotFound` otherwise)."""
+    if weights is None:
+        return default_weights(suffixes)
+    if str(weights) in SHIPPED and not Path(weights).exists():
+        return shipped_weights(str(weights), suffixes)
+    return existing_file(weights)
 
 
 def existing_file(path: str | Path) -> Path:

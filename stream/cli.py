@@ -83,7 +83,8 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         help="engine backend: auto, onnxruntime, torch, tensorrt, identity (default: auto)",
     )
     g.add_argument("--weights", type=Path, default=None,
-                   help="model file (default: the shipped weights; on a CPU, weights/drnn_fast.onnx is the fast model)")
+                   help="model file, or a shipped model's name: default, fast (the fast model for CPUs), int8, "
+                        "fast-int8 (default: default)")
     g.add_argument(
         "--roi",
         type=argument_type(parse_region),

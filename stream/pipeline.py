@@ -28,7 +28,7 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from engine.registry import create_despeckler
-from engine.weights import WeightsError
+from engine.weights import SHIPPED, WeightsError, WeightsNotFound
 from stream.config import ChainConfig, GrabberConfig, SourceConfig
 from stream.latest import LatestSlot
 from stream.protocol import Limits, ProtocolError, check_image
@@ -181,13 +181,14 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
 def _open_engine(cfg: ChainConfig) -> Despeckler:
     """The despeckler; an error names ``--weights`` when the given file is at fault."""
     if cfg.weights is not None:
-        if not cfg.weights.is_file():
-            raise BackendError(f"--weights {cfg.weights}: no such file")
+        if not cfg.weights.is_file() and str(cfg.weights) not in SHIPPED:
+            raise BackendError(f"--weights {cfg.weights}: no such file, nor a shipped model's name "
+                               f"({', '.join(SHIPPED)})")
         if cfg.backend == "identity":
             raise BackendError(f"--weights {cfg.weights}: --backend identity takes no weights")
     try:
         return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength)
-    except WeightsError as exc:  # its text starts with the file's name
+    except (WeightsError, WeightsNotFound) as exc:  # its text names the file
         raise BackendError(f"--weights: {exc}" if cfg.weights else f"--backend {cfg.backend}: {exc}") from exc
     except (ValueError, RuntimeError, OSError) as exc:
         raise BackendError(f"--backend {cfg.backend}: {exc}") from exc

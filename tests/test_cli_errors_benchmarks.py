@@ -241,3 +241,18 @@ def test_latency_names_a_corrupt_model_file_before_starting_the_chain(bad_onnx: 
                          "--warmup", "0", "--baseline-frames", "0", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"benchmarks.latency: checkpoint {bad_pt}: unreadable or corrupt"), err
+
+
+def test_latency_weights_by_name_is_the_file_its_backend_reads(tmp_path: Path, capsys) -> None:
+    from engine.weights import SHIPPED, WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / f"{SHIPPED['fast']}.pt").is_file():
+        pytest.skip("the fast model is not shipped here")
+    common = ["--out", str(tmp_path / "l")]
+    assert latency.parse_args(["--backend", "torch", "--weights", "fast", *common]).weights == WEIGHTS_DIR / "drnn_fast.pt"
+    assert latency.parse_args(["--backend", "onnxruntime", "--weights", "fast", *common]).weights == WEIGHTS_DIR / "drnn_fast.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        latency.parse_args(["--backend", "torch", "--weights", "fast-int8", *common])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weights: no fast-int8 weights for this backend" in err[0], err

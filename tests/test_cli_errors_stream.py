@@ -364,6 +364,13 @@ def test_weights_error_names_weights(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "--backend onnxruntime" not in errors[0]
 
 
+def test_weights_that_is_neither_a_file_nor_a_shipped_name(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert run_main(["--weights", "fastest", "--size", "32", "--frames", "1", "--publish", free_endpoint()]) == 1
+    errors = _errors(caplog)
+    assert errors == ["--weights fastest: no such file, nor a shipped model's name (default, fast, int8, fast-int8)"], errors
+
+
 def test_grabber_help_offers_only_the_sources_it_takes(capsys: pytest.CaptureFixture[str]) -> None:
     helps = {}
     for name, main in (("grabber", grabber_main), ("run", run_main)):

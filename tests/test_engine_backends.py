@@ -14,7 +14,7 @@ from engine import weights as weights_module  # noqa: E402
 from engine.base import FrameError, InputSpec  # noqa: E402
 from engine.onnx_export import export_checkpoint  # noqa: E402
 from engine.registry import create_despeckler  # noqa: E402
-from engine.weights import WeightsError, WeightsNotFound  # noqa: E402
+from engine.weights import WeightsError, WeightsNotFound, resolve_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,32 @@ def test_missing_default_weights_say_how_to_get_them(tmp_path: Path, monkeypatch
         create_despeckler("onnxruntime")
     with pytest.raises(WeightsNotFound, match="drnn.pt"):
         create_despeckler("torch", device="cpu")
+
+
+def test_shipped_model_names_resolve_to_each_backends_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``weights="fast"``: the fast model's checkpoint for torch, its ONNX file for ONNX Runtime;
+    a file of that name in the working directory wins; a name without a file for the backend
+    says which files the model has."""
+    shipped = weights_module.WEIGHTS_DIR
+    for name in ("default", "fast", "fast-int8"):
+        if not (shipped / f"{weights_module.SHIPPED[name]}.onnx").is_file():
+            pytest.skip(f"the {name} model is not shipped here")
+    assert resolve_weights(None, (".onnx",)) == shipped / "drnn.onnx"
+    assert resolve_weights("default", (".pt",)) == shipped / "drnn.pt"
+    assert resolve_weights("fast", (".pt",)) == shipped / "drnn_fast.pt"
+    assert resolve_weights(Path("fast"), (".onnx",)) == shipped / "drnn_fast.onnx"
+    with create_despeckler("onnxruntime", "fast-int8", threads=1) as int8, \
+            create_despeckler("torch", "fast", device="cpu", threads=1) as eager:
+        assert int8.weights == shipped / "drnn_fast_int8.onnx" and eager.weights == shipped / "drnn_fast.pt"
+        frame = random_frames(1, (40, 56), seed=9)[0]
+        assert int8.infer(frame).shape == frame.shape and eager.infer(frame).shape == frame.shape
+    with pytest.raises(WeightsNotFound, match=r"no fast-int8 weights for this backend .*drnn_fast_int8\.pt.*ships as drnn_fast_int8\.onnx"):
+        create_despeckler("torch", "fast-int8", device="cpu")
+    with pytest.raises(WeightsNotFound, match="weights file not found: fastest"):
+        resolve_weights("fastest", (".onnx",))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").write_bytes(b"a file of the user's")
+    assert resolve_weights("fast", (".onnx",)) == Path("fast")
 
 
 def test_auto_on_a_cpu_machine_picks_onnxruntime(model_files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:

@@ -21,7 +21,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, I
 from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, check_threads
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.pipeline import ThreadPipeline
-from engine.weights import WeightsError, default_weights, existing_file
+from engine.weights import WeightsError, resolve_weights
 
 __all__ = ["OnnxRuntimeDespeckler", "session_options"]
 
@@ -80,7 +80,7 @@ class OnnxRuntimeDespeckler(PipelinedDespeckler):
             raise BackendUnavailable(
                 f"onnxruntime has no {provider} here (available: {', '.join(ort.get_available_providers())})"
             )
-        self.weights = existing_file(weights) if weights is not None else default_weights((".onnx",))
+        self.weights = resolve_weights(weights, (".onnx",))
         if self.weights.suffix != ".onnx":
             raise WeightsError(
                 f"{self.weights}: the onnxruntime backend needs an .onnx model; "

@@ -20,7 +20,7 @@ from engine.cuda_slots import CudaError, Slot, SlotPipeline, check, cudart, devi
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
 from engine.trt_build import STRONGLY_TYPED_ONLY, TRT_VERSION, get_engine
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, read_engine_file
-from engine.weights import WeightsError, default_weights, existing_file
+from engine.weights import WeightsError, resolve_weights
 
 __all__ = ["TensorRTDespeckler"]
 
@@ -68,9 +68,7 @@ class TensorRTDespeckler(PipelinedDespeckler):
             raise BackendUnavailable(f"tensorrt backend: no usable CUDA GPU ({exc})") from exc
         if gpus == 0:
             raise BackendUnavailable("tensorrt backend: no CUDA GPU visible")
-        if weights is None:
-            weights = default_weights(("_fp16.onnx", ".onnx") if STRONGLY_TYPED_ONLY else (".onnx", "_fp16.onnx"))
-        self.weights = existing_file(weights)
+        self.weights = resolve_weights(weights, ("_fp16.onnx", ".onnx") if STRONGLY_TYPED_ONLY else (".onnx", "_fp16.onnx"))
         if self.weights.suffix == ".onnx":
             data, self.engine_path = get_engine(BuildConfig(self.weights, profile, Path(cache_dir) if cache_dir else None))
         else:

@@ -24,7 +24,7 @@ from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, chec
 from engine.checkpoint import load_generator
 from engine.pipeline import ThreadPipeline
 from engine.torch_model import FrameModel
-from engine.weights import default_weights, existing_file
+from engine.weights import resolve_weights
 
 __all__ = ["TorchDespeckler"]
 
@@ -74,7 +74,7 @@ class TorchDespeckler(PipelinedDespeckler):
         self.cuda_graphs = cuda_graphs
         if threads is not None:
             torch.set_num_threads(threads)
-        self.weights = existing_file(weights) if weights is not None else default_weights((".pt",))
+        self.weights = resolve_weights(weights, (".pt",))
         dtype = torch.float16 if self.fp16 else torch.float32
         self.model = FrameModel(load_generator(self.weights), dtype).eval().to(self.device)
         if self.device.type == "cuda":
