@@ -39,6 +39,7 @@ from benchmarks.baselines import BASELINES, get_baseline
 from benchmarks.cli import check_outputs
 from benchmarks.quality_report import BETA_SIGMA, COLUMNS, markdown_table, write_outputs
 from engine.base import BackendUnavailable, Despeckler
+from engine.weights import SHIPPED
 from training.argparsing import OneLineParser, non_negative_int, positive_int
 
 __all__ = [
@@ -422,7 +423,8 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         "--backend", default="auto", help="engine backend for the DRNN (auto, onnxruntime, torch, tensorrt)"
     )
     p.add_argument(
-        "--weights", type=Path, help="DRNN weights (default: the shipped weights/drnn.onnx or .pt)"
+        "--weights", type=Path,
+        help="DRNN weights, a file or a shipped model's name: default, fast, int8, fast-int8 (default: default)"
     )
     p.add_argument("--limit", type=positive_int, help="use the first N images only")
     p.add_argument(
@@ -449,8 +451,9 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         p.error("--x needs --y (a folder of reference images)")
     if a.eval_dir is not None and (a.roi_y is not None or a.target is not None):
         p.error("--roi-y and --target are for unpaired runs (--x/--y); --eval takes its regions from the truth masks")
-    if a.weights is not None and not a.weights.is_file():
-        p.error(f"--weights {a.weights}: no such file; give the DRNN's weights, or --no-drnn for the baselines only")
+    if a.weights is not None and not a.weights.is_file() and str(a.weights) not in SHIPPED:
+        p.error(f"--weights {a.weights}: no such file, nor a shipped model's name ({', '.join(SHIPPED)}); "
+                "give the DRNN's weights, or --no-drnn for the baselines only")
     if a.window < 3 or a.window % 2 == 0:
         p.error(f"--window must be an odd number >= 3, got {a.window}")
     if a.bins < 2:

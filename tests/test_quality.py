@@ -87,6 +87,22 @@ def test_drnn_runs_through_the_engine(eval_dir: Path, tiny_onnx: Path, tmp_path:
     assert float(rows["drnn"]["ms"]) > 0.0 and math.isfinite(float(rows["drnn"]["kl_x"]))
 
 
+def test_a_shipped_models_name_runs_that_model(eval_dir: Path, tmp_path: Path) -> None:
+    from engine.weights import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "drnn_fast.onnx").is_file():
+        pytest.skip("the fast model is not shipped here")
+    drnn = {}
+    for weights in ("fast", str(WEIGHTS_DIR / "drnn_fast.onnx")):
+        out = tmp_path / Path(weights).name
+        assert main(["--eval", str(eval_dir), "--backend", "onnxruntime", "--weights", weights, "--limit", "1",
+                     "--methods", "median", "--window", "7", "--out", str(out)]) == 0  # fmt: skip
+        rows = _rows(out / "quality.csv")
+        assert list(rows) == ["input", "reference", "drnn", "median"]
+        drnn[weights] = {k: v for k, v in rows["drnn"].items() if k != "ms"}
+    assert drnn["fast"] == drnn[str(WEIGHTS_DIR / "drnn_fast.onnx")]  # the name ran that very file
+
+
 def test_missing_weights_name_the_file_and_the_way_out(eval_dir: Path, tmp_path: Path, capsys) -> None:
     """Refused at parse time, before any image is read."""
     missing = tmp_path / "nope.onnx"
