@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.argparsing import OneLineParser, positive_float
 
     ap = OneLineParser(prog="python -m benchmarks.edges", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator checkpoint(s) or ONNX export(s)")
+    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="generator checkpoint(s), ONNX export(s) or shipped model names (fast...)")
     ap.add_argument("--limit", type=positive_float, default=LIMIT, help="largest accepted |seam|, grey levels (default %(default)s)")
     a = ap.parse_args(argv)
     runs, failed = load_candidates(a.weights)

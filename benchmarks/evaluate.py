@@ -43,7 +43,7 @@ from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
-from engine.weights import WeightsError, WeightsNotFound
+from engine.weights import SHIPPED, WeightsError, WeightsNotFound, shipped_weights
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
 
@@ -99,7 +99,10 @@ def generator_function(weights: str | Path, strength: float = 1.0) -> Callable[[
     batch norm folded, rounding, black surroundings) or an ``.onnx`` export through the engine's ONNX
     Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run.
     ``strength`` below 1: the output blended with the input as the engine does it
-    (:func:`engine.strength.blend`)."""
+    (:func:`engine.strength.blend`).  A shipped model's name (``fast``...; :data:`engine.weights.SHIPPED`)
+    stands for its ONNX file, else its checkpoint."""
+    if str(weights) in SHIPPED and not Path(weights).exists():
+        weights = shipped_weights(str(weights), (".onnx", ".pt"))
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler
 
@@ -284,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = OneLineParser(prog="python -m benchmarks.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True,
-                    help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
+                    help="generator file(s) (usdespeckle-ckpt-1), ONNX export(s) (run with ONNX Runtime) or shipped "
+                         "model names (default, fast, int8, fast-int8)")
     ap.add_argument("--eval", type=Path, required=True, help="paired folder: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--limit", type=non_negative_int, default=0, help="use the first N pairs only [0: all]")
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     an output could not be written; 2 for bad arguments or data."""
     ap = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, nargs="+", required=True,
-                    help="generator file(s) (usdespeckle-ckpt-1) or ONNX export(s) (run with ONNX Runtime)")
+                    help="generator file(s) (usdespeckle-ckpt-1), ONNX export(s) (run with ONNX Runtime) or shipped model names (fast...)")
     ap.add_argument("--eval", type=Path, required=True,
                     help="paired folder simulated with --needle: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--json", type=Path, help="write every result here")

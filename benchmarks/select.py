@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     Exit status 0; 1 when some files could not be loaded (each reported, the rule applied to the
     others) or the JSON could not be written; 2 for bad arguments or data."""
     ap = OneLineParser(prog="python -m benchmarks.select", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="candidate generator files (checkpoints or ONNX)")
+    ap.add_argument("--weights", type=Path, nargs="+", required=True, help="candidate generator files (checkpoints or ONNX) or shipped model names (fast...)")
     ap.add_argument("--eval", type=Path, nargs="+", required=True, help="paired validation folders (x_NNN.png, y_NNN.png, truth_NNN.npz)")
     ap.add_argument("--incumbent", type=Path, help="the weights in use: replaced only by a file that meets more targets")
     ap.add_argument("--limit", type=non_negative_int, default=0, help="use the first N pairs of each set [0: all]")

@@ -48,3 +48,18 @@ def test_pairs_where_the_output_scores_below_the_input_are_counted(tmp_path: Pat
     assert same == {"cnr": 0, "pairs_cnr": harm["pairs_cnr"], "log_corr": 0, "pairs_log_corr": 3}
     assert harm["cnr"] == harm["pairs_cnr"] and harm["log_corr"] == 3
     assert f"CNR {harm['cnr']} of {harm['pairs_cnr']}, log-correlation 3 of 3" in markdown_table(res["noisy"])
+
+
+def test_a_shipped_models_name_is_its_onnx_file(tmp_path: Path) -> None:
+    """``--weights fast`` in the evaluation tools: the fast model's ONNX export, figure for figure."""
+    from benchmarks.evaluate import generator_function
+    from engine.weights import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "drnn_fast.onnx").is_file():
+        pytest.skip("the fast model is not shipped here")
+    write_dataset(tmp_path / "set", count=0, size=96, seed=13, paired=True, eval_count=2)
+    res = evaluate_many({"by name": generator_function("fast"),
+                         "by file": generator_function(WEIGHTS_DIR / "drnn_fast.onnx")},
+                        tmp_path / "set" / "eval", progress=False)
+    assert res["by name"]["g"] == res["by file"]["g"]
+    assert res["by name"]["g"] != res["by name"]["x"]  # it despeckled
