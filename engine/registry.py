@@ -104,6 +104,9 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
         backend, chosen, reason = choose_backend()
         options = {**chosen, **options}
         log.info("backend auto -> %s: %s", backend, reason)
+        if backend == "onnxruntime" and weights is None:
+            log.info("the default model is heavy for a CPU (under 2 frames/s at 256x256 on 2 cores); "
+                     "weights 'fast' (--weights fast) is the shipped model for CPUs, see README 'Which weights'")
     cls = _load(backend)
     if auto:
         options = _options_taken(cls, backend, options)

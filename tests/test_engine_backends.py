@@ -151,8 +151,13 @@ def test_auto_on_a_cpu_machine_picks_onnxruntime(model_files: dict[str, Path], c
         assert despeckler.name == "onnxruntime"
         assert "onnxruntime" in despeckler.describe() and "cpu" in despeckler.describe()
         assert "backend auto -> onnxruntime" in caplog.text and "no CUDA GPU" in caplog.text
+        assert "--weights fast" not in caplog.text  # weights given: no advice
     with pytest.raises(RuntimeError, match="closed"):
         despeckler.infer(np.zeros((32, 32), np.uint8))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="engine.registry"), create_despeckler("auto", threads=1) as default:
+        assert default.weights.name == "drnn.onnx"
+    assert "weights 'fast' (--weights fast) is the shipped model for CPUs" in caplog.text
 
 
 def test_auto_ignores_an_option_its_pick_does_not_take_and_says_so(
