@@ -22,6 +22,7 @@ Writes ``quality.md``, ``quality.csv`` and ``quality_fig4.png`` to ``--out`` (:m
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 import zipfile
@@ -76,7 +77,8 @@ class QualityConfig:
     methods: tuple[str, ...] = tuple(BASELINES)
     drnn: bool = True
     backend: str = "auto"
-    weights: Path | None = None
+    #: DRNN weights, one table row each (files or shipped model names); empty: the default model.
+    weights: tuple[Path, ...] = ()
     limit: int | None = None
     bins: int = M.DEFAULT_BINS
     window: int = M.DEFAULT_SSNR_WINDOW
@@ -258,13 +260,13 @@ def load_unpaired(cfg: QualityConfig) -> tuple[list[Sample], list[tuple[np.ndarr
     return samples, refs, skipped
 
 
-def _drnn(cfg: QualityConfig) -> Despeckler:
+def _drnn(cfg: QualityConfig, weights: Path | None) -> Despeckler:
     """The DRNN through the engine, or a :class:`QualityError` that says why not and what to do."""
     from engine.registry import create_despeckler
     from engine.weights import WeightsError
 
     try:
-        return create_despeckler(cfg.backend, weights=cfg.weights)
+        return create_despeckler(cfg.backend, weights=weights)
     except BackendUnavailable as exc:
         raise QualityError(
             f"DRNN unavailable ({exc}); choose another --backend, or --no-drnn for the baselines only"
@@ -273,6 +275,21 @@ def _drnn(cfg: QualityConfig) -> Despeckler:
         raise QualityError(
             f"DRNN unavailable ({exc}); pass --weights PATH, or --no-drnn for the baselines only"
         ) from exc
+
+
+def drnn_rows(weights: Sequence[Path]) -> list[tuple[str, str, Path | None]]:
+    """``(key, label, weights)`` of each DRNN row: one ``drnn`` row "DRNN (this project)" for no or
+    one weights; for several, ``drnn`` for the first and ``drnn_<name>`` for the others, each
+    labelled with the weights as given (``DRNN (fast)``)."""
+    if len(weights) <= 1:
+        return [("drnn", "DRNN (this project)", weights[0] if weights else None)]
+    rows: list[tuple[str, str, Path | None]] = []
+    for i, w in enumerate(weights):
+        key = "drnn" if i == 0 else "drnn_" + re.sub(r"[^a-z0-9]+", "_", Path(w).stem.lower()).strip("_")
+        while key in {k for k, _, _ in rows}:
+            key += "_"
+        rows.append((key, f"DRNN ({w})", w))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -361,7 +378,8 @@ def evaluate(cfg: QualityConfig) -> QualityRun:
         if paired:
             methods.append(_Method("reference", "Reference y (high probe)"))
         if cfg.drnn:
-            methods.append(_Method("drnn", "DRNN (this project)", run=stack.enter_context(_drnn(cfg)).infer))
+            for key, label, weights in drnn_rows(cfg.weights):
+                methods.append(_Method(key, label, run=stack.enter_context(_drnn(cfg, weights)).infer))
         for name in cfg.methods:
             b = get_baseline(name)
             methods.append(_Method(b.name, b.display, b.note if b.approximation else "", b))
@@ -423,8 +441,9 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         "--backend", default="auto", help="engine backend for the DRNN (auto, onnxruntime, torch, tensorrt)"
     )
     p.add_argument(
-        "--weights", type=Path,
-        help="DRNN weights, a file or a shipped model's name: default, fast, int8, fast-int8 (default: default)"
+        "--weights", type=Path, nargs="+", default=(),
+        help="DRNN weights, files or shipped model names (default, fast, int8, fast-int8), one table row "
+             "each (default: default)"
     )
     p.add_argument("--limit", type=positive_int, help="use the first N images only")
     p.add_argument(
@@ -451,9 +470,11 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         p.error("--x needs --y (a folder of reference images)")
     if a.eval_dir is not None and (a.roi_y is not None or a.target is not None):
         p.error("--roi-y and --target are for unpaired runs (--x/--y); --eval takes its regions from the truth masks")
-    if a.weights is not None and not a.weights.is_file() and str(a.weights) not in SHIPPED:
-        p.error(f"--weights {a.weights}: no such file, nor a shipped model's name ({', '.join(SHIPPED)}); "
-                "give the DRNN's weights, or --no-drnn for the baselines only")
+    for w in a.weights:
+        if not w.is_file() and str(w) not in SHIPPED:
+            p.error(f"--weights {w}: no such file, nor a shipped model's name ({', '.join(SHIPPED)}); "
+                    "give the DRNN's weights, or --no-drnn for the baselines only")
+    a.weights = tuple(a.weights)
     if a.window < 3 or a.window % 2 == 0:
         p.error(f"--window must be an odd number >= 3, got {a.window}")
     if a.bins < 2:

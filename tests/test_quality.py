@@ -103,6 +103,21 @@ def test_a_shipped_models_name_runs_that_model(eval_dir: Path, tmp_path: Path) -
     assert drnn["fast"] == drnn[str(WEIGHTS_DIR / "drnn_fast.onnx")]  # the name ran that very file
 
 
+def test_several_weights_give_one_row_each(eval_dir: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    from benchmarks.quality import drnn_rows
+
+    assert drnn_rows([]) == [("drnn", "DRNN (this project)", None)]
+    assert drnn_rows([Path("fast")]) == [("drnn", "DRNN (this project)", Path("fast"))]
+    assert [k for k, _, _ in drnn_rows([Path("default"), Path("fast-int8"), Path("a/fast_int8.onnx")])] == [
+        "drnn", "drnn_fast_int8", "drnn_fast_int8_"]
+    assert main(["--eval", str(eval_dir), "--backend", "onnxruntime", "--weights", str(tiny_onnx), "fast",
+                 "--limit", "1", "--methods", "median", "--window", "7", "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = _rows(tmp_path / "quality.csv")
+    assert list(rows) == ["input", "reference", "drnn", "drnn_fast", "median"]
+    assert rows["drnn"]["label"] == f"DRNN ({tiny_onnx})" and rows["drnn_fast"]["label"] == "DRNN (fast)"
+    assert rows["drnn"]["kl_x"] != rows["drnn_fast"]["kl_x"]  # two models, two results
+
+
 def test_missing_weights_name_the_file_and_the_way_out(eval_dir: Path, tmp_path: Path, capsys) -> None:
     """Refused at parse time, before any image is read."""
     missing = tmp_path / "nope.onnx"
