@@ -43,7 +43,7 @@ from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
-from engine.weights import SHIPPED, WeightsError, WeightsNotFound, shipped_weights
+from engine.weights import WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
 
@@ -101,7 +101,7 @@ def generator_function(weights: str | Path, strength: float = 1.0) -> Callable[[
     ``strength`` below 1: the output blended with the input as the engine does it
     (:func:`engine.strength.blend`).  A shipped model's name (``fast``...; :data:`engine.weights.SHIPPED`)
     stands for its ONNX file, else its checkpoint."""
-    if str(weights) in SHIPPED and not Path(weights).exists():
+    if is_shipped_name(weights):
         weights = shipped_weights(str(weights), (".onnx", ".pt"))
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler

@@ -40,7 +40,7 @@ from benchmarks.baselines import BASELINES, get_baseline
 from benchmarks.cli import check_outputs
 from benchmarks.quality_report import BETA_SIGMA, COLUMNS, markdown_table, write_outputs
 from engine.base import BackendUnavailable, Despeckler
-from engine.weights import SHIPPED
+from engine.weights import SHIPPED, is_shipped_name
 from training.argparsing import OneLineParser, non_negative_int, positive_int
 
 __all__ = [
@@ -471,7 +471,7 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     if a.eval_dir is not None and (a.roi_y is not None or a.target is not None):
         p.error("--roi-y and --target are for unpaired runs (--x/--y); --eval takes its regions from the truth masks")
     for w in a.weights:
-        if not w.is_file() and str(w) not in SHIPPED:
+        if not w.is_file() and not is_shipped_name(w):
             p.error(f"--weights {w}: no such file, nor a shipped model's name ({', '.join(SHIPPED)}); "
                     "give the DRNN's weights, or --no-drnn for the baselines only")
     a.weights = tuple(a.weights)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "WeightsError", "WeightsNotFound", "default_weights", "existing_file",
-           "resolve_weights", "shipped_weights"]
+           "is_shipped_name", "resolve_weights", "shipped_weights"]
 
 #: ``<repo>/weights``: the folder of the shipped weights.
 WEIGHTS_DIR: Path = Path(__file__).resolve().parents[1] / "weights"
@@ -64,6 +64,12 @@ def default_weights(suffixes: tuple[str, ...]) -> Path:
     return shipped_weights("default", suffixes)
 
 
+def is_shipped_name(weights: str | Path) -> bool:
+    """Whether ``weights`` names a shipped model (:data:`SHIPPED`) rather than a file: it is one of
+    the names and nothing of that name exists in the working directory (a file there wins)."""
+    return str(weights) in SHIPPED and not Path(weights).exists()
+
+
 def resolve_weights(weights: str | Path | None, suffixes: tuple[str, ...]) -> Path:
     """The file a backend that reads ``suffixes`` loads for ``weights``: ``None`` gives the default
     model; a shipped model's name (:data:`SHIPPED`: ``fast``...) gives that model's file, unless a
@@ -71,7 +77,7 @@ def resolve_weights(weights: str | Path | None, suffixes: tuple[str, ...]) -> Pa
     (:class:`WeightsNotFound` otherwise)."""
     if weights is None:
         return default_weights(suffixes)
-    if str(weights) in SHIPPED and not Path(weights).exists():
+    if is_shipped_name(weights):
         return shipped_weights(str(weights), suffixes)
     return existing_file(weights)
 

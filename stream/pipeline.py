@@ -28,7 +28,7 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from engine.registry import create_despeckler
-from engine.weights import SHIPPED, WeightsError, WeightsNotFound
+from engine.weights import SHIPPED, WeightsError, WeightsNotFound, is_shipped_name
 from stream.config import ChainConfig, GrabberConfig, SourceConfig
 from stream.latest import LatestSlot
 from stream.protocol import Limits, ProtocolError, check_image
@@ -181,7 +181,7 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
 def _open_engine(cfg: ChainConfig) -> Despeckler:
     """The despeckler; an error names ``--weights`` when the given file is at fault."""
     if cfg.weights is not None:
-        if not cfg.weights.is_file() and str(cfg.weights) not in SHIPPED:
+        if not cfg.weights.is_file() and not is_shipped_name(cfg.weights):
             raise BackendError(f"--weights {cfg.weights}: no such file, nor a shipped model's name "
                                f"({', '.join(SHIPPED)})")
         if cfg.backend == "identity":
