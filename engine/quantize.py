@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             frames = list(itertools.islice(iter_frames(config.calibrate, skip_bad=True), config.frames))
         calibration, held_out = split_frames(frames)
         print(f"calibrating on {len(calibration)} frames, checking on {len(held_out)} held-out frames ...", flush=True)
+        chosen = ""
         if config.float_blocks == "auto":
             float_blocks, report = quantize_fewest_float(config.onnx, config.out, calibration, held_out)
             chosen = f", the fewest that pass: {float_blocks} residual blocks float32"
         else:
-            report, chosen = quantize_int8(config.onnx, config.out, calibration, held_out,
-                                           float_blocks=config.float_blocks), ""
+            report = quantize_int8(config.onnx, config.out, calibration, held_out, float_blocks=config.float_blocks)
     except (PathError, DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
         print(f"engine.quantize: error: {exc}", file=sys.stderr)
         return 1
