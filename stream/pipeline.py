@@ -105,11 +105,20 @@ class _Threads:
 
 
 def _route_signals(stop: threading.Event, stack: ExitStack) -> None:
-    """Route SIGINT/SIGTERM to ``stop`` (main thread only) until ``stack`` closes."""
+    """Route SIGINT/SIGTERM to ``stop`` (main thread only) until ``stack`` closes.
+
+    The handler sets ``stop`` from a thread of its own: Python runs it in the main thread between
+    two bytecodes, possibly inside ``stop.wait()`` while that holds the event's lock, and
+    ``stop.set()`` there would wait for that lock forever (the process then ignored every later
+    SIGINT and SIGTERM)."""
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def handler(*_: object) -> None:
+        threading.Thread(target=stop.set, name="signal", daemon=True).start()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        stack.callback(signal.signal, sig, signal.signal(sig, lambda *_: stop.set()))
+        stack.callback(signal.signal, sig, signal.signal(sig, handler))
 
 
 def _log_status(stats: Stats) -> None:

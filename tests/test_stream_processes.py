@@ -91,6 +91,33 @@ def test_grabber_and_despeckler_processes_deliver_frames_in_order() -> None:
     assert "backend identity" in timings["despeckler"][1]
 
 
+SIGNAL_INSIDE_WAIT = """
+import os, signal
+from stream.pipeline import _Process
+with _Process(None, None, None, sent="out") as proc:
+    with proc.stop._cond:  # the lock stop.wait() holds between its waits
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs between these bytecodes, with the lock held
+            pass
+    print("stopped" if proc.stop.wait(5.0) else "not stopped")
+"""
+
+
+def test_a_signal_inside_the_stop_events_wait_still_stops_the_process() -> None:
+    """A SIGINT that arrives while the main thread is inside ``stop.wait()`` holding the event's
+    lock: its handler once called ``stop.set()`` right there and waited for that lock forever (a
+    grabber then ignored SIGINT and SIGTERM alike); the event must still be set."""
+    proc = subprocess.Popen([sys.executable, "-c", SIGNAL_INSIDE_WAIT], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail("the process hung in its SIGINT handler (killed after 30 s)")
+    assert proc.returncode == 0 and out.strip() == "stopped", (out, err)
+
+
 def test_missing_capture_device_is_a_clear_error() -> None:
     proc = start("stream.run", "--source", "capture7", "--backend", "identity")
     _, err = proc.communicate(timeout=30)
