@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
+from engine.pixels import at_working_pixels, spacing_arg
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
@@ -296,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=threads_arg, default=0, help="torch CPU threads [0: default]")
     ap.add_argument("--strength", type=strength_arg, default=1.0,
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
+    ap.add_argument("--pixel-mm", type=spacing_arg, default=None, metavar="S|ROW,COL",
+                    help="the set's pixel spacing in mm: run each model on square pixels of its training range "
+                         "and resample back, as the engine does for frames of a known spacing (engine.pixels) "
+                         "[none: the frames as they are]")
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     ap.add_argument("--pairs-figure", type=Path,
                     help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
@@ -308,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     runs, failed = load_candidates(a.weights, a.strength)
     if not runs:
         return 2
+    if a.pixel_mm:
+        runs = {f"{name} (pixels {a.pixel_mm[0]:g} x {a.pixel_mm[1]:g} mm)": partial(at_working_pixels, despeckle=run,
+                                                                                       spacing_mm=a.pixel_mm)
+                for name, run in runs.items()}
     try:
         results = evaluate_many(runs, a.eval, a.limit)
     except LOAD_ERRORS as exc:

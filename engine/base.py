@@ -26,8 +26,8 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.pipeline import Pipeline
 
-__all__ = ["Despeckler", "PipelinedDespeckler", "Handle", "InputSpec", "FrameError", "BackendUnavailable",
-           "check_threads", "threads_arg"]
+__all__ = ["Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Handle", "InputSpec", "FrameError",
+           "BackendUnavailable", "check_threads", "threads_arg"]
 
 
 class FrameError(ValueError):
@@ -160,6 +160,21 @@ class Despeckler(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WrappedDespeckler(Despeckler):
+    """A backend that changes the frames another one (``inner``) takes or gives back (strength,
+    pixel spacing); its input checks, pipelining depth, name and ``close`` are ``inner``'s."""
+
+    def __init__(self, inner: Despeckler) -> None:
+        super().__init__(inner.input_spec, inner.in_flight)
+        self.inner = inner
+        self.name = inner.name
+
+    def close(self) -> None:
+        if not self._closed:
+            self.inner.close()
+        super().close()
 
 
 class PipelinedDespeckler(Despeckler):

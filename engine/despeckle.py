@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.base import BackendUnavailable, threads_arg
 from engine.offline import despeckle_files
+from engine.pixels import PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
@@ -33,6 +34,7 @@ class DespeckleConfig:
     recursive: bool = False
     threads: int | None = None
     strength: float = 1.0
+    pixel_mm: PixelMode = "auto"
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -48,9 +50,13 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                              "for ONNX Runtime)")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="0..1: blend the output with the input (1: the model's output, 0: the input; default: 1)")
+    parser.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
+                        help="pixel spacing of the inputs in mm: the model runs on square pixels of 0.15-0.5 mm and "
+                             "the output is resampled back (auto: a DICOM file's own spacing, pictures and videos "
+                             "as they are; off: every file as it is; default: auto)")
     args = parser.parse_args(argv)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
-                           args.strength)
+                           args.strength, args.pixel_mm)
 
 
 def run(config: DespeckleConfig) -> int:
@@ -63,7 +69,7 @@ def run(config: DespeckleConfig) -> int:
         return 2
     with despeckler:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
-        report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive)
+        report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm)
     print(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}; "
           f"{len(report.failed)} failed")
     for failure in report.failed:

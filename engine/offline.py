@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from engine.base import Despeckler
 from engine.files import temporary_sibling
-from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, list_files, read_frames
+from engine.pixels import PixelMode, with_spacing
+from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
 
 __all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "despeckle_files"]
@@ -147,17 +148,29 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
     return len(stack)
 
 
-def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path) -> tuple[Path, int]:
+def _spacing(src: Path, pixel_mm: PixelMode) -> tuple[float, float] | None:
+    """The pixel spacing ``src`` is despeckled at: ``pixel_mm`` itself, or with ``"auto"`` a DICOM
+    file's own (pictures and videos carry none)."""
+    if pixel_mm == "off":
+        return None
+    if pixel_mm != "auto":
+        return pixel_mm
+    suffix = src.suffix.lower()
+    return None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES else dicom_spacing(src)
+
+
+def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto") -> tuple[Path, int]:
     """Despeckle ``src`` into ``dst`` (kind from the suffix: picture, video, else DICOM, which
     :func:`training.data.read_frames` has then recognised), through a temporary file beside ``dst``
-    renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file)."""
+    renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file).
+    ``pixel_mm``: see :func:`despeckle_files`."""
     suffix = src.suffix.lower()
     if suffix in VIDEO_SUFFIXES and dst.suffix.lower() not in CODECS:
         dst = dst.with_suffix(".avi")
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    frames = despeckler.imap(read_frames(src))
+    frames = with_spacing(despeckler, _spacing(src, pixel_mm)).imap(read_frames(src))  # a view: not closed here
     tmp = temporary_sibling(dst)
     try:
         if suffix in IMAGE_SUFFIXES:
@@ -174,9 +187,13 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path) -> tuple[Path, 
 
 
 def despeckle_files(
-    despeckler: Despeckler, inputs: list[Path], output: Path, recursive: bool = False
+    despeckler: Despeckler, inputs: list[Path], output: Path, recursive: bool = False, pixel_mm: PixelMode = "auto"
 ) -> OfflineReport:
-    """Despeckle every file of ``inputs`` (files or folders) into ``output``; see the module doc."""
+    """Despeckle every file of ``inputs`` (files or folders) into ``output``; see the module doc.
+
+    ``pixel_mm``, the frames' pixel spacing for :mod:`engine.pixels` (the model on square pixels of
+    a size it was trained on): ``"auto"`` a DICOM file's own spacing (pictures and videos are
+    despeckled as they are), ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -187,7 +204,7 @@ def despeckle_files(
             log.warning("skipping %s", exc)
     for src, dst in tqdm(jobs, desc="despeckle", unit="file"):
         try:
-            written, count = _despeckle_one(despeckler, src, dst)
+            written, count = _despeckle_one(despeckler, src, dst, pixel_mm)
         except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors
             reason = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
             report.failed.append(reason)

@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from engine.base import Despeckler, Handle
+from engine.base import Despeckler, Handle, WrappedDespeckler
 
 __all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler"]
 
@@ -56,15 +56,13 @@ class _BlendedHandle(Handle):
         return blend(self._frame, self._inner.result(), self._strength)
 
 
-class BlendedDespeckler(Despeckler):
+class BlendedDespeckler(WrappedDespeckler):
     """Any backend at a despeckling ``strength`` below 1 (:func:`blend` of its output and its
     input); pipelining, input checks and ``close`` are the wrapped backend's."""
 
     def __init__(self, inner: Despeckler, strength: float) -> None:
-        super().__init__(inner.input_spec, inner.in_flight)
-        self.inner = inner
+        super().__init__(inner)
         self.strength = check_strength(strength)
-        self.name = inner.name
 
     def _infer(self, frame: np.ndarray) -> np.ndarray:
         return blend(frame, self.inner.infer(frame), self.strength)
@@ -76,8 +74,3 @@ class BlendedDespeckler(Despeckler):
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, strength {self.strength:g}"
-
-    def close(self) -> None:
-        if not self._closed:
-            self.inner.close()
-        super().close()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.pixels import pixel_mode_arg
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
@@ -97,6 +98,15 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="0..1: blend the despeckled frame with the input (1: the model's output, 0: the input; "
         "lower keeps more of what the model weakens, e.g. a needle; default: 1)",
+    )
+    g.add_argument(
+        "--pixel-mm",
+        type=pixel_mode_arg,
+        default="auto",
+        metavar="auto|off|S|ROW,COL",
+        help="pixel spacing of the frames in mm: the model runs on square pixels of 0.15-0.5 mm and the "
+        "output is resampled back (auto: the spacing a DICOM or sim source gives, else none; off: frames "
+        "as they come; default: auto)",
     )
     g.add_argument(
         "--publish",
@@ -198,6 +208,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         weights=args.weights,
         roi=args.roi,
         strength=args.strength,
+        pixel_mm=args.pixel_mm,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.pixels import PixelMode
 from stream.protocol import Limits
 from stream.roi import Region
 
@@ -48,7 +49,9 @@ class OutputConfig:
 @dataclass(frozen=True)
 class ChainConfig:
     """The despeckler and publisher, plus an in-process grabber unless ``source.spec`` is a
-    ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many."""
+    ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many.
+    ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
+    ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -56,6 +59,7 @@ class ChainConfig:
     weights: Path | None = None
     roi: Region | None = None
     strength: float = 1.0
+    pixel_mm: PixelMode = "auto"
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

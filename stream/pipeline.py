@@ -310,7 +310,7 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
         inbox: LatestSlot[Item] = LatestSlot()
         outbox: LatestSlot[Item] = LatestSlot()
         receiver = Receiver(sub, inbox, proc.stats, cfg.limits)
-        despeckle = DespeckleStage(engine, inbox, outbox, proc.stats, cfg.roi)
+        despeckle = DespeckleStage(engine, inbox, outbox, proc.stats, cfg.roi, cfg.pixel_mm)
         publisher = Publisher(pub, outbox, proc.stats, sinks, cfg.frames, cfg.limits)
         proc.threads.start("receive", receiver)
         proc.threads.start("despeckle", despeckle)

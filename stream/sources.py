@@ -110,25 +110,6 @@ def _files(path: Path, on_skip: Callable[[str], None] | None) -> Iterator[np.nda
         raise SourceError(f"--source {path}: {str(exc).removeprefix(f'{path}: ')}") from exc
 
 
-def _dicom_spacing(path: Path) -> tuple[float, float] | None:
-    """``PixelSpacing`` (row, column mm), or the ultrasound region's ``PhysicalDelta`` (cm) * 10."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise SourceError(f"--source {path}: not a readable DICOM file: {exc}") from exc
-    if "PixelSpacing" in ds:
-        row, col = (float(v) for v in ds.PixelSpacing)
-        return row, col
-    regions = ds.get("SequenceOfUltrasoundRegions")
-    if regions:
-        r = regions[0]
-        if "PhysicalDeltaX" in r and "PhysicalDeltaY" in r:
-            return abs(float(r.PhysicalDeltaY)) * 10.0, abs(float(r.PhysicalDeltaX)) * 10.0
-    return None
-
-
 def open_source(
     spec: str,
     size: tuple[int, int] = (256, 256),
@@ -171,7 +152,12 @@ def open_source(
     if path.is_dir():
         return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path, on_skip))
     if path.suffix.lower() in _DICOM_SUFFIXES:
-        spacing = _dicom_spacing(path)
+        from training.data import DataError, dicom_spacing
+
+        try:
+            spacing = dicom_spacing(path)
+        except DataError as exc:
+            raise SourceError(f"--source {exc}") from exc
         return Source(
             path.name, live=False, paced=True, opener=lambda: _files(path, on_skip), spacing_mm=spacing
         )

@@ -29,6 +29,7 @@ import numpy as np
 import zmq
 
 from engine.base import Despeckler, FrameError
+from engine.pixels import PixelMode, check_spacing, with_spacing, working_pixel_mm
 from stream.latest import LatestSlot
 from stream.protocol import (
     DEFAULT_LIMITS,
@@ -217,23 +218,50 @@ def _work(
 
 @dataclass
 class DespeckleStage:
-    """Despeckle the newest received frame; frames it cannot take are counted in ``errors``."""
+    """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
+    ``pixel_mm``: the frames' pixel spacing, for :func:`engine.pixels.at_working_pixels`
+    (``"auto"``: each frame's ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
     outbox: LatestSlot[Item]
     stats: Stats
     region: Region | None = None
+    pixel_mm: PixelMode = "auto"
     busy: bool = False
+    _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
 
     def run(self, stop: threading.Event) -> None:
         _work(self, self.inbox, stop, self.process)
+
+    def spacing(self, meta: dict[str, Any]) -> tuple[float, float] | None:
+        """The pixel spacing the frame of ``meta`` is despeckled at, or None (as it comes)."""
+        if self.pixel_mm == "off":
+            return None
+        if self.pixel_mm == "auto":
+            given = meta.get("spacing_mm")
+            return None if given is None else check_spacing(given)
+        return self.pixel_mm
+
+    def engine_for(self, meta: dict[str, Any]) -> Despeckler:
+        """:attr:`engine` as it runs frames of ``meta``'s spacing (:func:`engine.pixels.with_spacing`;
+        one view per spacing, announced in a log line when it resamples)."""
+        spacing = self.spacing(meta)
+        if spacing is None:
+            return self.engine
+        if spacing not in self._views:
+            self._views[spacing] = with_spacing(self.engine, spacing)
+            work = working_pixel_mm(spacing)
+            if work != spacing[0] or work != spacing[1]:
+                log.info("frames of %g x %g mm pixels are despeckled on square pixels of %g mm and resampled back",
+                         *spacing, work)
+        return self._views[spacing]
 
     def process(self, item: Item) -> bool:
         """Despeckle one frame into the outbox; always asks for the next one (returns True)."""
         start = time.perf_counter()
         try:
-            out = despeckle_frame(item.image, self.engine.infer, self.region)
+            out = despeckle_frame(item.image, self.engine_for(item.meta).infer, self.region)
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True

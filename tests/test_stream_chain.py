@@ -52,6 +52,19 @@ def running(cfg: ChainConfig) -> Iterator[list[int]]:
         assert not thread.is_alive(), "the chain did not stop within 2 s"
 
 
+def recorded_to_the_end(cfg: ChainConfig, timeout: float = 60.0) -> list[np.ndarray]:
+    """Run a chain with a finite source until it ends (exit status 0); the frames it recorded as
+    PNGs in the folder ``cfg.output.record``, in name order (at least one)."""
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(run_chain(cfg, threading.Event())), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert status == [0]
+    frames = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(cfg.output.record.glob("*.png"))]
+    assert frames
+    return frames
+
+
 def _config(source: SourceConfig, publish: str, **options) -> ChainConfig:
     output = OutputConfig(
         publish=publish, **{k: options.pop(k) for k in ("record", "preview") if k in options}

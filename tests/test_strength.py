@@ -3,30 +3,22 @@ the live chain (real ZeroMQ sockets on loopback, the shipped ONNX model)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from test_stream_chain import free_endpoint, recorded_to_the_end
 
 from engine.despeckle import main as despeckle_main
 from engine.registry import create_despeckler
 from engine.strength import BlendedDespeckler, blend
 from stream.config import ChainConfig, OutputConfig, SourceConfig
-from stream.pipeline import run_chain
 from stream.run import main as run_main
 from training.sim import simulate_pair
 
 REPO = Path(__file__).resolve().parent.parent
 ONNX = REPO / "weights" / "drnn.onnx"
-
-
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +92,6 @@ def test_live_chain_publishes_at_its_strength(frame: np.ndarray, tmp_path: Path,
     with create_despeckler("onnxruntime", ONNX, device="cpu") as full:
         expected = blend(frame, full.infer(frame), strength)
     cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=20.0), backend="onnxruntime",
-                      output=OutputConfig(publish=_free_endpoint(), record=record), strength=strength,
+                      output=OutputConfig(publish=free_endpoint(), record=record), strength=strength,
                       status_s=0.2)
-    status: list[int] = []
-    thread = threading.Thread(target=lambda: status.append(run_chain(cfg, threading.Event())), daemon=True)
-    thread.start()
-    thread.join(60.0)
-    assert status == [0]
-    written = sorted(record.glob("*.png"))
-    assert written
-    for path in written:
-        assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), expected)
+    assert all(np.array_equal(out, expected) for out in recorded_to_the_end(cfg))

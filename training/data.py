@@ -31,6 +31,7 @@ __all__ = [
     "to_uint8",
     "read_image",
     "read_frames",
+    "dicom_spacing",
     "iter_frames",
     "list_files",
     "read_folder",
@@ -96,6 +97,28 @@ def _is_dicom(path: Path) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def dicom_spacing(path: str | Path) -> tuple[float, float] | None:
+    """A DICOM file's pixel spacing ``(row_mm, col_mm)``: ``PixelSpacing``, else the first
+    ultrasound region's ``PhysicalDeltaY``, ``PhysicalDeltaX`` (cm) x 10; ``None`` when it has
+    neither.  :class:`DataError` for a file pydicom cannot read."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
+    if "PixelSpacing" in ds:
+        row, col = (float(v) for v in ds.PixelSpacing)
+        return row, col
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        r = regions[0]
+        if "PhysicalDeltaX" in r and "PhysicalDeltaY" in r:
+            return abs(float(r.PhysicalDeltaY)) * 10.0, abs(float(r.PhysicalDeltaX)) * 10.0
+    return None
 
 
 def _dicom_frames(path: Path, every: int) -> Iterator[np.ndarray]:

@@ -1,0 +1,190 @@
+"""Pixel spacing: run the model on square pixels of a size it was trained on.
+
+The shipped models were trained on square pixels of 0.15-0.5 mm (:data:`TRAINED_PIXEL_MM`).
+A frame whose spacing ``(row_mm, col_mm)`` is known is resampled, before the model, to square
+pixels of
+
+    p = clip(max(row_mm, col_mm), 0.15, 0.5)   mm
+
+(rows scaled by ``row_mm / p``, columns by ``col_mm / p``) and the output resampled back to the
+frame's own size: each axis with OpenCV's area average where it shrinks and bilinear
+interpolation where it grows.  A frame of square pixels inside the range is passed through
+untouched.  Fed as it is, the network draws its speckle grain at its own size in pixels, so
+on pixels twice as fine along one axis as along the other it draws elongated grains with less
+vessel contrast; measured figures in ``docs/engine.md`` ("Pixel spacing").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.base import Despeckler, Handle, WrappedDespeckler
+from engine.strength import BlendedDespeckler
+
+__all__ = [
+    "TRAINED_PIXEL_MM",
+    "check_spacing",
+    "spacing_arg",
+    "pixel_mode_arg",
+    "PixelMode",
+    "working_pixel_mm",
+    "working_shape",
+    "resize",
+    "at_working_pixels",
+    "ResampledDespeckler",
+    "with_spacing",
+]
+
+#: smallest and largest square pixel (mm) of the shipped models' training data.
+TRAINED_PIXEL_MM = (0.15, 0.5)
+#: a working frame is never made smaller than this along either side (the engine's minimum frame).
+MIN_SIDE = 16
+
+
+def check_spacing(spacing_mm: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``(row_mm, col_mm)`` as two floats, or ``ValueError`` unless both are finite and > 0."""
+    try:
+        row, col = (float(v) for v in spacing_mm)
+    except (TypeError, ValueError):
+        raise ValueError(f"pixel spacing must be two numbers (row_mm, col_mm), got {spacing_mm!r}") from None
+    if not (math.isfinite(row) and math.isfinite(col) and row > 0 and col > 0):
+        raise ValueError(f"pixel spacing must be two finite numbers > 0 mm, got {spacing_mm!r}")
+    return row, col
+
+
+def spacing_arg(text: str) -> tuple[float, float]:
+    """``argparse`` type of a ``--pixel-mm`` flag: ``S`` (square pixels) or ``ROW,COL`` in mm."""
+    parts = text.split(",")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        values = [float(p) for p in parts]
+        return check_spacing(values * 2 if len(values) == 1 else values)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"pixel spacing must be S or ROW,COL in mm, numbers > 0, got {text!r}"
+        ) from None
+
+
+#: how a tool takes its frames' pixel spacing: ``"auto"`` (the spacing the frames come with, where
+#: they have one), ``"off"`` (never resample) or ``(row_mm, col_mm)`` for every frame.
+PixelMode = str | tuple[float, float]
+
+
+def pixel_mode_arg(text: str) -> PixelMode:
+    """``argparse`` type of the stream's ``--pixel-mm``: ``auto``, ``off``, ``S`` or ``ROW,COL`` (mm)."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        return spacing_arg(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--pixel-mm must be auto, off, S or ROW,COL in mm (numbers > 0), got {text!r}"
+        ) from None
+
+
+def working_pixel_mm(spacing_mm: tuple[float, float], pixel_range: tuple[float, float] = TRAINED_PIXEL_MM) -> float:
+    """``p = clip(max(row_mm, col_mm), *pixel_range)``: the square pixel (mm) the model runs on."""
+    row, col = check_spacing(spacing_mm)
+    return min(max(max(row, col), pixel_range[0]), pixel_range[1])
+
+
+def working_shape(
+    shape: tuple[int, int],
+    spacing_mm: tuple[float, float],
+    pixel_range: tuple[float, float] = TRAINED_PIXEL_MM,
+) -> tuple[int, int]:
+    """``(h, w)`` of a frame of ``shape`` resampled to the square working pixel (module docstring);
+    ``shape`` itself when its pixels are square and inside ``pixel_range``."""
+    row, col = check_spacing(spacing_mm)
+    p = working_pixel_mm((row, col), pixel_range)
+    h, w = shape
+    return max(MIN_SIDE, round(h * row / p)), max(MIN_SIDE, round(w * col / p))
+
+
+def resize(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``frame`` (``uint8 (H, W)``) resampled to ``shape``, one axis at a time: area average where an
+    axis shrinks, bilinear where it grows (OpenCV's area mode is nearest-neighbour on growing)."""
+    import cv2  # here, not at the top: the registry imports this module, and cv2 costs ~0.3 s to import
+
+    h, w = shape
+    out = frame
+    if out.shape[0] != h:
+        mode = cv2.INTER_AREA if h < out.shape[0] else cv2.INTER_LINEAR
+        out = cv2.resize(out, (out.shape[1], h), interpolation=mode)
+    if out.shape[1] != w:
+        mode = cv2.INTER_AREA if w < out.shape[1] else cv2.INTER_LINEAR
+        out = cv2.resize(out, (w, h), interpolation=mode)
+    return out
+
+
+def at_working_pixels(
+    frame: np.ndarray,
+    despeckle: Callable[[np.ndarray], np.ndarray],
+    spacing_mm: tuple[float, float] | None,
+    pixel_range: tuple[float, float] = TRAINED_PIXEL_MM,
+) -> np.ndarray:
+    """``despeckle`` (``uint8 (h, w)`` -> same) run on ``frame`` at the working pixel and resampled
+    back to ``frame``'s shape; ``despeckle(frame)`` itself when ``spacing_mm`` is ``None`` or the
+    frame is already at its working pixel."""
+    if spacing_mm is None:
+        return despeckle(frame)
+    shape = working_shape(frame.shape[:2], spacing_mm, pixel_range)
+    if shape == frame.shape[:2]:
+        return despeckle(frame)
+    return resize(despeckle(resize(frame, shape)), frame.shape[:2])
+
+
+class _ResampledHandle(Handle):
+    def __init__(self, inner: Handle, shape: tuple[int, int]) -> None:
+        self._inner, self._shape = inner, shape
+
+    def result(self) -> np.ndarray:
+        return resize(self._inner.result(), self._shape)
+
+
+class ResampledDespeckler(WrappedDespeckler):
+    """Any backend run at the working pixel of frames of one known ``spacing_mm`` (row, column mm;
+    :func:`at_working_pixels`); pipelining, input checks and ``close`` are the wrapped backend's."""
+
+    def __init__(
+        self,
+        inner: Despeckler,
+        spacing_mm: tuple[float, float],
+        pixel_range: tuple[float, float] = TRAINED_PIXEL_MM,
+    ) -> None:
+        super().__init__(inner)
+        self.spacing_mm = check_spacing(spacing_mm)
+        self.pixel_range = pixel_range
+
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        return at_working_pixels(frame, self.inner.infer, self.spacing_mm, self.pixel_range)
+
+    def submit(self, frame: np.ndarray) -> Handle:
+        self._check_open()
+        frame = self.input_spec.check(frame)
+        shape = working_shape(frame.shape, self.spacing_mm, self.pixel_range)
+        if shape == frame.shape:
+            return self.inner.submit(frame)
+        return _ResampledHandle(self.inner.submit(resize(frame, shape)), frame.shape)
+
+    def describe(self) -> str:
+        row, col = self.spacing_mm
+        return f"{self.inner.describe()}, pixels {row:g} x {col:g} mm"
+
+
+def with_spacing(despeckler: Despeckler, spacing_mm: tuple[float, float] | None) -> Despeckler:
+    """``despeckler`` run at the working pixel of frames of ``spacing_mm``: a view on the same
+    backend, whose ``close`` closes it; ``despeckler`` itself for ``None`` and for the identity
+    backend (no model, nothing to resample for).  A strength blend
+    (:class:`engine.strength.BlendedDespeckler`) stays outermost, so the input is blended in at
+    its own size, not resampled twice."""
+    if spacing_mm is None or despeckler.name == "identity":
+        return despeckler
+    if isinstance(despeckler, BlendedDespeckler):
+        return BlendedDespeckler(ResampledDespeckler(despeckler.inner, spacing_mm), despeckler.strength)
+    return ResampledDespeckler(despeckler, spacing_mm)
