@@ -148,7 +148,7 @@ def test_command_lines_refuse_a_bad_spacing_in_one_line(frame: np.ndarray, tmp_p
         assert len(err) == 1 and "--pixel-mm must be auto, off, S or ROW,COL in mm" in err[0] and "'0.1,x'" in err[0]
 
 
-def test_the_despeckle_stage_takes_the_frames_spacing_as_its_mode_says(fast, caplog) -> None:
+def test_the_despeckle_stage_takes_the_frames_spacing_as_its_mode_says(fast, frame: np.ndarray, caplog) -> None:
     meta = {"spacing_mm": [0.1, 0.3]}
     stage = DespeckleStage(fast, None, None, Stats())  # type: ignore[arg-type]  # no slots: engine_for only
     with caplog.at_level(logging.INFO, logger="stream.stages"):
@@ -158,7 +158,9 @@ def test_the_despeckle_stage_takes_the_frames_spacing_as_its_mode_says(fast, cap
     told = [r.getMessage() for r in caplog.records if "square pixels" in r.getMessage()]
     assert told == ["frames of 0.1 x 0.3 mm pixels are despeckled on square pixels of 0.3 mm and resampled back"]
     assert stage.engine_for({"spacing_mm": None}) is fast
-    assert stage.engine_for({"spacing_mm": [0.25, 0.25]}).infer is not None  # in range: a pass-through view
+    square = stage.engine_for({"spacing_mm": [0.25, 0.25]})  # in range: frames pass through
+    assert np.array_equal(square.infer(frame), fast.infer(frame))
+    assert np.array_equal(view.infer(frame), at_working_pixels(frame, fast.infer, (0.1, 0.3)))
     assert DespeckleStage(fast, None, None, Stats(), pixel_mm="off").engine_for(meta) is fast  # type: ignore[arg-type]
     given = DespeckleStage(fast, None, None, Stats(), pixel_mm=(0.5, 0.5)).engine_for(meta)  # type: ignore[arg-type]
     assert given.spacing_mm == (0.5, 0.5)
@@ -188,3 +190,25 @@ def test_evaluate_measures_a_set_at_a_given_pixel_spacing(tmp_path: Path) -> Non
     plain, spaced = (json.loads((tmp_path / f"{n}.json").read_text()) for n in (0, 2))
     assert plain["fast"]["x"] == spaced["fast (pixels 0.125 x 0.25 mm)"]["x"]  # the same pairs
     assert plain["fast"]["g"] != spaced["fast (pixels 0.125 x 0.25 mm)"]["g"]  # another output
+
+
+def test_dicom_spacing_reads_pixel_spacing_or_the_ultrasound_region_and_ignores_nonsense(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from training.data import dicom_spacing
+
+    frames = np.zeros((2, 32, 48), dtype=np.uint8)
+    assert dicom_spacing(_dicom(tmp_path / "a.dcm", frames, [0.3, 0.2])) == (0.3, 0.2)
+    assert dicom_spacing(_dicom(tmp_path / "zero.dcm", frames, [0, 0])) is None
+    ds = us_dataset()
+    ds.set_pixel_data(frames, "MONOCHROME2", 8)
+    region = Dataset()
+    region.PhysicalDeltaX, region.PhysicalDeltaY = 0.02, -0.015  # cm per pixel; the sign is the direction
+    ds.SequenceOfUltrasoundRegions = Sequence([region])
+    ds.save_as(tmp_path / "region.dcm", enforce_file_format=True)
+    assert dicom_spacing(tmp_path / "region.dcm") == pytest.approx((0.15, 0.2))
+    ds = us_dataset()
+    ds.set_pixel_data(frames, "MONOCHROME2", 8)
+    ds.save_as(tmp_path / "none.dcm", enforce_file_format=True)
+    assert dicom_spacing(tmp_path / "none.dcm") is None

@@ -17,6 +17,7 @@ either kind.  Every problem is a :class:`DataError` (a ``ValueError``) naming th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def _is_dicom(path: Path) -> bool:
 def dicom_spacing(path: str | Path) -> tuple[float, float] | None:
     """A DICOM file's pixel spacing ``(row_mm, col_mm)``: ``PixelSpacing``, else the first
     ultrasound region's ``PhysicalDeltaY``, ``PhysicalDeltaX`` (cm) x 10; ``None`` when it has
-    neither.  :class:`DataError` for a file pydicom cannot read."""
+    neither, or values that are not two numbers > 0 (logged).  :class:`DataError` for a file
+    pydicom cannot read."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -110,15 +112,20 @@ def dicom_spacing(path: str | Path) -> tuple[float, float] | None:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
-    if "PixelSpacing" in ds:
-        row, col = (float(v) for v in ds.PixelSpacing)
-        return row, col
-    regions = ds.get("SequenceOfUltrasoundRegions")
-    if regions:
-        r = regions[0]
-        if "PhysicalDeltaX" in r and "PhysicalDeltaY" in r:
-            return abs(float(r.PhysicalDeltaY)) * 10.0, abs(float(r.PhysicalDeltaX)) * 10.0
-    return None
+    spacing = None
+    try:
+        if "PixelSpacing" in ds:
+            spacing = tuple(float(v) for v in ds.PixelSpacing)
+        elif ds.get("SequenceOfUltrasoundRegions"):
+            r = ds.SequenceOfUltrasoundRegions[0]
+            if "PhysicalDeltaX" in r and "PhysicalDeltaY" in r:
+                spacing = (abs(float(r.PhysicalDeltaY)) * 10.0, abs(float(r.PhysicalDeltaX)) * 10.0)
+    except (TypeError, ValueError):  # a malformed value: as good as none
+        spacing = (math.nan, math.nan)
+    if spacing is not None and not (len(spacing) == 2 and all(math.isfinite(v) and v > 0 for v in spacing)):
+        log.warning("%s: pixel spacing %s is not two numbers > 0 mm; ignored", path, spacing)
+        return None
+    return spacing
 
 
 def _dicom_frames(path: Path, every: int) -> Iterator[np.ndarray]:
