@@ -9,9 +9,10 @@ pixels of
 (rows scaled by ``row_mm / p``, columns by ``col_mm / p``) and the output resampled back to the
 frame's own size: each axis with OpenCV's area average where it shrinks and bilinear
 interpolation where it grows.  A frame of square pixels inside the range is passed through
-untouched.  Fed as it is, the network draws its speckle grain at its own size in pixels, so
-on pixels twice as fine along one axis as along the other it draws elongated grains with less
-vessel contrast; measured figures in ``docs/engine.md`` ("Pixel spacing").
+untouched.  Fed as it is, the network draws its speckle at its own size in pixels; on pixels
+twice as fine along one axis as along the other, or outside the range, its vessel contrast and
+its correlation with the tissue were lower than at the working pixel on every set measured
+(``docs/engine.md``, "Pixel spacing").
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ PixelMode = str | tuple[float, float]
 
 
 def pixel_mode_arg(text: str) -> PixelMode:
-    """``argparse`` type of the stream's ``--pixel-mm``: ``auto``, ``off``, ``S`` or ``ROW,COL`` (mm)."""
+    """``argparse`` type of ``--pixel-mm`` (stream and ``engine.despeckle``): ``auto``, ``off``, ``S``
+    or ``ROW,COL`` (mm), as :data:`PixelMode`."""
     if text in ("auto", "off"):
         return text
     try:

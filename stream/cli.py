@@ -105,8 +105,8 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="auto|off|S|ROW,COL",
         help="pixel spacing of the frames in mm: the model runs on square pixels of 0.15-0.5 mm and the "
-        "output is resampled back (auto: the spacing a DICOM or sim source gives, else none; off: frames "
-        "as they come; default: auto)",
+        "output is resampled back (auto: the spacing the frames come with, from a DICOM or sim source or "
+        "a grabber's header, else none; off: frames as they come; default: auto)",
     )
     g.add_argument(
         "--publish",

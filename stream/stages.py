@@ -219,8 +219,8 @@ def _work(
 @dataclass
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
-    ``pixel_mm``: the frames' pixel spacing, for :func:`engine.pixels.at_working_pixels`
-    (``"auto"``: each frame's ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``)."""
+    ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
+    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
