@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from engine.base import Despeckler
 from engine.files import temporary_sibling
-from engine.pixels import PixelMode, with_spacing
+from engine.pixels import PixelMode, resamples, with_spacing, working_pixel_mm
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
 
@@ -170,7 +170,11 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    frames = with_spacing(despeckler, _spacing(src, pixel_mm)).imap(read_frames(src))  # a view: not closed here
+    spacing = _spacing(src, pixel_mm)
+    if spacing is not None and resamples(spacing):
+        log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
+                 working_pixel_mm(spacing))
+    frames = with_spacing(despeckler, spacing).imap(read_frames(src))  # a view: not closed here
     tmp = temporary_sibling(dst)
     try:
         if suffix in IMAGE_SUFFIXES:

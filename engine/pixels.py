@@ -33,6 +33,7 @@ __all__ = [
     "pixel_mode_arg",
     "PixelMode",
     "working_pixel_mm",
+    "resamples",
     "working_shape",
     "resize",
     "at_working_pixels",
@@ -93,6 +94,12 @@ def working_pixel_mm(spacing_mm: tuple[float, float], pixel_range: tuple[float, 
     """``p = clip(max(row_mm, col_mm), *pixel_range)``: the square pixel (mm) the model runs on."""
     row, col = check_spacing(spacing_mm)
     return min(max(max(row, col), pixel_range[0]), pixel_range[1])
+
+
+def resamples(spacing_mm: tuple[float, float], pixel_range: tuple[float, float] = TRAINED_PIXEL_MM) -> bool:
+    """Whether frames of ``spacing_mm`` run on other pixels than their own (not square inside the range)."""
+    work = working_pixel_mm(spacing_mm, pixel_range)
+    return work != spacing_mm[0] or work != spacing_mm[1]
 
 
 def working_shape(

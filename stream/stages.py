@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from engine.base import Despeckler, FrameError
-from engine.pixels import PixelMode, check_spacing, with_spacing, working_pixel_mm
+from engine.pixels import PixelMode, check_spacing, resamples, with_spacing, working_pixel_mm
 from stream.latest import LatestSlot
 from stream.protocol import (
     DEFAULT_LIMITS,
@@ -251,10 +251,9 @@ class DespeckleStage:
             return self.engine
         if spacing not in self._views:
             self._views[spacing] = with_spacing(self.engine, spacing)
-            work = working_pixel_mm(spacing)
-            if work != spacing[0] or work != spacing[1]:
+            if resamples(spacing):
                 log.info("frames of %g x %g mm pixels are despeckled on square pixels of %g mm and resampled back",
-                         *spacing, work)
+                         *spacing, working_pixel_mm(spacing))
         return self._views[spacing]
 
     def process(self, item: Item) -> bool:

@@ -20,6 +20,7 @@ from engine.pixels import (
     ResampledDespeckler,
     at_working_pixels,
     pixel_mode_arg,
+    resamples,
     resize,
     spacing_arg,
     with_spacing,
@@ -67,6 +68,8 @@ def test_working_shape_makes_pixels_square_inside_the_trained_range() -> None:
     assert working_shape((20, 400), (0.05, 0.3)) == (16, 400)  # never below the engine's 16 pixels
     with pytest.raises(ValueError, match="pixel spacing"):
         working_shape((64, 64), (0.0, 0.2))
+    assert not resamples((0.25, 0.25)) and not resamples((0.5, 0.5)) and not resamples((0.15, 0.15))
+    assert resamples((0.125, 0.25)) and resamples((0.1, 0.1)) and resamples((0.65, 0.65))
 
 
 def test_resize_there_and_back_keeps_a_smooth_frame() -> None:
