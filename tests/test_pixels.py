@@ -117,7 +117,10 @@ def _dicom(path: Path, frames: np.ndarray, spacing: list[float]) -> Path:
     return path
 
 
-def test_offline_takes_a_dicom_files_own_spacing_or_the_one_given(fast, frame: np.ndarray, tmp_path: Path) -> None:
+def test_offline_takes_a_dicom_files_own_spacing_or_the_one_given(fast, frame: np.ndarray, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import pydicom
+
     src = _dicom(tmp_path / "cine.dcm", np.stack([frame, frame[::-1]]), [0.125, 0.25])
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), frame)
@@ -127,10 +130,14 @@ def test_offline_takes_a_dicom_files_own_spacing_or_the_one_given(fast, frame: n
              (0.125, 0.25): (spaced, spaced[0])}
     for mode, (dicom_expected, png_expected) in cases.items():
         out = tmp_path / f"out_{mode}"
-        report = despeckle_files(fast, [src, png], out, pixel_mm=mode)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="engine.offline"):
+            report = despeckle_files(fast, [src, png], out, pixel_mm=mode)
         assert report.ok and report.frames == 3
-        import pydicom
-
+        told = [r.getMessage() for r in caplog.records if "square pixels" in r.getMessage()]
+        resampled = {"auto": [src], "off": [], (0.125, 0.25): [src, png]}[mode]  # one log line per file
+        assert told == [f"{f}: pixels of 0.125 x 0.25 mm, despeckled on square pixels of 0.25 mm and resampled back"
+                        for f in resampled], mode
         written = pydicom.dcmread(out / "cine.dcm")
         assert np.array_equal(written.pixel_array, np.stack(dicom_expected)), mode
         assert [float(v) for v in written.PixelSpacing] == [0.125, 0.25]
