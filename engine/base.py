@@ -107,6 +107,9 @@ class Despeckler(abc.ABC):
 
     #: registry name of the backend, e.g. ``"onnxruntime"``.
     name: str = "base"
+    #: whether a model computes the output (False for the identity backend: nothing to feed at a
+    #: model's pixel size, :mod:`engine.pixels`).
+    has_model: bool = True
 
     def __init__(self, spec: InputSpec | None = None, in_flight: int = 2) -> None:
         if in_flight < 1:
@@ -170,6 +173,7 @@ class WrappedDespeckler(Despeckler):
         super().__init__(inner.input_spec, inner.in_flight)
         self.inner = inner
         self.name = inner.name
+        self.has_model = inner.has_model
 
     def close(self) -> None:
         if not self._closed:

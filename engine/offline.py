@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from engine.base import Despeckler
 from engine.files import temporary_sibling
-from engine.pixels import PixelMode, resamples, with_spacing, working_pixel_mm
+from engine.pixels import PixelMode, resamples, spacing_for, with_spacing, working_pixel_mm
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
 
@@ -148,17 +148,6 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
     return len(stack)
 
 
-def _spacing(src: Path, pixel_mm: PixelMode) -> tuple[float, float] | None:
-    """The pixel spacing ``src`` is despeckled at: ``pixel_mm`` itself, or with ``"auto"`` a DICOM
-    file's own (pictures and videos carry none)."""
-    if pixel_mm == "off":
-        return None
-    if pixel_mm != "auto":
-        return pixel_mm
-    suffix = src.suffix.lower()
-    return None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES else dicom_spacing(src)
-
-
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto") -> tuple[Path, int]:
     """Despeckle ``src`` into ``dst`` (kind from the suffix: picture, video, else DICOM, which
     :func:`training.data.read_frames` has then recognised), through a temporary file beside ``dst``
@@ -170,7 +159,9 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    spacing = _spacing(src, pixel_mm)
+    # with "auto" a DICOM file's own spacing; pictures and videos carry none
+    spacing = spacing_for(pixel_mm, lambda: None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES
+                          else dicom_spacing(src))
     if spacing is not None and resamples(spacing):
         log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
                  working_pixel_mm(spacing))

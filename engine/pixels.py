@@ -32,6 +32,7 @@ __all__ = [
     "spacing_arg",
     "pixel_mode_arg",
     "PixelMode",
+    "spacing_for",
     "working_pixel_mm",
     "resamples",
     "working_shape",
@@ -88,6 +89,16 @@ def pixel_mode_arg(text: str) -> PixelMode:
         raise argparse.ArgumentTypeError(
             f"--pixel-mm must be auto, off, S or ROW,COL in mm (numbers > 0), got {text!r}"
         ) from None
+
+
+def spacing_for(mode: PixelMode, own: Callable[[], tuple[float, float] | None]) -> tuple[float, float] | None:
+    """The spacing frames are despeckled at under ``mode``: ``None`` for ``"off"``, the spacing
+    given, or for ``"auto"`` their own (``own()``, called only then; ``None`` where they carry none)."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        return own()
+    return mode
 
 
 def working_pixel_mm(spacing_mm: tuple[float, float], pixel_range: tuple[float, float] = TRAINED_PIXEL_MM) -> float:
@@ -188,11 +199,11 @@ class ResampledDespeckler(WrappedDespeckler):
 
 def with_spacing(despeckler: Despeckler, spacing_mm: tuple[float, float] | None) -> Despeckler:
     """``despeckler`` run at the working pixel of frames of ``spacing_mm``: a view on the same
-    backend, whose ``close`` closes it; ``despeckler`` itself for ``None`` and for the identity
-    backend (no model, nothing to resample for).  A strength blend
+    backend, whose ``close`` closes it; ``despeckler`` itself for ``None`` and for a backend
+    without a model (``has_model`` False: the identity backend, nothing to resample for).  A strength blend
     (:class:`engine.strength.BlendedDespeckler`) stays outermost, so the input is blended in at
     its own size, not resampled twice."""
-    if spacing_mm is None or despeckler.name == "identity":
+    if spacing_mm is None or not despeckler.has_model:
         return despeckler
     if isinstance(despeckler, BlendedDespeckler):
         return BlendedDespeckler(ResampledDespeckler(despeckler.inner, spacing_mm), despeckler.strength)

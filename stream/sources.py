@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.data import DICOM_SUFFIXES, DataError, dicom_spacing, iter_frames
+
 __all__ = [
     "Source",
     "SourceError",
@@ -38,7 +40,6 @@ __all__ = [
 
 #: FFmpeg open and read time-outs for network streams, milliseconds.
 STREAM_TIMEOUT_MS = 5000
-_DICOM_SUFFIXES = (".dcm", ".dicom")
 #: longest wait for a source's first frame at start-up, seconds.
 FIRST_FRAME_S = 10.0
 #: pixel size of the simulator's frames, mm.
@@ -101,8 +102,6 @@ def _files(path: Path, on_skip: Callable[[str], None] | None) -> Iterator[np.nda
     """The frames of a file, or of a folder's files in name order
     (:func:`training.data.iter_frames`): a folder's unreadable files are logged, skipped and
     reported to ``on_skip``."""
-    from training.data import iter_frames
-
     try:
         yield from iter_frames(path, skip_bad=True,
                                on_skip=None if on_skip is None else lambda _file, reason: on_skip(reason))
@@ -151,9 +150,7 @@ def open_source(
         )
     if path.is_dir():
         return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path, on_skip))
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        from training.data import DataError, dicom_spacing
-
+    if path.suffix.lower() in DICOM_SUFFIXES:
         try:
             spacing = dicom_spacing(path)
         except DataError as exc:

@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from engine.base import Despeckler, FrameError
-from engine.pixels import PixelMode, check_spacing, resamples, with_spacing, working_pixel_mm
+from engine.pixels import PixelMode, check_spacing, resamples, spacing_for, with_spacing, working_pixel_mm
 from stream.latest import LatestSlot
 from stream.protocol import (
     DEFAULT_LIMITS,
@@ -236,12 +236,8 @@ class DespeckleStage:
 
     def spacing(self, meta: dict[str, Any]) -> tuple[float, float] | None:
         """The pixel spacing the frame of ``meta`` is despeckled at, or None (as it comes)."""
-        if self.pixel_mm == "off":
-            return None
-        if self.pixel_mm == "auto":
-            given = meta.get("spacing_mm")
-            return None if given is None else check_spacing(given)
-        return self.pixel_mm
+        given = meta.get("spacing_mm")
+        return spacing_for(self.pixel_mm, lambda: None if given is None else check_spacing(given))
 
     def engine_for(self, meta: dict[str, Any]) -> Despeckler:
         """:attr:`engine` as it runs frames of ``meta``'s spacing (:func:`engine.pixels.with_spacing`;

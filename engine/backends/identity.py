@@ -15,6 +15,7 @@ __all__ = ["IdentityDespeckler"]
 
 class IdentityDespeckler(Despeckler):
     name = "identity"
+    has_model = False
 
     def __init__(self, spec: InputSpec | None = None, in_flight: int = 2) -> None:
         super().__init__(spec, in_flight)
