@@ -19,6 +19,7 @@ import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -108,8 +109,10 @@ class Despeckler(abc.ABC):
     #: registry name of the backend, e.g. ``"onnxruntime"``.
     name: str = "base"
     #: whether a model computes the output (False for the identity backend: nothing to feed at a
-    #: model's pixel size, :mod:`engine.pixels`).
+    #: model's pixel size or grey levels, :mod:`engine.pixels`, :mod:`engine.levels`).
     has_model: bool = True
+    #: the model file the backend runs (``None`` for the identity backend).
+    weights: Path | None = None
 
     def __init__(self, spec: InputSpec | None = None, in_flight: int = 2) -> None:
         if in_flight < 1:
@@ -167,13 +170,15 @@ class Despeckler(abc.ABC):
 
 class WrappedDespeckler(Despeckler):
     """A backend that changes the frames another one (``inner``) takes or gives back (strength,
-    pixel spacing); its input checks, pipelining depth, name and ``close`` are ``inner``'s."""
+    pixel spacing, grey levels); its input checks, pipelining depth, name, model file and ``close``
+    are ``inner``'s."""
 
     def __init__(self, inner: Despeckler) -> None:
         super().__init__(inner.input_spec, inner.in_flight)
         self.inner = inner
         self.name = inner.name
         self.has_model = inner.has_model
+        self.weights = inner.weights
 
     def close(self) -> None:
         if not self._closed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.base import BackendUnavailable, threads_arg
+from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.offline import despeckle_files
 from engine.pixels import PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
@@ -35,6 +36,7 @@ class DespeckleConfig:
     threads: int | None = None
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
+    levels: str = DEFAULT_LEVELS
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -54,16 +56,18 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                         help="pixel spacing of the inputs in mm: the model runs on square pixels of 0.15-0.5 mm and "
                              "the output is resampled back (auto: a DICOM file's own spacing, pictures and videos "
                              "as they are; off: every file as it is; default: auto)")
+    parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     args = parser.parse_args(argv)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
-                           args.strength, args.pixel_mm)
+                           args.strength, args.pixel_mm, args.levels)
 
 
 def run(config: DespeckleConfig) -> int:
     """Build the despeckler, despeckle every input, print a summary; returns the exit status."""
     options = {} if config.threads is None or config.backend == "tensorrt" else {"threads": config.threads}
     try:
-        despeckler = create_despeckler(config.backend, config.weights, strength=config.strength, **options)
+        despeckler = create_despeckler(config.backend, config.weights, strength=config.strength,
+                                       levels=config.levels, **options)
     except (BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
         print(f"engine.despeckle: error: {exc}", file=sys.stderr)
         return 2

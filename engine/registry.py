@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.base import BackendUnavailable, Despeckler
+from engine.levels import DEFAULT_LEVELS, level_ranges, with_levels
 from engine.pixels import check_spacing, with_spacing
 from engine.strength import BlendedDespeckler, check_strength
 
@@ -91,7 +92,8 @@ def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str
 
 
 def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,
-                      spacing_mm: tuple[float, float] | None = None, **options: Any) -> Despeckler:
+                      spacing_mm: tuple[float, float] | None = None, levels: str = DEFAULT_LEVELS,
+                      **options: Any) -> Despeckler:
     """Build the named backend (``"auto"``: see :func:`choose_backend`).
 
     ``weights`` defaults to the shipped file the backend needs (``weights/drnn.onnx`` or
@@ -99,12 +101,15 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     output with the input (:mod:`engine.strength`; ``ValueError`` outside [0, 1]).
     ``spacing_mm`` (row, column mm), the pixel spacing of the frames to come, runs the model at
     square pixels of a size it was trained on (:mod:`engine.pixels`; ``ValueError`` unless both
-    are > 0).  ``options`` go to the backend's constructor (e.g. ``device``, ``threads``,
+    are > 0).  ``levels`` (``preset``, ``range`` or ``off``) maps each frame's brightness and contrast
+    to the preset probes' (or, ``range``, only frames outside the model's training range into it)
+    and the output back (:mod:`engine.levels`; ``ValueError`` for another word).  ``options`` go to the backend's constructor (e.g. ``device``, ``threads``,
     ``in_flight``, ``spec``).
     """
     strength = check_strength(strength)
     if spacing_mm is not None:
         spacing_mm = check_spacing(spacing_mm)
+    level_ranges(levels)  # a bad word fails before a model is loaded
     auto = backend == "auto"
     if auto:
         backend, chosen, reason = choose_backend()
@@ -119,5 +124,5 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     if weights is not None:
         options["weights"] = weights
     despeckler = cls(**options)
-    despeckler = with_spacing(despeckler, spacing_mm)
+    despeckler = with_spacing(with_levels(despeckler, levels), spacing_mm)
     return despeckler if strength == 1.0 else BlendedDespeckler(despeckler, strength)

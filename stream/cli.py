@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.pixels import pixel_mode_arg
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
@@ -108,6 +109,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         "output is resampled back (auto: the spacing the frames come with, from a DICOM or sim source or "
         "a grabber's header, else none; off: frames as they come; default: auto)",
     )
+    g.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     g.add_argument(
         "--publish",
         type=endpoint(bind=True),
@@ -209,6 +211,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         roi=args.roi,
         strength=args.strength,
         pixel_mm=args.pixel_mm,
+        levels=args.levels,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.levels import DEFAULT_LEVELS
 from engine.pixels import PixelMode
 from stream.protocol import Limits
 from stream.roi import Region
@@ -51,7 +52,8 @@ class ChainConfig:
     """The despeckler and publisher, plus an in-process grabber unless ``source.spec`` is a
     ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many.
     ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
-    ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame)."""
+    ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
+    ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -60,6 +62,7 @@ class ChainConfig:
     roi: Region | None = None
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
+    levels: str = DEFAULT_LEVELS
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

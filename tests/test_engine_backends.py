@@ -26,13 +26,13 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def ort_despeckler(model_files: dict[str, Path]):
-    with create_despeckler("onnxruntime", model_files["onnx"], threads=1) as d:
+    with create_despeckler("onnxruntime", model_files["onnx"], threads=1, levels="off") as d:
         yield d
 
 
 @pytest.fixture(scope="module")
 def torch_despeckler(model_files: dict[str, Path]):
-    with create_despeckler("torch", model_files["pt"], device="cpu", threads=1) as d:
+    with create_despeckler("torch", model_files["pt"], device="cpu", threads=1, levels="off") as d:
         yield d
 
 
@@ -86,7 +86,7 @@ def test_bad_frames_raise_frame_error(ort_despeckler, torch_despeckler, frame, m
 
 def test_profile_is_configurable(model_files: dict[str, Path]) -> None:
     spec = InputSpec(min_hw=(32, 32), max_hw=(64, 64))
-    with create_despeckler("onnxruntime", model_files["onnx"], spec=spec, threads=1) as d:
+    with create_despeckler("onnxruntime", model_files["onnx"], spec=spec, threads=1, levels="off") as d:
         assert d.infer(np.zeros((64, 32), np.uint8)).shape == (64, 32)
         with pytest.raises(FrameError, match="65x32 is outside"):
             d.infer(np.zeros((65, 32), np.uint8))
@@ -128,8 +128,8 @@ def test_shipped_model_names_resolve_to_each_backends_file(tmp_path: Path, monke
     assert resolve_weights("default", (".pt",)) == shipped / "drnn.pt"
     assert resolve_weights("fast", (".pt",)) == shipped / "drnn_fast.pt"
     assert resolve_weights(Path("fast"), (".onnx",)) == shipped / "drnn_fast.onnx"
-    with create_despeckler("onnxruntime", "fast-int8", threads=1) as int8, \
-            create_despeckler("torch", "fast", device="cpu", threads=1) as eager:
+    with create_despeckler("onnxruntime", "fast-int8", threads=1, levels="off") as int8, \
+            create_despeckler("torch", "fast", device="cpu", threads=1, levels="off") as eager:
         assert int8.weights == shipped / "drnn_fast_int8.onnx" and eager.weights == shipped / "drnn_fast.pt"
         frame = random_frames(1, (40, 56), seed=9)[0]
         assert int8.infer(frame).shape == frame.shape and eager.infer(frame).shape == frame.shape

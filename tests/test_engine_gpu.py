@@ -47,7 +47,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cpu_reference(files: dict[str, Path]):
-    with create_despeckler("onnxruntime", files["onnx"]) as d:
+    with create_despeckler("onnxruntime", files["onnx"], levels="off") as d:
         yield d
 
 
@@ -62,7 +62,7 @@ def _check_in_order(despeckler, frames: list[np.ndarray]) -> None:
 @needs_cuda
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_torch_cuda_slots_in_order_and_fp16_agrees(files, cpu_reference, cuda_graphs: bool) -> None:
-    with create_despeckler("torch", files["pt"], device="cuda", cuda_graphs=cuda_graphs, in_flight=3) as gpu:
+    with create_despeckler("torch", files["pt"], device="cuda", cuda_graphs=cuda_graphs, in_flight=3, levels="off") as gpu:
         assert "cuda" in gpu.describe() and "fp16" in gpu.describe()
         frames = [*random_frames(8, (64, 96), seed=1), *random_frames(4, (37, 53), seed=2)]
         _check_in_order(gpu, frames)
@@ -79,7 +79,7 @@ def test_pipelined_throughput_beats_one_at_a_time() -> None:
     from engine.weights import WEIGHTS_DIR
 
     frames = random_frames(8, (512, 512), seed=5) * 4
-    with create_despeckler("torch", WEIGHTS_DIR / "drnn.pt", device="cuda", in_flight=3) as gpu:
+    with create_despeckler("torch", WEIGHTS_DIR / "drnn.pt", device="cuda", in_flight=3, levels="off") as gpu:
         gpu.map(frames[:8])  # warm-up: cuDNN autotuning, allocator
         serial, pipelined = [], []
         for _ in range(3):
@@ -98,7 +98,7 @@ def test_no_memory_growth_over_10000_frames(files) -> None:
     from engine.cuda_slots import check, cudart
 
     frames = random_frames(16, (64, 64), seed=6)
-    with create_despeckler("torch", files["pt"], device="cuda", in_flight=3) as gpu:
+    with create_despeckler("torch", files["pt"], device="cuda", in_flight=3, levels="off") as gpu:
         gpu.map(frames * 10)
         torch.cuda.synchronize()
         free_before = check(cudart.cudaMemGetInfo())[0]
@@ -120,7 +120,7 @@ def test_tensorrt_engine_builds_caches_and_agrees(files, cpu_reference, tmp_path
     profile = Profile((32, 32), (128, 128), (256, 256))
     onnx = files["onnx16"] if STRONGLY_TYPED_ONLY else files["onnx"]
     with caplog.at_level(logging.INFO):
-        with create_despeckler("tensorrt", onnx, profile=profile, cache_dir=tmp_path) as trt_d:
+        with create_despeckler("tensorrt", onnx, profile=profile, cache_dir=tmp_path, levels="off") as trt_d:
             frames = [*random_frames(6, (128, 128), seed=7), *random_frames(3, (33, 250), seed=8)]
             _check_in_order(trt_d, frames)
             for frame in frames:
@@ -130,7 +130,7 @@ def test_tensorrt_engine_builds_caches_and_agrees(files, cpu_reference, tmp_path
                 trt_d.infer(np.zeros((300, 64), np.uint8))
             engine_file = trt_d.engine_path
         built_at = engine_file.stat().st_mtime_ns
-        with create_despeckler("tensorrt", onnx, profile=profile, cache_dir=tmp_path) as again:
+        with create_despeckler("tensorrt", onnx, profile=profile, cache_dir=tmp_path, levels="off") as again:
             assert again.engine_path == engine_file
     assert engine_file.stat().st_mtime_ns == built_at
     assert "using the cached engine" in caplog.text
@@ -146,8 +146,8 @@ def test_shipped_weights_in_fp16_on_cuda_agree_with_the_cpu_export(checkpoint: s
 
     frames = [simulate_pair(seed, size)[0] for seed, size in ((21, (256, 256)), (22, (256, 256)), (23, (200, 320)))]
     onnx = WEIGHTS_DIR / checkpoint.replace(".pt", ".onnx")
-    with create_despeckler("onnxruntime", onnx, device="cpu") as cpu, \
-            create_despeckler("torch", WEIGHTS_DIR / checkpoint, device="cuda") as gpu:
+    with create_despeckler("onnxruntime", onnx, device="cpu", levels="off") as cpu, \
+            create_despeckler("torch", WEIGHTS_DIR / checkpoint, device="cuda", levels="off") as gpu:
         for frame in frames:
             parity = Parity.measure(cpu.infer(frame), gpu.infer(frame), FP16_TOLERANCE)
             assert parity.ok, f"{checkpoint} on a {frame.shape} frame: {parity}"
