@@ -179,8 +179,8 @@ def level_map(
 def at_working_levels(frame: np.ndarray, despeckle: Callable[[np.ndarray], np.ndarray],
                       level_range: tuple[float, float] = TRAINED_LEVEL,
                       spread_range: tuple[float, float] = TRAINED_SPREAD) -> np.ndarray:
-    """``despeckle`` (``uint8 (H, W)`` -> same) run on ``frame`` mapped into the ranges
-    (:func:`level_map`) and its output mapped back (:func:`level_map`); ``despeckle(frame)`` where no map is needed."""
+    """``despeckle`` (``uint8 (H, W)`` -> same) run on ``frame`` mapped into the ranges and its output
+    mapped back (:func:`level_map`); ``despeckle(frame)`` where no map is needed."""
     lm = level_map(frame, level_range, spread_range)
     return despeckle(frame) if lm is None else lm.back(despeckle(lm.forward(frame)))
 
@@ -195,9 +195,9 @@ class _MappedHandle(Handle):
 
 class LevelledDespeckler(WrappedDespeckler):
     """Any backend fed frames mapped into grey-level ranges (by default the training ranges;
-    :func:`at_working_levels`);
-    pipelining, input checks and ``close`` are the wrapped backend's.  ``mapped`` counts the frames
-    that were mapped; the first one is logged (its level and spread, and what they were mapped to)."""
+    :func:`at_working_levels`); pipelining, input checks and ``close`` are the wrapped backend's.
+    ``mapped`` counts the frames that were mapped; the first one is logged (its level and spread,
+    and what they were mapped to)."""
 
     def __init__(
         self,
@@ -213,9 +213,9 @@ class LevelledDespeckler(WrappedDespeckler):
         lm = level_map(frame, self.level_range, self.spread_range)
         if lm is not None:
             if not self.mapped:
-                log.info("grey levels: a frame of level %.0f and spread %.0f (outside the model's %g-%g and %g-%g) "
-                         "is mapped to %.0f and %.0f for the model and back; later frames are mapped silently",
-                         lm.m, lm.s, *TRAINED_LEVEL, *TRAINED_SPREAD, lm.m_work, lm.s_work)
+                log.info("grey levels: a frame of level %.0f and spread %.0f is mapped to level %.0f and spread %.0f "
+                         "for the model and back (target %s); later frames are mapped silently",
+                         lm.m, lm.s, lm.m_work, lm.s_work, self.describe_ranges())
             self.mapped += 1
         return lm
 
@@ -229,12 +229,14 @@ class LevelledDespeckler(WrappedDespeckler):
         lm = self._map(frame)
         return self.inner.submit(frame) if lm is None else _MappedHandle(self.inner.submit(lm.forward(frame)), lm)
 
+    def describe_ranges(self) -> str:
+        """``"level 120, spread 30"`` or ``"level 85-193, spread 22-44"``: where frames are mapped to."""
+        (m0, m1), (s0, s1) = self.level_range, self.spread_range
+        return (f"level {m0:g}" if m0 == m1 else f"level {m0:g}-{m1:g}") + (
+            f", spread {s0:g}" if s0 == s1 else f", spread {s0:g}-{s1:g}")
+
     def describe(self) -> str:
-        lo, hi = self.level_range
-        what = f"level {lo:g}" if lo == hi else f"level {lo:g}-{hi:g}"
-        lo, hi = self.spread_range
-        what += f", spread {lo:g}" if lo == hi else f", spread {lo:g}-{hi:g}"
-        return f"{self.inner.describe()}, grey levels mapped to {what}"
+        return f"{self.inner.describe()}, grey levels mapped to {self.describe_ranges()}"
 
 
 def with_levels(despeckler: Despeckler, mode: str = DEFAULT_LEVELS) -> Despeckler:
