@@ -86,7 +86,7 @@ def run(config: BenchConfig) -> list[Timing]:
         for backend in config.backends:
             path = weights_for(backend, files)
             extra = {"device": config.device, **options} if backend in ("torch", "onnxruntime") else {}
-            despecklers[backend] = stack.enter_context(create_despeckler(backend, path, **extra))
+            despecklers[backend] = stack.enter_context(create_despeckler(backend, path, levels="off", **extra))
         timings = bench_backends(despecklers, frames, config.warmup)
     h, w = config.size
     print(f"{h}x{w} frames, {config.frames} timed after {config.warmup} warm-up, {platform.processor() or platform.machine()}")

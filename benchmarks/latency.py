@@ -222,7 +222,8 @@ def _baseline(cfg: LatencyConfig, files: ModelFiles) -> dict[str, Any]:
     frame = np.random.default_rng(0).integers(0, 256, cfg.size, dtype=np.uint8)
     threads = cfg.baseline_threads
     options = {"threads": threads} if threads and cfg.backend in ("onnxruntime", "torch") else {}
-    with create_despeckler(cfg.backend, cfg.weights or weights_for(cfg.backend, files), **options) as engine:
+    with create_despeckler(cfg.backend, cfg.weights or weights_for(cfg.backend, files), levels="off",
+                           **options) as engine:  # the network against eager torch, as before the mapping
         ours = _time_per_frame(engine.infer, frame, cfg.baseline_frames)
         describe = engine.describe()
     if threads:

@@ -4,7 +4,9 @@
 back in host memory (latency).  ``test_pipelined``: ``map`` over ``in_flight + 1`` frames (``16 in_flight + 1`` on a GPU), so
 copies and compute of consecutive frames overlap where the backend can (CUDA slots); its
 ``extra_info`` holds ``frames_per_s = frames / median round time``.  Both record the DRNN's FLOPs
-per frame (:func:`benchmarks.floor.flops_from_onnx`) and the backend's own description.
+per frame (:func:`benchmarks.floor.flops_from_onnx`) and the backend's own description.  The
+backends run without the engine's grey-level mapping (``levels="off"``: the network alone, as
+measured before it existed); what the mapping adds per frame is ``test_bench_levels.py``'s.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from engine.registry import create_despeckler
 
 
 def _open(case, files):
-    return create_despeckler(case.backend, case.weights or weights_for(case.backend, files), **case.options)
+    return create_despeckler(case.backend, case.weights or weights_for(case.backend, files), levels="off",
+                             **case.options)
 
 
 def _record(benchmark, engine, case, files, size: tuple[int, int], frames: int) -> None:
