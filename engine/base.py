@@ -17,7 +17,7 @@ import abc
 import argparse
 import numbers
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.pipeline import Pipeline
 
-__all__ = ["Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Handle", "InputSpec", "FrameError",
+__all__ = ["Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Around", "Handle", "InputSpec", "FrameError",
            "BackendUnavailable", "check_threads", "threads_arg"]
 
 
@@ -168,10 +168,26 @@ class Despeckler(abc.ABC):
         self.close()
 
 
+class _ThenHandle(Handle):
+    """``after(inner.result())``: a wrapped backend's handle (:class:`WrappedDespeckler`)."""
+
+    def __init__(self, inner: Handle, after: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._inner, self._after = inner, after
+
+    def result(self) -> np.ndarray:
+        return self._after(self._inner.result())
+
+
+#: what a :class:`WrappedDespeckler` does to one frame: the frame its ``inner`` backend gets, and
+#: the function that turns ``inner``'s output into its own (``None``: the output as it is).
+Around = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]
+
+
 class WrappedDespeckler(Despeckler):
     """A backend that changes the frames another one (``inner``) takes or gives back (strength,
     pixel spacing, grey levels); its input checks, pipelining depth, name, model file and ``close``
-    are ``inner``'s."""
+    are ``inner``'s.  Subclasses implement :meth:`_around`; :meth:`infer` and :meth:`submit` (whose
+    handle applies the ``after`` function when ``inner``'s result comes) follow from it."""
 
     def __init__(self, inner: Despeckler) -> None:
         super().__init__(inner.input_spec, inner.in_flight)
@@ -179,6 +195,21 @@ class WrappedDespeckler(Despeckler):
         self.name = inner.name
         self.has_model = inner.has_model
         self.weights = inner.weights
+
+    @abc.abstractmethod
+    def _around(self, frame: np.ndarray) -> Around:
+        """``(fed, after)`` for a checked ``frame`` (:data:`Around`)."""
+
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        fed, after = self._around(frame)
+        out = self.inner.infer(fed)
+        return out if after is None else after(out)
+
+    def submit(self, frame: np.ndarray) -> Handle:
+        self._check_open()
+        fed, after = self._around(self.input_spec.check(frame))
+        handle = self.inner.submit(fed)
+        return handle if after is None else _ThenHandle(handle, after)
 
     def close(self) -> None:
         if not self._closed:

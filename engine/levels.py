@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.base import Despeckler, Handle, WrappedDespeckler
+from engine.base import Around, Despeckler, WrappedDespeckler
 
 __all__ = [
     "TRAINED_LEVEL",
@@ -185,14 +185,6 @@ def at_working_levels(frame: np.ndarray, despeckle: Callable[[np.ndarray], np.nd
     return despeckle(frame) if lm is None else lm.back(despeckle(lm.forward(frame)))
 
 
-class _MappedHandle(Handle):
-    def __init__(self, inner: Handle, lm: LevelMap) -> None:
-        self._inner, self._map = inner, lm
-
-    def result(self) -> np.ndarray:
-        return self._map.back(self._inner.result())
-
-
 class LevelledDespeckler(WrappedDespeckler):
     """Any backend fed frames mapped into grey-level ranges (by default the training ranges;
     :func:`at_working_levels`); pipelining, input checks and ``close`` are the wrapped backend's.
@@ -209,25 +201,16 @@ class LevelledDespeckler(WrappedDespeckler):
         self.level_range, self.spread_range = level_range, spread_range
         self.mapped = 0
 
-    def _map(self, frame: np.ndarray) -> LevelMap | None:
+    def _around(self, frame: np.ndarray) -> Around:
         lm = level_map(frame, self.level_range, self.spread_range)
-        if lm is not None:
-            if not self.mapped:
-                log.info("grey levels: a frame of level %.0f and spread %.0f is mapped to level %.0f and spread %.0f "
-                         "for the model and back (target %s); later frames are mapped silently",
-                         lm.m, lm.s, lm.m_work, lm.s_work, self.describe_ranges())
-            self.mapped += 1
-        return lm
-
-    def _infer(self, frame: np.ndarray) -> np.ndarray:
-        lm = self._map(frame)
-        return self.inner.infer(frame) if lm is None else lm.back(self.inner.infer(lm.forward(frame)))
-
-    def submit(self, frame: np.ndarray) -> Handle:
-        self._check_open()
-        frame = self.input_spec.check(frame)
-        lm = self._map(frame)
-        return self.inner.submit(frame) if lm is None else _MappedHandle(self.inner.submit(lm.forward(frame)), lm)
+        if lm is None:
+            return frame, None
+        if not self.mapped:
+            log.info("grey levels: a frame of level %.0f and spread %.0f is mapped to level %.0f and spread %.0f "
+                     "for the model and back (target %s); later frames are mapped silently",
+                     lm.m, lm.s, lm.m_work, lm.s_work, self.describe_ranges())
+        self.mapped += 1
+        return lm.forward(frame), lm.back
 
     def describe_ranges(self) -> str:
         """``"level 120, spread 30"`` or ``"level 85-193, spread 22-44"``: where frames are mapped to."""

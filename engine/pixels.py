@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.base import Despeckler, Handle, WrappedDespeckler
+from engine.base import Around, Despeckler, WrappedDespeckler
 from engine.strength import BlendedDespeckler
 
 __all__ = [
@@ -159,14 +159,6 @@ def at_working_pixels(
     return resize(despeckle(resize(frame, shape)), frame.shape[:2])
 
 
-class _ResampledHandle(Handle):
-    def __init__(self, inner: Handle, shape: tuple[int, int]) -> None:
-        self._inner, self._shape = inner, shape
-
-    def result(self) -> np.ndarray:
-        return resize(self._inner.result(), self._shape)
-
-
 class ResampledDespeckler(WrappedDespeckler):
     """Any backend run at the working pixel of frames of one known ``spacing_mm`` (row, column mm;
     :func:`at_working_pixels`); pipelining, input checks and ``close`` are the wrapped backend's."""
@@ -181,16 +173,11 @@ class ResampledDespeckler(WrappedDespeckler):
         self.spacing_mm = check_spacing(spacing_mm)
         self.pixel_range = pixel_range
 
-    def _infer(self, frame: np.ndarray) -> np.ndarray:
-        return at_working_pixels(frame, self.inner.infer, self.spacing_mm, self.pixel_range)
-
-    def submit(self, frame: np.ndarray) -> Handle:
-        self._check_open()
-        frame = self.input_spec.check(frame)
+    def _around(self, frame: np.ndarray) -> Around:
         shape = working_shape(frame.shape, self.spacing_mm, self.pixel_range)
         if shape == frame.shape:
-            return self.inner.submit(frame)
-        return _ResampledHandle(self.inner.submit(resize(frame, shape)), frame.shape)
+            return frame, None
+        return resize(frame, shape), lambda out: resize(out, frame.shape)
 
     def describe(self) -> str:
         row, col = self.spacing_mm

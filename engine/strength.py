@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from engine.base import Despeckler, Handle, WrappedDespeckler
+from engine.base import Around, Despeckler, WrappedDespeckler
 
 __all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler"]
 
@@ -48,14 +48,6 @@ def blend(frame: np.ndarray, despeckled: np.ndarray, strength: float) -> np.ndar
     return cv2.addWeighted(despeckled, s, frame, 1.0 - s, 0.0)
 
 
-class _BlendedHandle(Handle):
-    def __init__(self, frame: np.ndarray, inner: Handle, strength: float) -> None:
-        self._frame, self._inner, self._strength = frame, inner, strength
-
-    def result(self) -> np.ndarray:
-        return blend(self._frame, self._inner.result(), self._strength)
-
-
 class BlendedDespeckler(WrappedDespeckler):
     """Any backend at a despeckling ``strength`` below 1 (:func:`blend` of its output and its
     input); pipelining, input checks and ``close`` are the wrapped backend's."""
@@ -64,13 +56,8 @@ class BlendedDespeckler(WrappedDespeckler):
         super().__init__(inner)
         self.strength = check_strength(strength)
 
-    def _infer(self, frame: np.ndarray) -> np.ndarray:
-        return blend(frame, self.inner.infer(frame), self.strength)
-
-    def submit(self, frame: np.ndarray) -> Handle:
-        self._check_open()
-        frame = self.input_spec.check(frame)
-        return _BlendedHandle(frame, self.inner.submit(frame), self.strength)
+    def _around(self, frame: np.ndarray) -> Around:
+        return frame, lambda out: blend(frame, out, self.strength)
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, strength {self.strength:g}"
