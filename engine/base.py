@@ -27,8 +27,14 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.pipeline import Pipeline
 
-__all__ = ["Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Around", "Handle", "InputSpec", "FrameError",
+__all__ = ["BLACK", "Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Around", "Handle", "InputSpec", "FrameError",
            "BackendUnavailable", "check_threads", "threads_arg"]
+
+
+#: side (pixels) of the all-black window that marks a pixel as background: the black surroundings
+#: of a sector scan, which every model backend keeps black (:mod:`engine.torch_model`) and the
+#: grey-level map leaves out (:mod:`engine.levels`).
+BLACK = 9
 
 
 class FrameError(ValueError):

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.base import Around, Despeckler, WrappedDespeckler
+from engine.base import BLACK, Around, Despeckler, WrappedDespeckler
 
 __all__ = [
     "TRAINED_LEVEL",
@@ -69,8 +69,6 @@ MAX_TILES = 256
 #: speckle at the model's scale (a despeckled or drawn picture), and stretching it would turn its
 #: quantization steps into edges the model never saw.
 MAX_GAIN = 4.0
-#: side of the all-black window that marks a pixel as background (as :data:`engine.torch_model.BLACK`).
-BLACK = 9
 #: tile level and spread of the preset probes' frames (the simulator's defaults, set B of the model card).
 PRESET_LEVELS = (120.0, 30.0)
 #: what ``--levels`` takes: ``preset`` maps every frame to :data:`PRESET_LEVELS`, ``range`` maps

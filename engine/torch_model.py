@@ -50,11 +50,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from engine.base import BLACK
+
 __all__ = ["BLACK", "FrameModel", "fold_batchnorm", "count_batchnorm", "receptive_radius", "edge_context",
            "black_windows", "fill_background"]
-
-#: side of the all-black window that marks a pixel as background, kept black (module docstring).
-BLACK = 9
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
