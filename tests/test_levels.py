@@ -65,6 +65,20 @@ def test_tile_stats_follow_gain_and_contrast_and_ignore_black_surroundings(pairs
     assert tile_stats(np.zeros((64, 64), np.uint8)) is None and tile_stats(x[:10, :10]) is None
 
 
+def test_a_large_anechoic_region_does_not_set_the_level(pairs, fast_off) -> None:
+    """A cyst or bladder over 5/8 of the frame (its speckle 100 grey levels down, dark but not black):
+    the level and spread are the tissue's, and the model sees the tissue as it does without the cyst."""
+    for x, _, _ in pairs:
+        cyst = x.copy()
+        cyst[:, :80] = affine(x[:, :80], -100.0)
+        assert np.median(cyst) < tile_stats(x)[0] - 60  # most of the frame is the dark region
+        m, s = tile_stats(cyst)
+        assert m == pytest.approx(tile_stats(x[:, 80:])[0], abs=10.0) and s == pytest.approx(tile_stats(x[:, 80:])[1], abs=7.0)
+        with_cyst = at_working_levels(cyst, fast_off.infer, *level_ranges("preset"))[:, 80 + 24:]
+        alone = at_working_levels(x[:, 80:], fast_off.infer, *level_ranges("preset"))[:, 24:]
+        assert np.abs(with_cyst.astype(np.float64) - alone).mean() < 7.0
+
+
 def test_modes_and_their_ranges() -> None:
     assert level_ranges("range") == (TRAINED_LEVEL, TRAINED_SPREAD) and level_ranges("off") is None
     assert level_ranges("preset") == ((PRESET_LEVELS[0],) * 2, (PRESET_LEVELS[1],) * 2) and DEFAULT_LEVELS == "preset"
