@@ -77,7 +77,8 @@ class LatencyConfig:
     ``baseline_frames``: frames per side of the eager-PyTorch comparison (0: skip it);
     ``baseline_threads``: CPU threads of both sides of that comparison (None: each library's default,
     all cores).  On a CPU shared with other work, 1 thread avoids the waits of multi-threaded kernels
-    for a busy core, which penalise the library with more parallel regions (eager PyTorch)."""
+    for a busy core, which penalise the library with more parallel regions (eager PyTorch).
+    ``cuda_graphs``: the despeckler runs with ``--cuda-graphs`` (torch on a CUDA GPU)."""
 
     backend: str = "identity"
     fps: float = 30.0
@@ -89,6 +90,7 @@ class LatencyConfig:
     baseline_frames: int = 5
     tiny_model: bool = False
     baseline_threads: int | None = None
+    cuda_graphs: bool = False
 
 
 @dataclass
@@ -281,6 +283,7 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
         common = ["--status", "1"]
         weights = cfg.weights or (weights_for(cfg.backend, files) if files else None)
         despeckle_args = ["--subscribe", grab, "--publish", publish, "--backend", cfg.backend, *common]
+        despeckle_args += ["--cuda-graphs"] if cfg.cuda_graphs else []
         # the stages run from the repository root: a path relative to the caller's folder is resolved here
         despeckle_args += ["--weights", str(Path(weights).resolve())] if weights else []
         procs = {}
@@ -358,7 +361,8 @@ def write_outputs(report: LatencyReport, out: Path) -> list[Path]:
         cdf.axvline(np.percentile(e2e, q), ls=":", c="grey")
     cdf.set(xlabel="capture -> subscriber (ms)", ylabel="fraction of frames", title="CDF (dotted: p50, p99)")
     c = report.config
-    fig.suptitle(f"{c['backend']}, {c['size'][0]}x{c['size'][1]}, {c['fps']:g} fps, {report.machine['cpu']}")
+    graphs = ", CUDA graphs" if c.get("cuda_graphs") else ""
+    fig.suptitle(f"{c['backend']}{graphs}, {c['size'][0]}x{c['size'][1]}, {c['fps']:g} fps, {report.machine['cpu']}")
     fig.tight_layout()
     png_path = out / "latency.png"
     fig.savefig(png_path, dpi=110)
@@ -382,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
                    help="frames per side of the eager-PyTorch comparison, 0 skips it (default: 5)")
     p.add_argument("--baseline-threads", type=positive_int, default=None, help="CPU threads of both sides of the eager-PyTorch comparison (default: all cores)")
     p.add_argument("--tiny-model", action="store_true", help="a tiny random DRNN instead of the full size (smoke runs only)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="the despeckler replays CUDA graphs (--backend torch or auto on a CUDA GPU; stream.run's flag)")
     a = p.parse_args(argv)
     if a.weights is not None:
         try:  # a name becomes the file the backend reads: the checkpoint for torch, else the ONNX file
@@ -389,8 +395,10 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
         except WeightsNotFound as exc:
             p.error(f"--weights: {exc}")
     check_outputs(p, folders={"--out": a.out})
+    if a.cuda_graphs and a.backend not in ("auto", "torch"):
+        p.error(f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend {a.backend}")
     return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
-                         a.baseline_threads)
+                         a.baseline_threads, a.cuda_graphs)
 
 
 def main(argv: list[str] | None = None) -> int:

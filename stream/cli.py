@@ -111,6 +111,13 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="torch on a CUDA GPU (--backend torch, or auto where it picks torch): replay one captured CUDA graph "
+        "per frame size instead of launching every layer (faster per frame; the first frame of each size "
+        "captures its graph, and each size keeps its own)",
+    )
+    g.add_argument(
         "--publish",
         type=endpoint(bind=True),
         default="tcp://127.0.0.1:5556",
@@ -212,6 +219,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         strength=args.strength,
         pixel_mm=args.pixel_mm,
         levels=args.levels,
+        cuda_graphs=args.cuda_graphs,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

@@ -53,7 +53,9 @@ class ChainConfig:
     ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many.
     ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
     ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
-    ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``)."""
+    ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
+    ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
+    (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -63,6 +65,7 @@ class ChainConfig:
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
+    cuda_graphs: bool = False
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

@@ -188,7 +188,15 @@ def _sinks(cfg: ChainConfig, stack: ExitStack, threads: _Threads) -> list[Sink]:
 
 
 def _open_engine(cfg: ChainConfig) -> Despeckler:
-    """The despeckler; an error names ``--weights`` when the given file is at fault."""
+    """The despeckler; an error names ``--weights`` (or ``--cuda-graphs``) when it is at fault."""
+    options = {}
+    if cfg.cuda_graphs:
+        if cfg.backend not in ("auto", "torch"):
+            raise BackendError(f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, "
+                               f"not --backend {cfg.backend}")
+        options["cuda_graphs"] = True
+        if cfg.backend == "torch":
+            options["device"] = "cuda"
     if cfg.weights is not None:
         if not cfg.weights.is_file() and not is_shipped_name(cfg.weights):
             raise BackendError(f"--weights {cfg.weights}: no such file, nor a shipped model's name "
@@ -196,11 +204,12 @@ def _open_engine(cfg: ChainConfig) -> Despeckler:
         if cfg.backend == "identity":
             raise BackendError(f"--weights {cfg.weights}: --backend identity takes no weights")
     try:
-        return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength, levels=cfg.levels)
+        return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength, levels=cfg.levels, **options)
     except (WeightsError, WeightsNotFound) as exc:  # its text names the file
         raise BackendError(f"--weights: {exc}" if cfg.weights else f"--backend {cfg.backend}: {exc}") from exc
     except (ValueError, RuntimeError, OSError) as exc:
-        raise BackendError(f"--backend {cfg.backend}: {exc}") from exc
+        flags = f"--backend {cfg.backend}" + (" --cuda-graphs" if cfg.cuda_graphs else "")
+        raise BackendError(f"{flags}: {exc}") from exc
 
 
 class _Process:

@@ -71,6 +71,11 @@ def _refused(capsys: pytest.CaptureFixture[str], tool: str, args: list[str]) -> 
     return err
 
 
+def test_latency_refuses_cuda_graphs_for_a_backend_without_them(capsys) -> None:
+    err = _refused(capsys, "latency", ["--backend", "onnxruntime", "--cuda-graphs"])
+    assert "--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend onnxruntime" in err
+
+
 @pytest.mark.parametrize(("tool", "args", "culprit"), [
     ("evaluate", ["--threads", "-1"], "--threads"),
     ("evaluate", ["--limit", "-1"], "--limit"),

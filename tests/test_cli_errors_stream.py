@@ -364,6 +364,38 @@ def test_weights_error_names_weights(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "--backend onnxruntime" not in errors[0]
 
 
+def test_cuda_graphs_with_a_backend_that_cannot_replay_them(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    argv = ["--backend", "onnxruntime", "--cuda-graphs", "--size", "32", "--frames", "1", "--publish", free_endpoint()]
+    assert run_main(argv) == 1
+    assert _errors(caplog) == ["--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, "
+                               "not --backend onnxruntime"], _errors(caplog)
+
+
+def test_cuda_graphs_on_torch_without_a_gpu(caplog: pytest.LogCaptureFixture) -> None:
+    torch = pytest.importorskip("torch", reason="the torch backend needs torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: tests/test_stream_torch.py runs the chain with CUDA graphs")
+    caplog.set_level(logging.INFO)
+    argv = ["--backend", "torch", "--cuda-graphs", "--size", "32", "--frames", "1", "--publish", free_endpoint()]
+    assert run_main(argv) == 1
+    errors = _errors(caplog)
+    assert len(errors) == 1 and errors[0].startswith("--backend torch --cuda-graphs: ") and "CUDA" in errors[0], errors
+
+
+def test_cuda_graphs_under_auto_on_a_cpu_is_ignored_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """``auto`` suits the machine it runs on: where it picks a backend without CUDA graphs the flag is
+    named in one log line and the chain runs."""
+    torch = pytest.importorskip("torch", reason="auto's choice is checked through torch")
+    if torch.cuda.is_available():
+        pytest.skip("auto picks torch on CUDA here, which takes the flag")
+    caplog.set_level(logging.INFO)
+    publish = free_endpoint()
+    assert run_main(["--cuda-graphs", "--weights", "fast", "--size", "32", "--frames", "2", "--publish", publish]) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert "backend auto -> onnxruntime takes no cuda_graphs; ignored" in messages and not _errors(caplog)
+
+
 def test_weights_that_is_neither_a_file_nor_a_shipped_name(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     assert run_main(["--weights", "fastest", "--size", "32", "--frames", "1", "--publish", free_endpoint()]) == 1

@@ -1,6 +1,6 @@
 """The chain with the torch backend and a shipped model by name (``weights="fast"``), on the CPU
-and, where there is one, on a CUDA GPU (FP16 through the CUDA slots): what it publishes is what
-the model's float32 ONNX export computes, within the backend's tolerance."""
+and, where there is one, on a CUDA GPU (FP16 through the CUDA slots, with and without CUDA graphs):
+what it publishes is what the model's float32 ONNX export computes, within the backend's tolerance."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from stream.config import ChainConfig, OutputConfig, SourceConfig  # noqa: E402
 from stream.sources import SIM_PIXEL_MM  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available() and importlib.util.find_spec("cuda") is not None
+GPU_MARKS = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and NVIDIA's cuda-python (the [gpu] extra)"),
+]
 DEVICES = [
     pytest.param("cpu", FP32_TOLERANCE, id="cpu"),
-    pytest.param("cuda", FP16_TOLERANCE, id="cuda", marks=[
-        pytest.mark.gpu,
-        pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and NVIDIA's cuda-python (the [gpu] extra)"),
-    ]),
+    pytest.param("cuda", FP16_TOLERANCE, id="cuda", marks=GPU_MARKS),
+    pytest.param("cuda-graphs", FP16_TOLERANCE, id="cuda-graphs", marks=GPU_MARKS),
 ]
 
 
@@ -36,7 +38,7 @@ def test_chain_on_torch_publishes_what_the_fast_models_export_computes(device: s
         pytest.skip("the fast model is not shipped here")
     publish = free_endpoint()
     cfg = ChainConfig(source=SourceConfig(spec="sim", fps=10.0, size=(64, 80)), output=OutputConfig(publish=publish),
-                      backend="torch", weights=Path("fast"))
+                      backend="torch", weights=Path("fast"), cuda_graphs=device == "cuda-graphs")
     if device == "cpu" and torch.cuda.is_available():
         pytest.skip("--backend torch picks the GPU on this machine; the cuda case covers it")
     got = []
