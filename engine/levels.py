@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,6 +57,8 @@ __all__ = [
     "DEFAULT_LEVELS",
     "LEVELS_HELP",
     "level_ranges",
+    "Tiles",
+    "measure_tiles",
     "tile_stats",
     "working_levels",
     "LevelMap",
@@ -107,10 +110,40 @@ def level_ranges(mode: str) -> tuple[tuple[float, float], tuple[float, float]] |
     raise ValueError(f"grey-level mode must be one of {', '.join(LEVEL_MODES)}, got {mode!r}")
 
 
-def tile_stats(frame: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES) -> tuple[float, float] | None:
-    """``(m, s)`` of a ``uint8 (H, W)`` frame (module docstring): the median of its tissue tiles'
-    medians and of their interquartile ranges, in grey levels; ``None`` where no tile is less than
-    half black (a frame smaller than a tile, or all black)."""
+@dataclass(frozen=True)
+class Tiles:
+    """The measured tiles of one frame (module docstring): ``index``, each tile's place in the
+    row-major grid of ``columns`` tiles of ``size`` pixels (:attr:`corners` in pixels), its
+    ``medians`` and ``spreads`` (interquartile range), grey levels, and ``tissue``, whether it
+    counts towards the level and spread (False: anechoic).  Tiles at least half black are not
+    among them."""
+
+    index: np.ndarray
+    columns: int
+    medians: np.ndarray
+    spreads: np.ndarray
+    tissue: np.ndarray
+    size: int = TILE
+
+    @property
+    def corners(self) -> np.ndarray:
+        """``(n, 2)`` top-left (row, column) of each tile, pixels."""
+        return np.stack([self.index // self.columns, self.index % self.columns], axis=1) * self.size
+
+    @property
+    def level(self) -> float:
+        """``m``: the median of the tissue tiles' medians."""
+        return float(np.median(self.medians[self.tissue]))
+
+    @property
+    def spread(self) -> float:
+        """``s``: the median of the tissue tiles' interquartile ranges."""
+        return float(np.median(self.spreads[self.tissue]))
+
+
+def measure_tiles(frame: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES) -> Tiles | None:
+    """The :class:`Tiles` of a ``uint8 (H, W)`` frame; ``None`` where no tile is less than half black
+    (a frame smaller than a tile, or all black)."""
     frame = np.ascontiguousarray(frame)
     h, w = frame.shape[0] // tile, frame.shape[1] // tile
     if h == 0 or w == 0:
@@ -123,13 +156,21 @@ def tile_stats(frame: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES) 
     n = tiles.shape[1]
     quartiles = (n // 4, n // 2, (3 * n) // 4)
     tiles = np.partition(tiles, quartiles, axis=1)[:, quartiles].astype(np.float64)
-    tiles = tiles[tiles[:, 1] > 0]  # less than half of the tile black
-    if len(tiles) == 0:
+    lit = tiles[:, 1] > 0  # less than half of the tile black
+    if not lit.any():
         return None
-    medians, spreads = tiles[:, 1], tiles[:, 2] - tiles[:, 0]
+    medians, spreads = tiles[lit, 1], tiles[lit, 2] - tiles[lit, 0]
     top = np.quantile(medians, 0.9)
     tissue = medians >= top - ANECHOIC_SPREADS * np.median(spreads[medians >= top])
-    return float(np.median(medians[tissue])), float(np.median(spreads[tissue]))
+    return Tiles(pick[lit], w, medians, spreads, tissue, tile)
+
+
+def tile_stats(frame: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES) -> tuple[float, float] | None:
+    """``(m, s)`` of a ``uint8 (H, W)`` frame (module docstring): the median of its tissue tiles'
+    medians and of their interquartile ranges, in grey levels; ``None`` where no tile is less than
+    half black (a frame smaller than a tile, or all black)."""
+    tiles = measure_tiles(frame, tile, max_tiles)
+    return None if tiles is None else (tiles.level, tiles.spread)
 
 
 def working_levels(
