@@ -52,6 +52,7 @@ from benchmarks.modelfiles import ModelFiles, eager_baseline, given_files, model
 from engine.registry import BACKENDS
 from engine.weights import WeightsError, WeightsNotFound, resolve_weights
 from stream.client import Subscriber
+from stream.config import cuda_graphs_refusal
 from training.argparsing import OneLineParser, frame_size, non_negative_int, positive_float, positive_int
 
 __all__ = ["LatencyConfig", "LatencyReport", "ChainError", "free_endpoint", "percentiles", "run_latency", "write_outputs", "main"]
@@ -395,8 +396,9 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
         except WeightsNotFound as exc:
             p.error(f"--weights: {exc}")
     check_outputs(p, folders={"--out": a.out})
-    if a.cuda_graphs and a.backend not in ("auto", "torch"):
-        p.error(f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend {a.backend}")
+    refusal = cuda_graphs_refusal(a.backend) if a.cuda_graphs else None
+    if refusal:
+        p.error(refusal)
     return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
                          a.baseline_threads, a.cuda_graphs)
 

@@ -17,7 +17,16 @@ __all__ = [
     "GrabberConfig",
     "GRAB_ENDPOINT",
     "PUBLISH_ENDPOINT",
+    "cuda_graphs_refusal",
 ]
+
+def cuda_graphs_refusal(backend: str) -> str | None:
+    """Why ``--cuda-graphs`` cannot go with ``--backend backend`` (one line), or ``None`` where it can:
+    only the torch backend replays CUDA graphs (``auto`` passes the flag on where it picks torch)."""
+    if backend in ("auto", "torch"):
+        return None
+    return f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend {backend}"
+
 
 #: default endpoint of a stand-alone grabber (``python -m stream.grabber``).
 GRAB_ENDPOINT = "tcp://127.0.0.1:5555"

@@ -29,7 +29,7 @@ import zmq
 from engine.base import Despeckler, FrameError
 from engine.registry import create_despeckler
 from engine.weights import SHIPPED, WeightsError, WeightsNotFound, is_shipped_name
-from stream.config import ChainConfig, GrabberConfig, SourceConfig
+from stream.config import ChainConfig, GrabberConfig, SourceConfig, cuda_graphs_refusal
 from stream.latest import LatestSlot
 from stream.protocol import Limits, ProtocolError, check_image
 from stream.roi import Region, check_region
@@ -191,9 +191,9 @@ def _open_engine(cfg: ChainConfig) -> Despeckler:
     """The despeckler; an error names ``--weights`` (or ``--cuda-graphs``) when it is at fault."""
     options = {}
     if cfg.cuda_graphs:
-        if cfg.backend not in ("auto", "torch"):
-            raise BackendError(f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, "
-                               f"not --backend {cfg.backend}")
+        refusal = cuda_graphs_refusal(cfg.backend)
+        if refusal:
+            raise BackendError(refusal)
         options["cuda_graphs"] = True
         if cfg.backend == "torch":
             options["device"] = "cuda"
