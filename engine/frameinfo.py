@@ -19,7 +19,6 @@ pictures, DICOM files or videos).
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,6 @@ from training.argparsing import OneLineParser
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 
 __all__ = ["FrameInfo", "FrameInfoConfig", "frame_info", "describe", "write_figure", "file_frame", "run", "main"]
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class FrameInfo:
