@@ -1,24 +1,28 @@
-"""Temporal stability: does a despeckler's output change more between two frames than its input does?
+"""Temporal stability: does a despeckler's output change more from frame to frame than its input does?
 
-Live, consecutive frames of the same tissue differ by part of their speckle (a small out-of-plane
+Live, consecutive frames of still tissue differ by part of their speckle (a small out-of-plane
 probe motion, breathing).  A despeckler that draws its own texture may redraw it from frame to
-frame ("boiling") more than the input's speckle changes.  On frames of one phantom whose speckle
-is partly renewed (:func:`training.sim.elevation.renewed_speckle_frames`: decorrelation ``e``,
-the fraction of the scattered power renewed) this measures, over the pixels that are not black,
+frame ("boiling") more than the input's speckle changes.  On frames of one phantom that each
+renew the fraction ``e`` of the previous frame's speckle
+(:func:`training.sim.elevation.renewing_speckle_frames`) this measures, over the pixels that are
+not black and the second half of each series (the first half lets a ``--persistence`` settle),
 for the input ``x`` (the low probe), the high probe ``y`` and each despeckler ``G``:
 
-    correlation      corr(img_0, img_e)                       (1: unchanged)
-    change ratio     mean|G(x_e) - G(x_0)| / mean|x_e - x_0|  (1: changes as much as its input)
+    correlation      mean over consecutive frames of corr(img_(k-1), img_k)   (1: unchanged)
+    change ratio     sum_k mean|G_k - G_(k-1)| / sum_k mean|x_k - x_(k-1)|    (1: changes as much as x)
 
 ``y``'s change ratio compares the high probe's own frames with the low probe's, for the same
 renewed scatterers.  A filter that smooths the speckle changes less than its input (ratio below
-1); a ratio above 1 is output texture that moves more than the tissue's echoes do.
+1); a ratio above 1 is output texture that moves more than the tissue's echoes do.  With
+``--persistence a`` each despeckler's outputs are averaged over frames as the live stream does
+(:mod:`engine.persistence`).
 
     python -m benchmarks.temporal --weights default fast --markdown runs/temporal.md --figure runs/temporal.png
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -32,14 +36,15 @@ from benchmarks.baselines import BASELINES
 from benchmarks.cli import check_outputs, image_suffixes, write_texts
 from benchmarks.evaluate import load_candidates
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
+from engine.persistence import persist, persistence_arg
 from engine.strength import strength_arg
 from training.argparsing import OneLineParser, frame_size, positive_int
-from training.sim.elevation import renewed_speckle_frames
+from training.sim.elevation import renewing_speckle_frames
 
-__all__ = ["DECORRELATION", "change_figures", "measure_temporal", "markdown_table", "write_figure", "main"]
+__all__ = ["RENEWAL", "change_figures", "measure_temporal", "markdown_table", "write_figure", "main"]
 
-#: the decorrelations measured by default: a nearly still probe, a small and a larger motion.
-DECORRELATION = (0.02, 0.1, 0.3)
+#: the renewals measured by default: a nearly still probe, a small and a larger motion per frame.
+RENEWAL = (0.02, 0.1, 0.3)
 
 PROG = "python -m benchmarks.temporal"
 #: how tables and figures name the two probes' rows.
@@ -52,40 +57,53 @@ def change_figures(first: np.ndarray, later: np.ndarray, lit: np.ndarray) -> tup
     return float(np.corrcoef(a, b)[0, 1]), float(np.abs(b - a).mean())
 
 
+def _series_figures(images: Sequence[np.ndarray], lit: Sequence[np.ndarray]) -> tuple[float, float]:
+    """``(mean correlation, summed mean absolute change)`` over consecutive frames of the second half
+    of ``images``; ``lit[k]`` masks the pair ``(k - 1, k)``."""
+    start = max(1, len(images) // 2)
+    figures = [change_figures(images[k - 1], images[k], lit[k]) for k in range(start, len(images))]
+    return float(np.mean([c for c, _ in figures])), float(np.sum([d for _, d in figures]))
+
+
 def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], phantoms: int = 6,
-                     size: tuple[int, int] = (256, 256), decorrelation: Sequence[float] = DECORRELATION,
-                     seed: int = 0, progress: bool = True) -> dict:
-    """Means over ``phantoms`` phantoms (seeds ``seed``, ``seed + 1``...) of the module docstring's
-    figures: ``{"decorrelation": [...], "x": {"corr": [...]}, "y": {"corr": [...], "ratio": [...]},
-    name: {"corr": [...], "ratio": [...]} for each run}``, one value per decorrelation."""
+                     size: tuple[int, int] = (256, 256), renewal: Sequence[float] = RENEWAL, frames: int = 8,
+                     persistence: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
+    """Means over ``phantoms`` series (seeds ``seed``, ``seed + 1``...) of ``frames`` frames each of
+    the module docstring's figures: ``{"renewal": [...], "x": {"corr": [...]}, "y": {"corr": [...],
+    "ratio": [...]}, name: {"corr": [...], "ratio": [...]} for each run}``, one value per renewal;
+    each run's outputs averaged over frames with ``persistence``."""
+    if frames < 2:
+        raise ValueError(f"a series needs at least 2 frames, got {frames}")
     sums: dict[str, dict[str, np.ndarray]] = {}
 
-    def add(name: str, key: str, values: list[float]) -> None:
-        sums.setdefault(name, {}).setdefault(key, np.zeros(len(decorrelation)))
-        sums[name][key] += np.asarray(values) / phantoms
+    def add(name: str, key: str, i: int, value: float) -> None:
+        sums.setdefault(name, {}).setdefault(key, np.zeros(len(renewal)))[i] += value / phantoms
 
-    for k in tqdm(range(phantoms), desc="temporal", unit="phantom", disable=not progress):
-        xs = renewed_speckle_frames(size, seed + k, "low", decorrelation)
-        ys = renewed_speckle_frames(size, seed + k, "high", decorrelation)
-        lit = [(xs[0] > 0) | (x > 0) for x in xs[1:]]
-        x_fig = [change_figures(xs[0], x, m) for x, m in zip(xs[1:], lit, strict=True)]
-        add("x", "corr", [c for c, _ in x_fig])
-        y_fig = [change_figures(ys[0], y, m) for y, m in zip(ys[1:], lit, strict=True)]
-        add("y", "corr", [c for c, _ in y_fig])
-        add("y", "ratio", [d / dx for (_, d), (_, dx) in zip(y_fig, x_fig, strict=True)])
-        for name, run in runs.items():
-            outs = [run(x) for x in xs]
-            g_fig = [change_figures(outs[0], g, m) for g, m in zip(outs[1:], lit, strict=True)]
-            add(name, "corr", [c for c, _ in g_fig])
-            add(name, "ratio", [d / dx for (_, d), (_, dx) in zip(g_fig, x_fig, strict=True)])
-    return {"decorrelation": [float(e) for e in decorrelation], "phantoms": phantoms, "size": list(size),
-            **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
+    for n in tqdm(range(phantoms), desc="temporal", unit="phantom", disable=not progress):
+        for i, e in enumerate(renewal):
+            xs = renewing_speckle_frames(size, seed + n, "low", e, frames)
+            ys = renewing_speckle_frames(size, seed + n, "high", e, frames)
+            lit = [xs[0] > 0] + [(a > 0) | (b > 0) for a, b in zip(xs[:-1], xs[1:], strict=True)]
+            corr_x, change_x = _series_figures(xs, lit)
+            add("x", "corr", i, corr_x)
+            corr_y, change_y = _series_figures(ys, lit)
+            add("y", "corr", i, corr_y)
+            add("y", "ratio", i, change_y / change_x)
+            for name, run in runs.items():
+                outs: list[np.ndarray] = []
+                for x in xs:
+                    outs.append(persist(outs[-1] if outs else None, run(x), persistence))
+                corr_g, change_g = _series_figures(outs, lit)
+                add(name, "corr", i, corr_g)
+                add(name, "ratio", i, change_g / change_x)
+    return {"renewal": [float(e) for e in renewal], "phantoms": phantoms, "frames": frames, "size": list(size),
+            "persistence": persistence, **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
 
 
 def markdown_table(result: Mapping) -> str:
-    """One row per image: correlation / change ratio at each decorrelation."""
-    head = " | ".join(f"e = {e:g}: corr / change ratio" for e in result["decorrelation"])
-    lines = [f"| image | {head} |", "|---" * (1 + len(result["decorrelation"])) + "|"]
+    """One row per image: correlation / change ratio at each renewal."""
+    head = " | ".join(f"e = {e:g}: corr / change ratio" for e in result["renewal"])
+    lines = [f"| image | {head} |", "|---" * (1 + len(result["renewal"])) + "|"]
     for name, figs in result.items():
         if not isinstance(figs, dict):
             continue
@@ -96,21 +114,21 @@ def markdown_table(result: Mapping) -> str:
 
 
 def write_figure(result: Mapping, path: str | Path) -> Path:
-    """Correlation and change ratio against the decorrelation, one line per image, as a PNG at ``path``."""
+    """Correlation and change ratio against the renewal, one line per image, as a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (corr, ratio) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    e = result["decorrelation"]
+    e = result["renewal"]
     for name, figs in result.items():
         if isinstance(figs, dict):
             corr.plot(e, figs["corr"], marker="o", label=LABELS.get(name, name))
             ratio.plot(e, figs.get("ratio", [1.0] * len(e)), marker="o", label=LABELS.get(name, name))
-    corr.set(xlabel="decorrelation e (fraction of the speckle renewed)", ylabel="corr(frame 0, frame e)",
-             title="how alike two frames stay")
-    ratio.set(xlabel="decorrelation e (fraction of the speckle renewed)", ylabel="mean |change| / input's",
+    corr.set(xlabel="renewal e (fraction of the speckle renewed per frame)", ylabel="corr(frame k - 1, frame k)",
+             title="how alike consecutive frames stay")
+    ratio.set(xlabel="renewal e (fraction of the speckle renewed per frame)", ylabel="mean |change| / input's",
               title="how much the image changes, against the input")
     ratio.axhline(1.0, color="grey", lw=0.8, ls=":")
     ratio.legend(fontsize=8)
@@ -129,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", nargs="*", default=["median"], choices=sorted(BASELINES),
                    help="classical filters measured beside them (default: median)")
     p.add_argument("--phantoms", type=positive_int, default=6, help="phantoms, one frame series each (default: 6)")
+    p.add_argument("--frames", type=frame_count, default=8, help="frames per series, at least 2 (default: 8)")
+    p.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
+                   help="average each despeckler's outputs over frames as stream.run --persistence does (default: 0)")
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
                    help="frame size (default: 256x256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
@@ -147,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.baselines:
         baseline = BASELINES[name]
         runs[baseline.label] = partial(_as_grey_levels, baseline.func)
-    result = measure_temporal(runs, a.phantoms, a.size, seed=a.seed, progress=not a.no_progress)
+    result = measure_temporal(runs, a.phantoms, a.size, frames=a.frames, persistence=a.persistence, seed=a.seed,
+                              progress=not a.no_progress)
     table = markdown_table(result)
     print(table, end="")
     try:
@@ -158,6 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def frame_count(text: str) -> int:
+    """``argparse`` type of ``--frames``: a whole number of at least 2."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 2, got {text!r}")
+    return n
 
 
 def _as_grey_levels(func: Callable[[np.ndarray], np.ndarray], frame: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
+from engine.persistence import persistence_arg
 from engine.pixels import pixel_mode_arg
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
@@ -110,6 +111,14 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         "a grabber's header, else none; off: frames as they come; default: auto)",
     )
     g.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
+    g.add_argument(
+        "--persistence",
+        type=persistence_arg,
+        default=0.0,
+        metavar="A",
+        help="0 <= A < 1: publish (1 - A) x the despeckled frame + A x the frame published before, averaging away "
+        "texture that changes from frame to frame at the cost of a lag of A / (1 - A) frames (default: 0, none)",
+    )
     g.add_argument(
         "--cuda-graphs",
         action="store_true",
@@ -220,6 +229,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         pixel_mm=args.pixel_mm,
         levels=args.levels,
         cuda_graphs=args.cuda_graphs,
+        persistence=args.persistence,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

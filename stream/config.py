@@ -64,7 +64,8 @@ class ChainConfig:
     ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
     ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
-    (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another)."""
+    (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another).
+    ``persistence``: each published frame blended with the one before (:mod:`engine.persistence`)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -75,6 +76,7 @@ class ChainConfig:
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
     cuda_graphs: bool = False
+    persistence: float = 0.0
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

@@ -29,6 +29,7 @@ import numpy as np
 import zmq
 
 from engine.base import Despeckler, FrameError
+from engine.persistence import persist
 from engine.pixels import PixelMode, check_spacing, resamples, spacing_for, with_spacing, working_pixel_mm
 from stream.latest import LatestSlot
 from stream.protocol import (
@@ -220,7 +221,8 @@ def _work(
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
     ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
-    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``)."""
+    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: each output
+    blended with the previous one (:mod:`engine.persistence`; 0: none)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
@@ -228,8 +230,10 @@ class DespeckleStage:
     stats: Stats
     region: Region | None = None
     pixel_mm: PixelMode = "auto"
+    persistence: float = 0.0
     busy: bool = False
     _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
+    _previous: np.ndarray | None = None
 
     def run(self, stop: threading.Event) -> None:
         _work(self, self.inbox, stop, self.process)
@@ -260,6 +264,7 @@ class DespeckleStage:
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
+        out = self._previous = persist(self._previous, out, self.persistence)
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
         if self.outbox.put(Item(out, item.meta, item.image)):

@@ -58,6 +58,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], main: Main, argv: list[s
         (run_main, ["--size", "4"], "--size"),
         (grabber_main, ["--size", "64x7"], "--size"),
         (run_main, ["--fps", "0"], "--fps"),
+        (run_main, ["--persistence", "1"], "--persistence"),
+        (despeckler_main, ["--persistence", "-0.5"], "--persistence"),
         (grabber_main, ["--frames", "-1"], "--frames"),
         (keys_main, [], "--out"),
     ],

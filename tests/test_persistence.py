@@ -1,0 +1,52 @@
+"""Persistence (engine.persistence): each published frame blended with the one published before,
+in the function and in the live chain (real ZeroMQ sockets on loopback, the identity backend, a
+folder source, the recorder's PNGs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_stream_chain import free_endpoint, recorded_to_the_end
+
+from engine.persistence import check_persistence, persist, persistence_arg
+from stream.config import ChainConfig, OutputConfig, SourceConfig
+
+
+def test_persist_blends_with_the_previous_output() -> None:
+    previous, frame = np.zeros((4, 6), np.uint8), np.full((4, 6), 200, np.uint8)
+    assert np.array_equal(persist(previous, frame, 0.25), np.full((4, 6), 150, np.uint8))  # 0.75 * 200
+    assert np.array_equal(persist(previous, frame, 0.5), np.full((4, 6), 100, np.uint8))
+    assert persist(None, frame, 0.5) is frame and persist(previous, frame, 0.0) is frame
+    assert persist(np.zeros((4, 5), np.uint8), frame, 0.5) is frame  # another shape starts afresh
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan")])
+def test_bad_persistence_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="persistence"):
+        check_persistence(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="persistence"):
+        persistence_arg(str(bad))
+
+
+def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sources = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(6)]
+    for i, frame in enumerate(sources):
+        cv2.imwrite(str(folder / f"f{i}.png"), frame)
+    record = tmp_path / "rec"
+    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=20.0), backend="identity", persistence=0.5,
+                      output=OutputConfig(publish=free_endpoint(), record=record))
+    published = recorded_to_the_end(cfg)
+    seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
+    assert len(published) >= 3
+    assert np.array_equal(published[0], sources[seqs[0]])  # nothing before it
+    for k in range(1, len(published)):
+        expected = cv2.addWeighted(sources[seqs[k]], 0.5, published[k - 1], 0.5, 0.0)
+        assert np.array_equal(published[k], expected), f"frame {seqs[k]}"
+        assert not np.array_equal(published[k], sources[seqs[k]])
