@@ -22,7 +22,6 @@ renewed scatterers.  A filter that smooths the speckle changes less than its inp
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ from benchmarks.evaluate import load_candidates
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import persist, persistence_arg
 from engine.strength import strength_arg
-from training.argparsing import OneLineParser, frame_size, positive_int
+from training.argparsing import OneLineParser, frame_size, int_at_least, positive_int
 from training.sim.elevation import renewing_speckle_frames
 
 __all__ = ["RENEWAL", "change_figures", "measure_temporal", "markdown_table", "write_figure", "main"]
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", nargs="*", default=["median"], choices=sorted(BASELINES),
                    help="classical filters measured beside them (default: median)")
     p.add_argument("--phantoms", type=positive_int, default=6, help="phantoms, one frame series each (default: 6)")
-    p.add_argument("--frames", type=frame_count, default=8, help="frames per series, at least 2 (default: 8)")
+    p.add_argument("--frames", type=int_at_least(2), default=8, help="frames per series, at least 2 (default: 8)")
     p.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
                    help="average each despeckler's outputs over frames as stream.run --persistence does (default: 0)")
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
@@ -180,17 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     return 1 if failed else 0
-
-
-def frame_count(text: str) -> int:
-    """``argparse`` type of ``--frames``: a whole number of at least 2."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 2, got {text!r}")
-    return n
 
 
 def _as_grey_levels(func: Callable[[np.ndarray], np.ndarray], frame: np.ndarray) -> np.ndarray:

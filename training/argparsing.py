@@ -17,7 +17,8 @@ import re
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "positive_int", "non_negative_int", "positive_float", "parse_frame_size", "frame_size", "argument_type"]
+__all__ = ["OneLineParser", "positive_int", "non_negative_int", "int_at_least", "positive_float", "parse_frame_size", "frame_size",
+           "argument_type"]
 
 N = TypeVar("N", int, float)
 T = TypeVar("T")
@@ -49,6 +50,12 @@ def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool]) -> Cal
 #: argparse types: an integer >= 1; an integer >= 0; a finite float > 0 (NaN and inf refused).
 positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum`` (``expected an integer >= N``)."""
+    return _number(int, f"an integer >= {minimum}", lambda v: v >= minimum)
+
 positive_float = _number(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
 
 
