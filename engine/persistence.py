@@ -1,4 +1,4 @@
-"""Persistence: each published frame blended with the one published before, as scanners average frames.
+"""Persistence: each despeckled frame blended with the previous output, as scanners average frames.
 
 With persistence ``a`` in [0, 1) a live stream publishes
 

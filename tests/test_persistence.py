@@ -1,5 +1,5 @@
-"""Persistence (engine.persistence): each published frame blended with the one published before,
-in the function and in the live chain (real ZeroMQ sockets on loopback, the identity backend, a
+"""Persistence (engine.persistence): each despeckled frame blended with the previous output, in the
+function and in the live chain (real ZeroMQ sockets on loopback, the identity backend, a
 folder source, the recorder's PNGs)."""
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Pa
     for i, frame in enumerate(sources):
         cv2.imwrite(str(folder / f"f{i}.png"), frame)
     record = tmp_path / "rec"
-    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=20.0), backend="identity", persistence=0.5,
+    # 10 frames/s: the publisher has 100 ms per frame, so it drops none (a dropped output would still be blended in)
+    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=10.0), backend="identity", persistence=0.5,
                       output=OutputConfig(publish=free_endpoint(), record=record))
     published = recorded_to_the_end(cfg)
     seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
