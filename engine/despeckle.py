@@ -17,6 +17,7 @@ from pathlib import Path
 from engine.base import BackendUnavailable, threads_arg
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.offline import despeckle_files
+from engine.persistence import persistence_arg
 from engine.pixels import PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
@@ -37,6 +38,7 @@ class DespeckleConfig:
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
+    persistence: float = 0.0
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -57,9 +59,12 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                              "the output is resampled back (auto: a DICOM file's own spacing, pictures and videos "
                              "as they are; off: every file as it is; default: auto)")
     parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
+    parser.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
+                        help="0 <= A < 1: within a video or DICOM cine, each output frame = (1 - A) x the despeckled "
+                             "frame + A x the output frame before (default: 0, none)")
     args = parser.parse_args(argv)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
-                           args.strength, args.pixel_mm, args.levels)
+                           args.strength, args.pixel_mm, args.levels, args.persistence)
 
 
 def run(config: DespeckleConfig) -> int:
@@ -73,7 +78,8 @@ def run(config: DespeckleConfig) -> int:
         return 2
     with despeckler:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
-        report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm)
+        report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm,
+                                 config.persistence)
     print(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}; "
           f"{len(report.failed)} failed")
     for failure in report.failed:

@@ -51,3 +51,30 @@ def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Pa
         expected = cv2.addWeighted(sources[seqs[k]], 0.5, published[k - 1], 0.5, 0.0)
         assert np.array_equal(published[k], expected), f"frame {seqs[k]}"
         assert not np.array_equal(published[k], sources[seqs[k]])
+
+
+def test_offline_cine_is_persisted_frame_by_frame(tmp_path: Path) -> None:
+    """``engine.despeckle --persistence`` on a DICOM cine (written losslessly): frame k of the output is
+    the blend of the despeckled frame k with output frame k - 1; a picture is despeckled as it is."""
+    import pydicom
+    from dicom_testutil import us_dataset
+
+    from engine.despeckle import main as despeckle_main
+    from engine.registry import create_despeckler
+    from training.sim import sweep_frames
+
+    frames = [f for _, f in zip(range(3), sweep_frames((48, 64), seed=2, speed_px=4.0), strict=False)]
+    ds = us_dataset()
+    ds.set_pixel_data(np.stack(frames), "MONOCHROME2", 8)
+    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    cv2.imwrite(str(tmp_path / "still.png"), frames[0])
+    out = tmp_path / "out"
+    assert despeckle_main([str(tmp_path / "cine.dcm"), str(tmp_path / "still.png"), "-o", str(out),
+                           "--weights", "fast", "--backend", "onnxruntime", "--persistence", "0.5"]) == 0
+    written = pydicom.dcmread(out / "cine.dcm").pixel_array
+    with create_despeckler("onnxruntime", "fast", device="cpu") as fast:
+        despeckled = [fast.infer(f) for f in frames]
+    assert np.array_equal(written[0], despeckled[0])
+    for k in (1, 2):
+        assert np.array_equal(written[k], cv2.addWeighted(despeckled[k], 0.5, written[k - 1], 0.5, 0.0))
+    assert np.array_equal(cv2.imread(str(out / "still.png"), cv2.IMREAD_GRAYSCALE), despeckled[0])
