@@ -89,9 +89,10 @@ def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], pha
             add("y", "corr", i, corr_y)
             add("y", "ratio", i, change_y / change_x)
             for name, run in runs.items():
-                outs: list[np.ndarray] = []
+                outs, state = [], None
                 for x in xs:
-                    outs.append(persist(outs[-1] if outs else None, run(x), persistence))
+                    state, out = persist(state, run(x), persistence)
+                    outs.append(out)
                 corr_g, change_g = _series_figures(outs, lit)
                 add(name, "corr", i, corr_g)
                 add(name, "ratio", i, change_g / change_x)

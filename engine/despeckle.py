@@ -60,8 +60,8 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                              "as they are; off: every file as it is; default: auto)")
     parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     parser.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
-                        help="0 <= A < 1: within a video or DICOM cine, each output frame = (1 - A) x the despeckled "
-                             "frame + A x the output frame before (default: 0, none)")
+                        help="0 <= A < 1: within a video or DICOM cine, the running average (1 - A) x the despeckled "
+                             "frame + A x the average before is written (default: 0, none)")
     args = parser.parse_args(argv)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
                            args.strength, args.pixel_mm, args.levels, args.persistence)

@@ -150,11 +150,11 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
 
 
 def _persisted(frames: Iterator[np.ndarray], persistence: float) -> Iterator[np.ndarray]:
-    """``frames`` with :func:`engine.persistence.persist` applied from each to the next."""
-    previous = None
+    """``frames`` averaged over time by :mod:`engine.persistence` (as they are for ``persistence`` 0)."""
+    state = None
     for frame in frames:
-        previous = persist(previous, frame, persistence)
-        yield previous
+        state, out = persist(state, frame, persistence)
+        yield out
 
 
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto",

@@ -1,16 +1,18 @@
-"""Persistence: each despeckled frame blended with the previous output, as scanners average frames.
+"""Persistence: each despeckled frame averaged with the previous outputs, as scanners average frames.
 
-With persistence ``a`` in [0, 1) a live stream publishes
+With persistence ``a`` in [0, 1) a live stream keeps the running average
 
-    out_t = round((1 - a) * D(x_t) + a * out_(t-1))
+    state_t = (1 - a) * D(x_t) + a * state_(t-1)          (float32)
 
-(:func:`persist`; OpenCV's ``addWeighted`` through :func:`engine.strength.blend`), a recursive
-average over frames: a change of the scene reaches half of its size after ``ln 2 / -ln a``
-frames and the output lags by ``a / (1 - a)`` frames on average (1 frame at ``a = 0.5``, 33 ms at
-30 frames/s), while what changes at random from frame to frame, the despeckler's redrawn texture
-among it, is averaged down (``docs/quality.md``, "Temporal stability", for what it measured).
-``a = 0`` publishes every frame as it comes.  The state, the previous output, is the caller's: a
-frame of another shape starts afresh.
+and publishes ``round(state_t)`` (:func:`persist`): a recursive average over
+frames.  A change of the scene reaches half of its size after ``ln 2 / -ln a`` frames and the
+output lags by ``a / (1 - a)`` frames on average (1 frame at ``a = 0.5``, 33 ms at 30 frames/s),
+while what changes at random from frame to frame, the despeckler's redrawn texture among it, is
+averaged down (``docs/quality.md``, "Temporal stability", for what it measured).  The state is
+kept in floating point: a recursion on rounded ``uint8`` frames would stop short of a new scene
+by up to ``0.5 / (1 - a)`` grey levels for good (2 at ``a = 0.75``), a faint permanent trace of
+what was there before.  ``a = 0`` publishes every frame as it comes.  The state is the caller's:
+a frame of another shape starts afresh.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
-from engine.strength import blend
 
 __all__ = ["check_persistence", "persistence_arg", "persist"]
 
@@ -41,9 +41,14 @@ def persistence_arg(text: str) -> float:
                                          f"got {text!r}") from None
 
 
-def persist(previous: np.ndarray | None, frame: np.ndarray, weight: float) -> np.ndarray:
-    """``round((1 - weight) frame + weight previous)`` (``uint8``); ``frame`` itself where there is no
-    ``previous`` output of the same shape, or ``weight`` is 0."""
-    if previous is None or previous.shape != frame.shape or weight == 0.0:
-        return frame
-    return blend(previous, frame, 1.0 - check_persistence(weight))
+def persist(state: np.ndarray | None, frame: np.ndarray, weight: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(new state, frame to publish)``: the ``float32`` state ``(1 - weight) frame + weight state``
+    (``frame`` itself where there is no ``state`` of the same shape) and its ``uint8`` rounding;
+    ``(None, frame)`` for ``weight`` 0."""
+    if not check_persistence(weight):
+        return None, frame
+    current = frame.astype(np.float32)
+    if state is not None and state.shape == frame.shape:
+        w = np.float32(weight)
+        current = current * (np.float32(1.0) - w) + state * w
+    return current, np.clip(np.rint(current), 0, 255).astype(np.uint8)

@@ -116,7 +116,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         type=persistence_arg,
         default=0.0,
         metavar="A",
-        help="0 <= A < 1: publish (1 - A) x the despeckled frame + A x the previous output, averaging away "
+        help="0 <= A < 1: publish the running average (1 - A) x the despeckled frame + A x the average before, averaging away "
         "texture that changes from frame to frame at the cost of a lag of A / (1 - A) frames (default: 0, none)",
     )
     g.add_argument(

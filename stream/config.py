@@ -65,7 +65,7 @@ class ChainConfig:
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
     ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
     (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another).
-    ``persistence``: each despeckled frame blended with the previous output (:mod:`engine.persistence`)."""
+    ``persistence``: the despeckled frames' running average is published (:mod:`engine.persistence`)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

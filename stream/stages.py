@@ -221,8 +221,8 @@ def _work(
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
     ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
-    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: each output
-    blended with the previous one (:mod:`engine.persistence`; 0: none)."""
+    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: the outputs'
+    running average is published (:mod:`engine.persistence`; 0: none)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
@@ -233,7 +233,7 @@ class DespeckleStage:
     persistence: float = 0.0
     busy: bool = False
     _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
-    _previous: np.ndarray | None = None
+    _state: np.ndarray | None = None  # persistence's running average (float32)
 
     def run(self, stop: threading.Event) -> None:
         _work(self, self.inbox, stop, self.process)
@@ -264,7 +264,7 @@ class DespeckleStage:
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
-        out = self._previous = persist(self._previous, out, self.persistence)
+        self._state, out = persist(self._state, out, self.persistence)
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
         if self.outbox.put(Item(out, item.meta, item.image)):

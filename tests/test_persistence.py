@@ -1,5 +1,5 @@
-"""Persistence (engine.persistence): each despeckled frame blended with the previous output, in the
-function and in the live chain (real ZeroMQ sockets on loopback, the identity backend, a
+"""Persistence (engine.persistence): each despeckled frame averaged with the previous outputs (a
+float32 running average), in the function and in the live chain (real ZeroMQ sockets on loopback, the identity backend, a
 folder source, the recorder's PNGs)."""
 
 from __future__ import annotations
@@ -16,12 +16,31 @@ from engine.persistence import check_persistence, persist, persistence_arg
 from stream.config import ChainConfig, OutputConfig, SourceConfig
 
 
-def test_persist_blends_with_the_previous_output() -> None:
-    previous, frame = np.zeros((4, 6), np.uint8), np.full((4, 6), 200, np.uint8)
-    assert np.array_equal(persist(previous, frame, 0.25), np.full((4, 6), 150, np.uint8))  # 0.75 * 200
-    assert np.array_equal(persist(previous, frame, 0.5), np.full((4, 6), 100, np.uint8))
-    assert persist(None, frame, 0.5) is frame and persist(previous, frame, 0.0) is frame
-    assert persist(np.zeros((4, 5), np.uint8), frame, 0.5) is frame  # another shape starts afresh
+def test_persist_averages_in_floating_point() -> None:
+    zeros, frame = np.zeros((4, 6), np.uint8), np.full((4, 6), 200, np.uint8)
+    state, out = persist(None, zeros, 0.25)
+    assert state.dtype == np.float32 and np.array_equal(out, zeros)  # the first frame as it is
+    state, out = persist(state, frame, 0.25)
+    assert np.array_equal(out, np.full((4, 6), 150, np.uint8))  # 0.75 * 200 + 0.25 * 0
+    state, out = persist(state, frame, 0.25)
+    assert np.array_equal(out, np.full((4, 6), 188, np.uint8))  # 0.75 * 200 + 0.25 * 150 = 187.5 -> 188
+    assert persist(state, frame, 0.0) == (None, frame)  # no persistence: the frame itself, no state
+    state, out = persist(np.zeros((4, 5), np.float32), frame, 0.5)
+    assert out is not frame and np.array_equal(out, frame)  # a state of another shape: starts afresh
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.75])
+def test_the_lag_is_weight_over_one_minus_weight_frames(weight: float) -> None:
+    """A step of the scene (0 -> 200) reaches the output late by ``sum_k (1 - out_k / 200)`` frames,
+    the documented ``a / (1 - a)`` (1 frame at 0.5, 3 at 0.75), within the rounding to grey levels."""
+    state, _ = persist(None, np.zeros((2, 2), np.uint8), weight)
+    lag, outs = 0.0, []
+    for _ in range(80):
+        state, out = persist(state, np.full((2, 2), 200, np.uint8), weight)
+        lag += 1.0 - float(out[0, 0]) / 200.0
+        outs.append(int(out[0, 0]))
+    assert lag == pytest.approx(weight / (1.0 - weight), abs=0.05)
+    assert outs[-1] == 200  # the running average reaches the new scene: no trace of the old one stays
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, float("nan")])
@@ -46,16 +65,17 @@ def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Pa
     published = recorded_to_the_end(cfg)
     seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
     assert len(published) >= 3
+    state = sources[seqs[0]].astype(np.float32)
     assert np.array_equal(published[0], sources[seqs[0]])  # nothing before it
     for k in range(1, len(published)):
-        expected = cv2.addWeighted(sources[seqs[k]], 0.5, published[k - 1], 0.5, 0.0)
-        assert np.array_equal(published[k], expected), f"frame {seqs[k]}"
+        state = np.float32(0.5) * sources[seqs[k]].astype(np.float32) + np.float32(0.5) * state
+        assert np.array_equal(published[k], np.rint(state).astype(np.uint8)), f"frame {seqs[k]}"
         assert not np.array_equal(published[k], sources[seqs[k]])
 
 
 def test_offline_cine_is_persisted_frame_by_frame(tmp_path: Path) -> None:
     """``engine.despeckle --persistence`` on a DICOM cine (written losslessly): frame k of the output is
-    the blend of the despeckled frame k with output frame k - 1; a picture is despeckled as it is."""
+    the rounded running average of the despeckled frames; a picture is despeckled as it is."""
     import pydicom
     from dicom_testutil import us_dataset
 
@@ -74,7 +94,9 @@ def test_offline_cine_is_persisted_frame_by_frame(tmp_path: Path) -> None:
     written = pydicom.dcmread(out / "cine.dcm").pixel_array
     with create_despeckler("onnxruntime", "fast", device="cpu") as fast:
         despeckled = [fast.infer(f) for f in frames]
+    state = despeckled[0].astype(np.float32)
     assert np.array_equal(written[0], despeckled[0])
     for k in (1, 2):
-        assert np.array_equal(written[k], cv2.addWeighted(despeckled[k], 0.5, written[k - 1], 0.5, 0.0))
+        state = np.float32(0.5) * despeckled[k].astype(np.float32) + np.float32(0.5) * state
+        assert np.array_equal(written[k], np.rint(state).astype(np.uint8))
     assert np.array_equal(cv2.imread(str(out / "still.png"), cv2.IMREAD_GRAYSCALE), despeckled[0])
