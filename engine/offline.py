@@ -200,8 +200,8 @@ def despeckle_files(
     ``pixel_mm``, the frames' pixel spacing for :mod:`engine.pixels` (the model on square pixels of
     a size it was trained on): ``"auto"`` a DICOM file's own spacing (pictures and videos are
     despeckled as they are), ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
-    ``persistence``: within a video or a multi-frame DICOM file, each output frame blended with the
-    one before (:mod:`engine.persistence`; 0: none)."""
+    ``persistence``: within a video or a multi-frame DICOM file, the running average of the
+    despeckled frames is written (:mod:`engine.persistence`; 0: none)."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
