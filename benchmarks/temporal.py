@@ -15,7 +15,10 @@ for the input ``x`` (the low probe), the high probe ``y`` and each despeckler ``
 renewed scatterers.  A filter that smooths the speckle changes less than its input (ratio below
 1); a ratio above 1 is output texture that moves more than the tissue's echoes do.  With
 ``--persistence a`` each despeckler's outputs are averaged over frames as the live stream does
-(:mod:`engine.persistence`).
+(:mod:`engine.persistence`), and what that costs on a moving scene is measured too: on the
+simulator's sweep at ``--speeds`` pixels per frame, the mean difference between the published
+frame and the current despeckled frame (its *trail*), beside the difference between consecutive
+despeckled frames (:func:`motion_trail`).
 
     python -m benchmarks.temporal --weights default fast --markdown runs/temporal.md --figure runs/temporal.png
 """
@@ -37,10 +40,12 @@ from benchmarks.evaluate import load_candidates
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import persist, persistence_arg
 from engine.strength import strength_arg
-from training.argparsing import OneLineParser, frame_size, int_at_least, positive_int
+from training.argparsing import OneLineParser, frame_size, int_at_least, positive_float, positive_int
+from training.sim import sweep_frames
 from training.sim.elevation import renewing_speckle_frames
 
-__all__ = ["RENEWAL", "change_figures", "measure_temporal", "markdown_table", "write_figure", "main"]
+__all__ = ["RENEWAL", "change_figures", "measure_temporal", "motion_trail", "markdown_table", "trail_table",
+           "write_figure", "main"]
 
 #: the renewals measured by default: a nearly still probe, a small and a larger motion per frame.
 RENEWAL = (0.02, 0.1, 0.3)
@@ -100,12 +105,48 @@ def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], pha
             "persistence": persistence, **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
 
 
+def motion_trail(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persistence: float,
+                 speeds: Sequence[float] = (1.0, 4.0), frames: int = 16, size: tuple[int, int] = (256, 256),
+                 seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """What persistence costs on a moving scene: on the simulator's sweep (:func:`training.sim.sweep_frames`,
+    the probe moving sideways by ``speed`` pixels per frame, no breathing), over the second half of
+    ``frames`` frames, ``{name: {"trail": [...], "step": [...]}}``, one value per speed: ``trail`` the
+    mean absolute difference (grey levels) between the published frame and the current despeckled
+    frame ``D(x_t)``, ``step`` that between consecutive despeckled frames, for comparison."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, run in runs.items():
+        trails, steps = [], []
+        for speed in speeds:
+            sweep = sweep_frames(size, seed, "low", speed_px=speed, breathing_px=0)
+            despeckled = [run(x) for _, x in zip(range(frames), sweep, strict=False)]
+            state, trail, step = None, [], []
+            for k, d in enumerate(despeckled):
+                state, shown = persist(state, d, persistence)
+                if k >= max(1, frames // 2):
+                    trail.append(np.abs(shown.astype(np.float64) - d).mean())
+                    step.append(np.abs(d.astype(np.float64) - despeckled[k - 1]).mean())
+            trails.append(float(np.mean(trail)))
+            steps.append(float(np.mean(step)))
+        out[name] = {"trail": trails, "step": steps}
+    return out
+
+
+def trail_table(trails: Mapping[str, Mapping[str, list[float]]], speeds: Sequence[float], persistence: float) -> str:
+    """One row per despeckler: published-vs-current and frame-to-frame differences at each speed."""
+    head = " | ".join(f"{v:g} px/frame: trail / step (grey levels)" for v in speeds)
+    lines = [f"| persistence {persistence:g} | {head} |", "|---" * (1 + len(speeds)) + "|"]
+    for name, figs in trails.items():
+        cells = " | ".join(f"{t:.1f} / {d:.1f}" for t, d in zip(figs["trail"], figs["step"], strict=True))
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(result: Mapping) -> str:
     """One row per image: correlation / change ratio at each renewal."""
     head = " | ".join(f"e = {e:g}: corr / change ratio" for e in result["renewal"])
     lines = [f"| image | {head} |", "|---" * (1 + len(result["renewal"])) + "|"]
     for name, figs in result.items():
-        if not isinstance(figs, dict):
+        if not isinstance(figs, dict) or "corr" not in figs:  # the run's settings, or the moving-scene figures
             continue
         ratios = figs.get("ratio", [1.0] * len(figs["corr"]))
         cells = " | ".join(f"{c:.3f} / {r:.2f}" for c, r in zip(figs["corr"], ratios, strict=True))
@@ -123,7 +164,7 @@ def write_figure(result: Mapping, path: str | Path) -> Path:
     fig, (corr, ratio) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     e = result["renewal"]
     for name, figs in result.items():
-        if isinstance(figs, dict):
+        if isinstance(figs, dict) and "corr" in figs:
             corr.plot(e, figs["corr"], marker="o", label=LABELS.get(name, name))
             ratio.plot(e, figs.get("ratio", [1.0] * len(e)), marker="o", label=LABELS.get(name, name))
     corr.set(xlabel="renewal e (fraction of the speckle renewed per frame)", ylabel="corr(frame k - 1, frame k)",
@@ -150,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int_at_least(2), default=8, help="frames per series, at least 2 (default: 8)")
     p.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
                    help="average each despeckler's outputs over frames as stream.run --persistence does (default: 0)")
+    p.add_argument("--speeds", type=positive_float, nargs="+", default=[1.0, 4.0], metavar="PX",
+                   help="with --persistence: also measure its trail on the sweep at these speeds, pixels per frame "
+                        "(default: 1 4)")
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
                    help="frame size (default: 256x256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
@@ -171,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     result = measure_temporal(runs, a.phantoms, a.size, frames=a.frames, persistence=a.persistence, seed=a.seed,
                               progress=not a.no_progress)
     table = markdown_table(result)
+    if a.persistence:
+        result["moving"] = {"speeds_px": a.speeds, **motion_trail(runs, a.persistence, a.speeds, size=a.size,
+                                                                  seed=a.seed)}
+        table += "\n" + trail_table({k: v for k, v in result["moving"].items() if k != "speeds_px"}, a.speeds,
+                                    a.persistence)
     print(table, end="")
     try:
         write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(result, indent=1))})

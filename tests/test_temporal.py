@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.temporal import change_figures, main, measure_temporal
+from benchmarks.temporal import change_figures, main, measure_temporal, motion_trail
 from training.sim.elevation import renewing_speckle_frames
 
 
@@ -48,6 +48,17 @@ def test_measure_temporal_figures_and_persistence() -> None:
     assert all(r < 0.8 for r in averaged["identity"]["ratio"])  # frames averaged: less change than the input's
 
 
+def test_motion_trail_of_persistence() -> None:
+    def identity(f: np.ndarray) -> np.ndarray:
+        return f
+
+    none = motion_trail({"identity": identity}, 0.0, speeds=(1.0,), frames=6, size=(48, 64))
+    assert none["identity"]["trail"] == [0.0] and none["identity"]["step"][0] > 0
+    half = motion_trail({"identity": identity}, 0.5, speeds=(1.0, 4.0), frames=6, size=(48, 64))["identity"]
+    assert 0 < half["trail"][0] < half["trail"][1]  # a faster probe leaves a longer trail
+    assert half["step"][0] < half["step"][1]
+
+
 def test_command_line_with_the_fast_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.json"
     assert main(["--weights", "fast", "--phantoms", "1", "--frames", "2", "--size", "64x64", "--json", str(out),
@@ -57,6 +68,9 @@ def test_command_line_with_the_fast_model(tmp_path: Path, capsys: pytest.Capture
     result = json.loads(out.read_text())
     assert set(result) >= {"x", "y", "fast", "Median", "renewal"} and len(result["fast"]["ratio"]) == 3
     assert cv2.imread(str(tmp_path / "t.png")) is not None
+    assert main(["--weights", "fast", "--phantoms", "1", "--frames", "2", "--size", "64x64", "--persistence", "0.5",
+                 "--speeds", "2", "--baselines", "--no-progress"]) == 0
+    assert "| persistence 0.5 | 2 px/frame: trail / step (grey levels) |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("argv", "culprit"), [(["--baselines", "nosuch"], "--baselines"),
