@@ -217,12 +217,18 @@ def _work(
     return True
 
 
+#: persistence starts afresh when consecutive frames were captured further apart than this (s): a
+#: frozen, paused or reconnected source.
+PERSISTENCE_GAP_S = 1.0
+
+
 @dataclass
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
     ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
     ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: the outputs'
-    running average is published (:mod:`engine.persistence`; 0: none)."""
+    running average is published (:mod:`engine.persistence`; 0: none), started afresh after a
+    pause or a change of source (:meth:`_after_pause`)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
@@ -234,6 +240,7 @@ class DespeckleStage:
     busy: bool = False
     _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
     _state: np.ndarray | None = None  # persistence's running average (float32)
+    _last_capture: tuple[str, int] | None = None  # (source, capture_mono_ns) of the last frame
 
     def run(self, stop: threading.Event) -> None:
         _work(self, self.inbox, stop, self.process)
@@ -256,6 +263,13 @@ class DespeckleStage:
                          *spacing, working_pixel_mm(spacing))
         return self._views[spacing]
 
+    def _after_pause(self, meta: dict[str, Any]) -> bool:
+        """Whether ``meta``'s frame comes from another source than the last one, or was captured more
+        than :data:`PERSISTENCE_GAP_S` before or after it (persistence then starts afresh)."""
+        last, self._last_capture = self._last_capture, (meta["source"], meta["capture_mono_ns"])
+        return last is not None and (last[0] != meta["source"] or
+                                     abs(meta["capture_mono_ns"] - last[1]) > PERSISTENCE_GAP_S * 1e9)
+
     def process(self, item: Item) -> bool:
         """Despeckle one frame into the outbox; always asks for the next one (returns True)."""
         start = time.perf_counter()
@@ -264,6 +278,8 @@ class DespeckleStage:
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
+        if self._after_pause(item.meta):
+            self._state = None  # an old scene must not show through a frozen or reconnected source's next frame
         self._state, out = persist(self._state, out, self.persistence)
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")

@@ -73,6 +73,27 @@ def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Pa
         assert not np.array_equal(published[k], sources[seqs[k]])
 
 
+def test_the_chain_starts_afresh_after_a_pause(tmp_path: Path) -> None:
+    """Frames captured more than PERSISTENCE_GAP_S apart (a frozen or paused source): each published
+    frame is its own despeckled frame, with nothing of the scene before the pause."""
+    from stream.stages import PERSISTENCE_GAP_S
+
+    rng = np.random.default_rng(6)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sources = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(3)]
+    for i, frame in enumerate(sources):
+        cv2.imwrite(str(folder / f"f{i}.png"), frame)
+    record = tmp_path / "rec"
+    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=1.0 / (PERSISTENCE_GAP_S + 0.25)), backend="identity",
+                      persistence=0.5, output=OutputConfig(publish=free_endpoint(), record=record))
+    published = recorded_to_the_end(cfg)
+    seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
+    assert len(published) >= 2
+    for k, frame in enumerate(published):
+        assert np.array_equal(frame, sources[seqs[k]]), f"frame {seqs[k]}"
+
+
 def test_offline_cine_is_persisted_frame_by_frame(tmp_path: Path) -> None:
     """``engine.despeckle --persistence`` on a DICOM cine (written losslessly): frame k of the output is
     the rounded running average of the despeckled frames; a picture is despeckled as it is."""
