@@ -42,7 +42,7 @@ from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
-from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, at_working_levels, level_ranges
+from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP, at_working_levels, level_ranges
 from engine.pixels import at_working_pixels, spacing_arg
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
@@ -305,10 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=threads_arg, default=0, help="torch CPU threads [0: default]")
     ap.add_argument("--strength", type=strength_arg, default=1.0,
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
-    ap.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS,
-                    help="grey-level mapping as the engine does it (engine.levels): preset maps every frame to the "
-                         "preset probes' level and spread, range only frames outside the training range, off none "
-                         "[preset]")
+    ap.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     ap.add_argument("--pixel-mm", type=spacing_arg, default=None, metavar="S|ROW,COL",
                     help="the set's pixel spacing in mm: run each model on square pixels of its training range "
                          "and resample back, as the engine does for frames of a known spacing (engine.pixels) "
