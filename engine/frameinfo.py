@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.levels import LEVEL_MODES, Tiles, level_map, level_ranges, measure_tiles
+from engine.levels import LEVEL_MODES, Tiles, level_map, level_ranges, measure_tiles, working_levels
+from engine.offline import file_spacing
 from engine.pixels import resamples, working_pixel_mm
 from training.argparsing import OneLineParser
-from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
+from training.data import DataError, list_files, read_frames
 
 __all__ = ["FrameInfo", "FrameInfoConfig", "frame_info", "describe", "write_figure", "file_frame", "run", "main"]
 
@@ -49,14 +50,15 @@ class FrameInfo:
 
 def frame_info(frame: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameInfo:
     """:class:`FrameInfo` of a ``uint8 (H, W)`` frame of pixel spacing ``spacing_mm`` (``None``: unknown)."""
-    targets = {}
+    tiles = measure_tiles(frame)
+    targets: dict[str, tuple[float, float] | None] = {}
     for mode in LEVEL_MODES:
         ranges = level_ranges(mode)
-        if ranges is not None:
-            lm = level_map(frame, *ranges)
-            targets[mode] = None if lm is None else (lm.m_work, lm.s_work)
+        if ranges is not None:  # the map level_map would make, from the tiles measured once
+            work = None if tiles is None else working_levels(tiles.level, tiles.spread, *ranges)
+            targets[mode] = None if tiles is None or work == (tiles.level, tiles.spread) else work
     working = working_pixel_mm(spacing_mm) if spacing_mm is not None and resamples(spacing_mm) else None
-    return FrameInfo(frame.shape[:2], measure_tiles(frame), targets, spacing_mm, working)
+    return FrameInfo(frame.shape[:2], tiles, targets, spacing_mm, working)
 
 
 def describe(info: FrameInfo) -> str:
@@ -127,8 +129,7 @@ def file_frame(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
         frame = next(iter(read_frames(path)))
     except StopIteration:
         raise DataError(f"{path}: no frame in it") from None
-    dicom = path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES  # read_frames has recognised it
-    return frame, dicom_spacing(path) if dicom else None
+    return frame, file_spacing(path)
 
 
 @dataclass(frozen=True)

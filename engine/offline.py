@@ -30,7 +30,8 @@ from engine.pixels import PixelMode, resamples, spacing_for, with_spacing, worki
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
 
-__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "despeckle_files"]
+__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "file_spacing",
+           "despeckle_files"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,13 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
     return len(stack)
 
 
+def file_spacing(path: Path) -> tuple[float, float] | None:
+    """The pixel spacing ``(row, column)`` mm a file carries: a DICOM file's own (``None`` if it has
+    none); pictures and videos carry none.  For a file :func:`training.data.read_frames` reads."""
+    suffix = path.suffix.lower()
+    return None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES else dicom_spacing(path)
+
+
 def _persisted(frames: Iterator[np.ndarray], persistence: float) -> Iterator[np.ndarray]:
     """``frames`` averaged over time by :mod:`engine.persistence` (as they are for ``persistence`` 0)."""
     state = None
@@ -169,9 +177,7 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    # with "auto" a DICOM file's own spacing; pictures and videos carry none
-    spacing = spacing_for(pixel_mm, lambda: None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES
-                          else dicom_spacing(src))
+    spacing = spacing_for(pixel_mm, lambda: file_spacing(src))
     if spacing is not None and resamples(spacing):
         log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
                  working_pixel_mm(spacing))
