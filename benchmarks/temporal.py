@@ -113,21 +113,20 @@ def motion_trail(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persist
     ``frames`` frames, ``{name: {"trail": [...], "step": [...]}}``, one value per speed: ``trail`` the
     mean absolute difference (grey levels) between the published frame and the current despeckled
     frame ``D(x_t)``, ``step`` that between consecutive despeckled frames, for comparison."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for name, run in runs.items():
-        trails, steps = [], []
-        for speed in speeds:
-            sweep = sweep_frames(size, seed, "low", speed_px=speed, breathing_px=0)
-            despeckled = [run(x) for _, x in zip(range(frames), sweep, strict=False)]
+    out: dict[str, dict[str, list[float]]] = {name: {"trail": [], "step": []} for name in runs}
+    for speed in speeds:  # each sweep simulated once, for every run
+        sweep = sweep_frames(size, seed, "low", speed_px=speed, breathing_px=0)
+        xs = [x for _, x in zip(range(frames), sweep, strict=False)]
+        for name, run in runs.items():
+            despeckled = [run(x) for x in xs]
             state, trail, step = None, [], []
             for k, d in enumerate(despeckled):
                 state, shown = persist(state, d, persistence)
                 if k >= max(1, frames // 2):
                     trail.append(np.abs(shown.astype(np.float64) - d).mean())
                     step.append(np.abs(d.astype(np.float64) - despeckled[k - 1]).mean())
-            trails.append(float(np.mean(trail)))
-            steps.append(float(np.mean(step)))
-        out[name] = {"trail": trails, "step": steps}
+            out[name]["trail"].append(float(np.mean(trail)))
+            out[name]["step"].append(float(np.mean(step)))
     return out
 
 
