@@ -51,19 +51,25 @@ def test_bad_persistence_is_refused(bad: float) -> None:
         persistence_arg(str(bad))
 
 
-def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
+def _persisted_chain(tmp_path: Path, sources: list[np.ndarray], fps: float) -> tuple[list[np.ndarray], list[int]]:
+    """The frames a chain (identity backend, persistence 0.5) published from ``sources`` (a folder
+    source at ``fps``), and each one's sequence number: its index in ``sources``."""
     folder = tmp_path / "frames"
     folder.mkdir()
-    sources = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(6)]
     for i, frame in enumerate(sources):
         cv2.imwrite(str(folder / f"f{i}.png"), frame)
     record = tmp_path / "rec"
-    # 10 frames/s: the publisher has 100 ms per frame, so it drops none (a dropped output would still be blended in)
-    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=10.0), backend="identity", persistence=0.5,
+    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=fps), backend="identity", persistence=0.5,
                       output=OutputConfig(publish=free_endpoint(), record=record))
     published = recorded_to_the_end(cfg)
-    seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
+    return published, [int(p.stem) for p in sorted(record.glob("*.png"))]
+
+
+def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    sources = [rng.integers(0, 256, (24, 32), dtype=np.uint8) for _ in range(6)]
+    # 10 frames/s: the publisher has 100 ms per frame, so it drops none (a dropped output would still be blended in)
+    published, seqs = _persisted_chain(tmp_path, sources, fps=10.0)
     assert len(published) >= 3
     state = sources[seqs[0]].astype(np.float32)
     assert np.array_equal(published[0], sources[seqs[0]])  # nothing before it
@@ -79,16 +85,8 @@ def test_the_chain_starts_afresh_after_a_pause(tmp_path: Path) -> None:
     from stream.stages import PERSISTENCE_GAP_S
 
     rng = np.random.default_rng(6)
-    folder = tmp_path / "frames"
-    folder.mkdir()
     sources = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(3)]
-    for i, frame in enumerate(sources):
-        cv2.imwrite(str(folder / f"f{i}.png"), frame)
-    record = tmp_path / "rec"
-    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=1.0 / (PERSISTENCE_GAP_S + 0.25)), backend="identity",
-                      persistence=0.5, output=OutputConfig(publish=free_endpoint(), record=record))
-    published = recorded_to_the_end(cfg)
-    seqs = [int(p.stem) for p in sorted(record.glob("*.png"))]
+    published, seqs = _persisted_chain(tmp_path, sources, fps=1.0 / (PERSISTENCE_GAP_S + 0.25))
     assert len(published) >= 2
     for k, frame in enumerate(published):
         assert np.array_equal(frame, sources[seqs[k]]), f"frame {seqs[k]}"
