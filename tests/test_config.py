@@ -114,6 +114,7 @@ def test_unknown_key_is_named() -> None:
         (("phases", 2, "pool_size"), 0, r"phases\[2\]\.pool_size"),
         (("phases", 2, "d_crop"), 64, r"phases\[2\]\.d_crop: D crop 64 is larger than G crop 32"),
         (("phases", 0, "weights"), {"l1": 0.0}, r"phases\[0\]\.weights: a reconstruct phase needs"),
+        (("phases", 1, "weights"), {"temporal": 1.0}, r"phases\[1\]\.weights: temporal is a loss of G"),
         (("version",), 2, r"version: expected 1, got 2"),
         (("phases", 1, "d_batch"), 1, r"phases\[1\]\.d_batch: a discriminate phase needs d_batch >= 2"),
         (("phases", 2, "d_batch"), 1, r"phases\[2\]\.d_batch: 1 leaves no real or no fresh fake"),

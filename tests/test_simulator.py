@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from scipy import ndimage
 
 from benchmarks.metrics import speckle_grain_size
@@ -196,6 +197,31 @@ def test_write_dataset_layout_and_reproducibility(tmp_path: Path) -> None:
     assert not np.array_equal(low_a, cv2.imread(str(tmp_path / "a" / "low" / "low_00000.png")))
 
 
+def test_twins_are_two_frames_of_one_phantom_seen_by_both_probes(tmp_path: Path) -> None:
+    """``twins``: a/ and b/ hold the same phantoms one frame apart, x and y of each frame of the same
+    scatterers; each twin's renewal lies in the range asked and is listed; the other sets are
+    unchanged by asking for twins (their seeds do not move)."""
+    written = write_dataset(tmp_path / "t", count=1, size=64, seed=7, twins=3, renewal=(0.05, 0.2), progress=False)
+    assert written == {"low": 1, "high": 1, "eval": 0, "twins": 3}
+    read = {name: [cv2.imread(str(tmp_path / "t" / "twins" / f"{name}_{i:03d}.png"), cv2.IMREAD_UNCHANGED)
+                   for i in range(3)] for name in ("a/x", "a/y", "b/x", "b/y")}
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+    for i in range(3):
+        same_x, same_y = corr(read["a/x"][i], read["b/x"][i]), corr(read["a/y"][i], read["b/y"][i])
+        other = corr(read["a/x"][i], read["a/x"][(i + 1) % 3])
+        assert 0.5 < same_x < 0.999 and 0.5 < same_y < 0.999 and other < 0.5 * same_x, (same_x, same_y, other)
+        assert corr(read["a/x"][i], read["a/y"][i]) > 0.3  # the same tissue, another probe
+    manifest = yaml.safe_load((tmp_path / "t" / "simulate.yaml").read_text())
+    assert len(manifest["twin_renewal"]) == 3 and all(0.05 <= e <= 0.2 for e in manifest["twin_renewal"])
+    write_dataset(tmp_path / "plain", count=1, size=64, seed=7, progress=False)
+    for name in ("low/low_00000.png", "high/high_00000.png"):
+        assert np.array_equal(cv2.imread(str(tmp_path / "t" / name)), cv2.imread(str(tmp_path / "plain" / name)))
+    assert not (tmp_path / "plain" / "twins").exists()
+
+
 def test_cli_writes_data_figure_and_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--out", str(tmp_path / "d"), "--count", "1", "--size", "48x64", "--paired", "--jitter", "0.5",
             "--figure", str(tmp_path / "fig.png"), "--cine", str(tmp_path / "c.avi"), "--cine-frames", "5"]
@@ -215,6 +241,9 @@ def test_cli_writes_data_figure_and_video(tmp_path: Path, capsys: pytest.Capture
         (["--cine", "sweep.gif"], "sweep.gif"),
         (["--geometry", "round", "--out", "d"], "--geometry"),
         (["--geometry", "fan", "--needle", "--out", "d"], "needle"),
+        (["--twins", "2", "--model", "points", "--out", "d"], "grid model"),
+        (["--twins", "2", "--renewal", "0.3", "0.1", "--out", "d"], "renewal"),
+        (["--twins", "-1", "--out", "d"], "twins"),
     ],
 )
 def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str,

@@ -8,6 +8,7 @@ its step counter (what makes ``--resume`` exact) and costs no memory for 12,000 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from training.data import DataError, cut, random_positions, read_folder, read_pairs, window_positions
 
-__all__ = ["ImageSet", "load_images", "load_pairs"]
+__all__ = ["ImageSet", "Twins", "load_images", "load_pairs", "load_twins"]
 
 
 class ImageSet:
@@ -78,3 +79,42 @@ def load_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[ImageSet, Im
         ys += fy
     name = ", ".join(str(f) for f in folders)
     return ImageSet(xs, f"{name} (x)"), ImageSet(ys, f"{name} (y)")
+
+
+@dataclass(frozen=True)
+class Twins:
+    """Two consecutive frames ``a``, ``b`` of the same phantoms seen by both probes, aligned
+    image by image: ``x_a``, ``y_a``, ``x_b``, ``y_b`` (the ``temporal`` loss term's data)."""
+
+    x_a: ImageSet
+    y_a: ImageSet
+    x_b: ImageSet
+    y_b: ImageSet
+
+    def crops(self, positions: np.ndarray, size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """The same crops of the four sets (:meth:`ImageSet.crops`): ``(x_a, y_a, x_b, y_b)``."""
+        return tuple(s.crops(positions, size, device) for s in (self.x_a, self.y_a, self.x_b, self.y_b))
+
+
+def load_twins(folder: str | Path) -> Twins:
+    """The twins of ``folder`` (``a/`` and ``b/``, each ``x_NNN`` / ``y_NNN`` pairs with the same names,
+    as ``python -m training.simulate --twins N`` writes them).
+
+    Raises:
+        DataError: a missing ``a/`` or ``b/``, other pair counts, or a frame whose shape differs
+            from its twin's.
+    """
+    folder = Path(folder)
+    missing = [name for name in ("a", "b") if not (folder / name).is_dir()]
+    if missing:
+        raise DataError(f"{folder}: no {' or '.join(m + '/' for m in missing)} folder of twins "
+                        "(python -m training.simulate --twins N writes twins/a and twins/b)")
+    x_a, y_a = read_pairs(folder / "a")
+    x_b, y_b = read_pairs(folder / "b")
+    if len(x_a) != len(x_b):
+        raise DataError(f"{folder}: {len(x_a)} pairs in a/ but {len(x_b)} in b/; twins come in aligned pairs")
+    for i, (first, second) in enumerate(zip(x_a, x_b, strict=True)):
+        if first.shape != second.shape:
+            raise DataError(f"{folder}: twin #{i} is {first.shape} in a/ but {second.shape} in b/")
+    return Twins(*(ImageSet(images, f"{folder}/{name}")
+                   for images, name in ((x_a, "a (x)"), (y_a, "a (y)"), (x_b, "b (x)"), (y_b, "b (y)"))))

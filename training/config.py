@@ -11,6 +11,11 @@ function that trains it:
 * ``supervised`` (beyond the paper): G on simulated pairs ``(x, y)`` with
   ``w.l1 * L1(G(x), y) + w.ms_ssim * L_MS-SSIM(G(x), y) + w.hist * W1(hist) + w.spectrum * ...``.
 
+Any phase that trains G may add ``w.temporal * E|(G(x_b) - G(x_a)) - (y_b - y_a)|`` on twins,
+two consecutive frames of one phantom whose speckle partly renewed between them (``--twins``,
+:mod:`training.sim.elevation`): G's output should change from frame to frame as the high
+probe's image does, not redraw its texture.
+
 Length: ``epochs * ceil(samples / batch)`` optimizer steps for epoch phases (``samples``
 random crops drawn once, reshuffled every epoch; for ``discriminate`` half of them are
 real and half fake, batch ``d_batch``), ``iterations`` for ``gan``.
@@ -106,6 +111,9 @@ class LossWeights:
     or the running ones with ``freeze_bn``) so the term starts at 0: holds a fine-tune near the
     model it started from wherever the new data do not pull it away ("learning without
     forgetting", Li and Hoiem, 2017).
+
+    ``temporal``: ``E|(G(x_b) - G(x_a)) - (y_b - y_a)|`` on a minibatch of twins (the same crop of two
+    consecutive frames ``a``, ``b`` seen by both probes), as many crops as the phase's ``batch``.
     """
 
     adv: float = 0.0
@@ -114,6 +122,7 @@ class LossWeights:
     hist: float = 0.0
     spectrum: float = 0.0
     anchor: float = 0.0
+    temporal: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -288,6 +297,8 @@ def _check_phase(p: PhaseConfig, key: str) -> None:
         raise bad("weights", "loss weights must be >= 0")
     if p.kind in ("reconstruct", "supervised", "gan") and sum(dataclasses.astuple(w)) == 0:
         raise bad("weights", f"a {p.kind} phase needs at least one positive loss weight")
+    if p.kind == "discriminate" and w.temporal:
+        raise bad("weights", "temporal is a loss of G; a discriminate phase does not train G")
 
 
 _LAYER_SPEC = re.compile(r"([0-9]+)(s?)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.batches import ImageSet, load_images, load_pairs
+from training.batches import ImageSet, Twins, load_images, load_pairs, load_twins
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, config_with_overrides, load_config
 from training.outputs import check_output_folder
@@ -25,7 +25,8 @@ class RunOptions:
 
     ``max_steps``: stop after this many units in this invocation (0: run to the end).
     ``init``: start G from the generator of this checkpoint (e.g. to fine-tune shipped weights);
-    ignored on resume.
+    ignored on resume.  ``twins``: folder of consecutive-frame twins (``a/``, ``b/``) for the
+    ``temporal`` loss term.
     """
 
     out: Path
@@ -37,6 +38,7 @@ class RunOptions:
     max_steps: int = 0
     progress: bool = True
     init: Path | None = None
+    twins: Path | None = None
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunData:
     high: ImageSet | None
     pair_x: ImageSet | None
     pair_y: ImageSet | None
+    twins: Twins | None = None
 
 
 def check_run_folder(opts: RunOptions) -> None:
@@ -81,12 +84,19 @@ def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
             raise ConfigError(f"{flag}: required by phase kinds {sorted(kinds & users[flag])}")
     if "supervised" in kinds and opts.pairs is None:
         raise ConfigError("--pairs: required by the supervised phase (a folder of x_NNN/y_NNN pairs)")
+    temporal = [p.name for p in cfg.phases if p.weights.temporal > 0]
+    if temporal and opts.twins is None:
+        raise ConfigError(f"--twins: required by the temporal loss term of phase(s) {', '.join(temporal)} "
+                          "(a folder of twins: python -m training.simulate --twins N)")
     data = RunData(
         load_images(opts.low) if need_low else None,
         load_images(opts.high) if need_high else None,
         *(load_pairs(opts.pairs) if "supervised" in kinds else (None, None)),
+        load_twins(opts.twins) if temporal else None,
     )
     for p in cfg.phases:
+        if p.weights.temporal > 0:
+            data.twins.x_a.require(p.crop, f"{p.name} twin")
         if p.kind == "supervised":
             data.pair_x.require(p.crop, f"{p.name} G-input")
         else:

@@ -7,6 +7,7 @@ Examples::
     python -m training.simulate --out data/pts --count 400 --paired --jitter 1 --model points
     python -m training.simulate --out data/arr --count 0 --paired --eval-count 30 --jitter 1 --model array
     python -m training.simulate --out data/abr --count 0 --paired --eval-count 30 --model array --aberration 40
+    python -m training.simulate --out data/twins --count 0 --twins 128 --jitter 1
     python -m training.simulate --cine sweep.avi --cine-frames 300
     python -m training.simulate --figure docs/images/simulator_example.png
 """
@@ -46,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--needle", action="store_true",
                    help="put a biopsy needle (a bright straight reflector from one side) into every phantom; "
                         "the truth files get needle and needle_tip masks (window geometry)")
+    p.add_argument("--twins", type=int, default=0, metavar="N",
+                   help="also write N pairs of consecutive frames of one phantom (twins/a, twins/b: x and y each), "
+                        "part of the speckle renewed between them, for the temporal loss term (grid model, window)")
+    p.add_argument("--renewal", type=float, nargs=2, default=(0.02, 0.3), metavar=("LO", "HI"),
+                   help="range of the fraction of speckle a twin's second frame renews, drawn log-uniformly "
+                        "(default 0.02 0.3)")
     p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
@@ -58,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
                               eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
                               geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames,
                               figure=args.figure, model=args.model, aberration_ns=args.aberration,
-                              needle=args.needle)
+                              needle=args.needle, twins=args.twins, renewal=tuple(args.renewal))
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits

@@ -45,6 +45,7 @@ class TrainArgs:
     max_steps: int
     progress: bool
     init: Path | None
+    twins: Path | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> TrainArgs:
@@ -62,12 +63,15 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     ap.add_argument("--max-steps", type=int, default=0, help="stop after N units in this run, with a checkpoint [0: no limit]")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--init", type=Path, help="start G from this checkpoint's generator (fine-tuning)")
+    ap.add_argument("--twins", type=Path,
+                    help="folder of consecutive-frame twins (a/, b/: python -m training.simulate --twins N) "
+                         "for the temporal loss term")
     a = ap.parse_args(argv)
     if a.max_steps < 0:
         ap.error("--max-steps must be >= 0")
     pairs = tuple(a.pairs) if a.pairs else None
     return TrainArgs(a.config, tuple(a.overrides), a.out, a.low, a.high, pairs, a.resume, a.device,
-                     a.max_steps, not a.no_progress, a.init)
+                     a.max_steps, not a.no_progress, a.init, a.twins)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.trainer import train
 
     opts = RunOptions(args.out, args.low, args.high, args.pairs, args.resume, args.device, args.max_steps, args.progress,
-                      args.init)
+                      args.init, args.twins)
     try:
         cfg: TrainConfig = resolve_config(args.config, opts, args.overrides)
         result = train(cfg, opts)

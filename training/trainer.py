@@ -191,6 +191,8 @@ class Trainer:
         normalisation runs on its running statistics and leaves them unchanged.  Statistics terms (``hist``,
         ``spectrum``) compare ``G(x)`` with ``target`` or, when ``real`` crops are given, that
         window with them (unpaired); ``p.spectrum_window`` tapers the spectrum term's crops.
+        ``temporal`` compares the change of G's output between the two frames of ``len(x)`` random
+        twin crops with the high probe's, ``E|(G(x_b) - G(x_a)) - (y_b - y_a)|``.
         """
         w = p.weights
         self.g_train.train()
@@ -223,6 +225,13 @@ class Trainer:
             terms["hist"] = histogram_loss(stats_out, stats_ref)
         if w.spectrum:
             terms["spectrum"] = spectrum_loss(stats_out, stats_ref, window=p.spectrum_window)
+        if w.temporal:
+            rows = self.positions["twins"][rng.integers(len(self.positions["twins"]), size=len(x))]
+            x_a, y_a, x_b, y_b = self.data.twins.crops(rows, p.crop, self.device)
+            with self._autocast():
+                both = self.g_train(torch.cat([x_a, x_b]))
+            g_a, g_b = both.float().chunk(2)
+            terms["temporal"] = l1_loss(g_b - g_a, y_b - y_a)
         loss = sum(getattr(w, k) * v for k, v in terms.items())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -312,6 +321,8 @@ class Trainer:
             }
         else:
             self.positions = {"x": x_set.random_positions(p.samples, p.crop, rng)}
+        if p.weights.temporal > 0:
+            self.positions["twins"] = self.data.twins.x_a.window_positions(p.crop, p.overlap)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`load_state_dict` needs to continue exactly (see training.checkpoint)."""

@@ -7,10 +7,15 @@ Layout written by :func:`write_dataset` (and ``python -m training.simulate``)::
     OUT/eval/x_NNN.png          with paired=True: phantom NNN seen by the low probe,
     OUT/eval/y_NNN.png          ... by the high probe (the same scatterers),
     OUT/eval/truth_NNN.npz      ... and its truth: echogenicity (float32) and bool masks
+    OUT/twins/a/x_NNN.png       with twins=N: a phantom's frame seen by the low probe,
+    OUT/twins/a/y_NNN.png       ... by the high probe,
+    OUT/twins/b/x_NNN.png       ... its next frame, part of the speckle renewed (low probe),
+    OUT/twins/b/y_NNN.png       ... and by the high probe (training.sim.elevation)
     OUT/simulate.yaml           the resolved settings, probes and simulator version
 
 Every image has its own seed, derived from ``seed`` with :class:`numpy.random.SeedSequence`,
-so any one image can be regenerated alone and the three sets never share a phantom.
+so any one image can be regenerated alone and the four sets never share a phantom.  Each twin's
+renewal is drawn log-uniformly from ``renewal`` and listed in ``simulate.yaml``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from training.outputs import PathError, check_output_file, check_output_folder, 
 from training.sim.aberration import MAX_RMS_NS
 from training.sim.array import image_array
 from training.sim.cine import CODECS, write_cine
+from training.sim.elevation import renewing_twin
 from training.sim.imaging import image_phantom
 from training.sim.phantom import Phantom, make_phantom
 from training.sim.points import draw_points, image_points
@@ -77,6 +83,10 @@ class SimulateConfig:
             probes (ns; :mod:`training.sim.aberration`), ``array`` model only; 0: none.
         needle: put a biopsy needle into every phantom (``window`` geometry; truth masks
             ``needle`` and ``needle_tip``).
+        twins: pairs of consecutive frames in ``twins/a`` and ``twins/b`` (``grid`` model,
+            ``window`` geometry, no needle), for the ``temporal`` loss term.
+        renewal: ``(lo, hi)``, the range of the fraction of speckle renewed between a twin's
+            frames (0 < lo <= hi <= 1; drawn log-uniformly per twin).
     """
 
     out: Path | None = None
@@ -95,13 +105,23 @@ class SimulateConfig:
     model: str = "grid"
     aberration_ns: float = 0.0
     needle: bool = False
+    twins: int = 0
+    renewal: tuple[float, float] = (0.02, 0.3)
 
     def __post_init__(self) -> None:
         if self.count < 0 or (self.eval_count is not None and self.eval_count < 0):
             raise ValueError(f"count and eval_count must be >= 0, got {self.count} and {self.eval_count}")
-        if self.out is not None and self.count == 0 and not (self.paired and self.eval_count):
+        if self.twins < 0:
+            raise ValueError(f"twins must be >= 0, got {self.twins}")
+        if self.out is not None and self.count == 0 and not (self.paired and self.eval_count) and not self.twins:
             raise ValueError(f"--count 0 writes no image to {self.out}; give --count >= 1, "
-                             "or --paired --eval-count N (N >= 1) for an eval/ set alone")
+                             "--paired --eval-count N (N >= 1) for an eval/ set alone, or --twins N")
+        lo, hi = self.renewal
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"renewal must be a range 0 < LO <= HI <= 1, got {lo} {hi}")
+        if self.twins and (self.model, self.geometry, self.needle) != ("grid", "window", False):
+            raise ValueError("twins are simulated with the grid model in the window geometry, without a needle; "
+                             "leave out --model, --geometry and --needle")
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if min(self.size) < 16:
@@ -142,6 +162,24 @@ def _check_model(model: str, geometry: str, aberration_ns: float = 0.0, needle: 
         raise ValueError("the needle is drawn in the window geometry only; use --geometry window")
 
 
+def _jittered(rng: np.random.Generator, jitter: float,
+              probes: tuple[ProbeModel, ...]) -> tuple[float, tuple[ProbeModel, ...]]:
+    """``(pixel scale, probes)`` drawn around ``(1, probes)`` with spread ``jitter`` (0: unchanged)."""
+    if jitter <= 0:
+        return 1.0, probes
+    return float(np.exp(jitter * rng.uniform(-0.2, 0.25))), tuple(p.jittered(rng, jitter) for p in probes)
+
+
+def _twin(seed: np.random.SeedSequence, cfg: SimulateConfig) -> tuple[float, tuple[np.ndarray, ...]]:
+    """``(renewal, (x_a, y_a, x_b, y_b))`` of one twin (:func:`training.sim.elevation.renewing_twin`)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = cfg.renewal
+    renewal = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    scale, (low, high) = _jittered(rng, cfg.jitter, (LOW_PROBE, HIGH_PROBE))
+    phantom_seed = int(rng.integers(2**31))
+    return renewal, renewing_twin(phantom_seed, cfg.size, renewal, cfg.pixel_mm * scale, low, high)
+
+
 def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes: tuple[ProbeModel, ...],
           pixel_mm: float, geometry: str, depth_mm: float, model: str = "grid",
           aberration_ns: float = 0.0, needle: bool = False) -> tuple[Phantom, list[ProbeModel]]:
@@ -149,10 +187,7 @@ def _draw(rng: np.random.Generator, size: tuple[int, int], jitter: float, probes
     ``array`` models keep their point scatterers (and the body wall's phase screen, if
     ``aberration_ns``) in ``phantom.points`` (made without the grid's scatterers)."""
     _check_model(model, geometry, aberration_ns, needle)
-    scale = 1.0
-    if jitter > 0:
-        scale = float(np.exp(jitter * rng.uniform(-0.2, 0.25)))
-        probes = tuple(p.jittered(rng, jitter) for p in probes)
+    scale, probes = _jittered(rng, jitter, probes)
     if geometry == "fan":  # the whole field of view from the skin; scatterers drawn per beam grid
         phantom = make_phantom(rng, size, depth_mm * scale / size[0], top_mm=0.0, scatterers=False, with_capsule=True)
         return phantom, list(probes)
@@ -235,24 +270,31 @@ def write_dataset(
     model: str = "grid",
     aberration_ns: float = 0.0,
     needle: bool = False,
+    twins: int = 0,
+    renewal: tuple[float, float] = (0.02, 0.3),
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write ``low/`` and ``high/`` (``count`` unpaired images each) and, with ``paired``, ``eval/``.
+    """Write ``low/`` and ``high/`` (``count`` unpaired images each), with ``paired`` ``eval/``, and
+    ``twins`` consecutive-frame pairs in ``twins/a`` and ``twins/b``.
 
     Returns the number of files written per folder.  See the module docstring for the layout.
     """
     cfg = SimulateConfig(out=Path(out_dir), count=count, size=_as_size(size), seed=seed, paired=paired,
                          eval_count=eval_count, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
-                         depth_mm=depth_mm, model=model, aberration_ns=aberration_ns, needle=needle)
+                         depth_mm=depth_mm, model=model, aberration_ns=aberration_ns, needle=needle,
+                         twins=twins, renewal=renewal)
     out = Path(out_dir)
     n_eval = (cfg.count if cfg.eval_count is None else cfg.eval_count) if paired else 0
-    low_seeds, high_seeds, eval_seeds = np.random.SeedSequence(seed).spawn(3)
+    low_seeds, high_seeds, eval_seeds, twin_seeds = np.random.SeedSequence(seed).spawn(4)
     jobs = [("low", s, i) for i, s in enumerate(low_seeds.spawn(count))]
     jobs += [("high", s, i) for i, s in enumerate(high_seeds.spawn(count))]
     jobs += [("eval", s, i) for i, s in enumerate(eval_seeds.spawn(n_eval))]
+    jobs += [("twins", s, i) for i, s in enumerate(twin_seeds.spawn(twins))]
     for name in {job[0] for job in jobs}:
-        (out / name).mkdir(parents=True, exist_ok=True)
-    written = {"low": 0, "high": 0, "eval": 0}
+        for folder in ("twins/a", "twins/b") if name == "twins" else (name,):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+    written = {"low": 0, "high": 0, "eval": 0, **({"twins": 0} if twins else {})}
+    renewals: list[float] = []
     for kind, ss, i in tqdm(jobs, desc=f"simulate -> {out}", unit="img", disable=not progress):
         if kind == "eval":
             x, y, truth = simulate_pair(ss, cfg.size, jitter=jitter, pixel_mm=pixel_mm, geometry=geometry,
@@ -260,6 +302,11 @@ def write_dataset(
             _imwrite(out / "eval" / f"x_{i:03d}.png", x)
             _imwrite(out / "eval" / f"y_{i:03d}.png", y)
             np.savez_compressed(out / "eval" / f"truth_{i:03d}.npz", **truth)
+        elif kind == "twins":
+            renewal_i, images = _twin(ss, cfg)
+            for image, name in zip(images, ("a/x", "a/y", "b/x", "b/y"), strict=True):
+                _imwrite(out / "twins" / f"{name}_{i:03d}.png", image)
+            renewals.append(round(renewal_i, 4))
         else:
             probe = LOW_PROBE if kind == "low" else HIGH_PROBE
             _imwrite(out / kind / f"{kind}_{i:05d}.png", _single(ss, cfg, probe))
@@ -270,6 +317,7 @@ def write_dataset(
                    for k, v in asdict(replace(cfg, eval_count=n_eval)).items()},
         "probes": {"low": asdict(LOW_PROBE), "high": asdict(HIGH_PROBE)},
         "written": written,
+        **({"twin_renewal": renewals} if renewals else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulate.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
@@ -331,7 +379,8 @@ def run(config: SimulateConfig) -> dict[str, int]:
         written.update(write_dataset(config.out, config.count, config.size, config.seed, config.paired,
                                      eval_count=config.eval_count, jitter=config.jitter, pixel_mm=config.pixel_mm,
                                      geometry=config.geometry, depth_mm=config.depth_mm, model=config.model,
-                                     aberration_ns=config.aberration_ns, needle=config.needle))
+                                     aberration_ns=config.aberration_ns, needle=config.needle, twins=config.twins,
+                                     renewal=config.renewal))
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:

@@ -12,7 +12,8 @@ fraction of the scattered power replaced between two frames (0: the same frame a
 fully developed speckle; consecutive echoes have complex correlation ``sqrt(1 - e)``).  Tissue,
 specular interfaces and electronic noise are the same in every frame, so consecutive frames
 differ only by the renewed speckle.  The grid image-formation model (:mod:`training.sim.imaging`)
-only.
+only.  :func:`renewing_twin` gives two consecutive frames of one phantom seen by both probes,
+the training data of the ``temporal`` loss term (:mod:`training.config`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 
 from training.sim.imaging import image_phantom
 from training.sim.phantom import make_phantom
-from training.sim.probe import ProbeModel, probe_by_name
+from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel, probe_by_name
 from training.sim.scatterers import scatterer_spectrum
 
-__all__ = ["renewing_speckle_frames"]
+__all__ = ["renewing_speckle_frames", "renewing_twin"]
 
 
 def renewing_speckle_frames(
@@ -60,3 +61,19 @@ def renewing_speckle_frames(
         scanned = dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample)
         frames.append(image_phantom(scanned, probe, np.random.default_rng(noise_seed)))
     return frames
+
+
+def renewing_twin(
+    seed: int,
+    size: tuple[int, int] = (256, 256),
+    renewal: float = 0.1,
+    pixel_mm: float = 0.25,
+    low: ProbeModel = LOW_PROBE,
+    high: ProbeModel = HIGH_PROBE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two consecutive frames of one phantom (drawn from ``seed``) whose speckle renews the fraction
+    ``renewal`` between them, each seen by both probes: ``(x_a, y_a, x_b, y_b)``, ``uint8 (H, W)``;
+    ``x`` the ``low`` probe's, ``y`` the ``high`` probe's, of the same scatterers."""
+    x_a, x_b = renewing_speckle_frames(size, seed, low, renewal, 2, pixel_mm)
+    y_a, y_b = renewing_speckle_frames(size, seed, high, renewal, 2, pixel_mm)
+    return x_a, y_a, x_b, y_b
