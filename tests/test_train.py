@@ -394,11 +394,13 @@ def test_ctrl_c_saves_and_exits_130(data: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(data: Path, tmp_path: Path) -> None:
-    """DistributedDataParallel with the gloo backend: 2 ranks, only rank 0 writes."""
+    """DistributedDataParallel with the gloo backend: 2 ranks, only rank 0 writes; G's loss with the
+    temporal term runs G twice per step (its crops, then the twins')."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "training.train",
            "--config", "quick", "--no-progress", "--low", str(data / "low"), "--high", str(data / "high"),
-           "--out", str(tmp_path)]
+           "--out", str(tmp_path), "--twins", str(data / "twins"),
+           "--set", "phases.gan.weights={adv: 1.0, l1: 0.5, ms_ssim: 0.5, temporal: 1.0}"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("finished after") == 1, done.stdout  # rank 0 reports, rank 1 does not
