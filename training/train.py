@@ -4,8 +4,8 @@ Examples::
 
     python -m training.train --config paper --low D/low --high D/high --out runs/paper
     python -m training.train --config quick --low D/low --high D/high --out runs/q --set phases.gan.iterations=10
-    python -m training.train --config ship_mix --init weights/drnn.pt --pairs D/eval --twins T/twins --out runs/t \
-        --set "phases.finetune.weights={l1: 0.5, hist: 1.5, anchor: 5.0, temporal: 20.0}"
+    python -m training.train --config ship_mix --init weights/drnn.pt --pairs D/eval --twins T/twins --out runs/t
+        --set phases.finetune.weights.anchor=5 --set phases.finetune.weights.temporal=20   # (one line)
     python -m training.train --out runs/paper --resume            # continue where it stopped
     torchrun --nproc_per_node=4 -m training.train --config paper ... --device cuda
 
