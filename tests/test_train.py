@@ -220,6 +220,26 @@ def test_temporal_term_makes_the_output_change_as_the_high_probe_does(data: Path
     assert _same(_generator(tmp_path / "split" / "generator.pt"), _generator(tmp_path / "whole" / "generator.pt"))
 
 
+def test_load_twins_refuses_misaligned_twins(data: Path, tmp_path: Path) -> None:
+    """A twin missing from b/, or a b/ frame of another size than its a/ frame, is named before training."""
+    from training.batches import load_twins
+    from training.data import DataError
+
+    assert len(load_twins(data / "twins").x_b) == 3
+    short = tmp_path / "short"
+    shutil.copytree(data / "twins", short)
+    for name in ("x_002.png", "y_002.png"):
+        (short / "b" / name).unlink()
+    with pytest.raises(DataError, match="3 pairs in a/ but 2 in b/"):
+        load_twins(short)
+    resized = tmp_path / "resized"
+    shutil.copytree(data / "twins", resized)
+    for name in ("x_001.png", "y_001.png"):
+        cv2.imwrite(str(resized / "b" / name), np.zeros((40, 40), np.uint8))
+    with pytest.raises(DataError, match=r"twin #1 is \(48, 64\) in a/ but \(40, 40\) in b/"):
+        load_twins(resized)
+
+
 def test_cli_runs_and_reports_bad_input(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--config", "quick", "--no-progress", "--set", "phases.gan.iterations=1"]
     assert main([*common, "--low", str(data / "low"), "--high", str(data / "high"), "--out", str(tmp_path / "ok")]) == 0
