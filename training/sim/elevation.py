@@ -19,15 +19,38 @@ the training data of the ``temporal`` loss term (:mod:`training.config`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
 from training.sim.imaging import image_phantom
-from training.sim.phantom import make_phantom
+from training.sim.phantom import Phantom, make_phantom
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel, probe_by_name
 from training.sim.scatterers import scatterer_spectrum
 
 __all__ = ["renewing_speckle_frames", "renewing_twin"]
+
+
+def _renewed_scenes(size: tuple[int, int], seed: int, renewal: float, count: int,
+                    pixel_mm: float) -> Iterator[tuple[Phantom, int]]:
+    """The ``count`` scatterer fields of one phantom (drawn from ``seed``), each renewing the fraction
+    ``renewal`` of the previous one's (module docstring), as ``(phantom to image, noise seed)``."""
+    if not 0.0 <= renewal <= 1.0:
+        raise ValueError(f"renewal must lie in [0, 1], got {renewal}")
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    rng = np.random.default_rng(seed)
+    phantom = make_phantom(rng, size, pixel_mm, scatterers=False)
+    max_mhz = 6.0  # make_phantom's default: both preset probes and their jitter lie below it
+    specular, upsample = scatterer_spectrum(rng, np.zeros_like(phantom.echogenicity), phantom.specular, pixel_mm,
+                                            max_mhz)
+    noise_seed = int(rng.integers(2**63))
+    field = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
+    for k in range(count):
+        if k:
+            fresh = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
+            field = np.sqrt(1.0 - renewal) * field + np.sqrt(renewal) * fresh
+        yield dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample), noise_seed
 
 
 def renewing_speckle_frames(
@@ -41,26 +64,9 @@ def renewing_speckle_frames(
     """``count`` ``uint8 (H, W)`` frames of one phantom (drawn from ``seed``) seen by ``probe``, each
     renewing the fraction ``renewal`` (in [0, 1]) of the previous frame's speckle (module
     docstring).  The same ``seed`` gives the same phantom and fields for every probe."""
-    if not 0.0 <= renewal <= 1.0:
-        raise ValueError(f"renewal must lie in [0, 1], got {renewal}")
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    scenes = _renewed_scenes(size, seed, renewal, count, pixel_mm)
     probe = probe_by_name(probe)
-    rng = np.random.default_rng(seed)
-    phantom = make_phantom(rng, size, pixel_mm, scatterers=False)
-    max_mhz = 6.0  # make_phantom's default: both preset probes and their jitter lie below it
-    specular, upsample = scatterer_spectrum(rng, np.zeros_like(phantom.echogenicity), phantom.specular, pixel_mm,
-                                            max_mhz)
-    noise_seed = int(rng.integers(2**63))
-    field = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
-    frames = []
-    for k in range(count):
-        if k:
-            fresh = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
-            field = np.sqrt(1.0 - renewal) * field + np.sqrt(renewal) * fresh
-        scanned = dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample)
-        frames.append(image_phantom(scanned, probe, np.random.default_rng(noise_seed)))
-    return frames
+    return [image_phantom(scene, probe, np.random.default_rng(noise)) for scene, noise in scenes]
 
 
 def renewing_twin(
@@ -73,7 +79,8 @@ def renewing_twin(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two consecutive frames of one phantom (drawn from ``seed``) whose speckle renews the fraction
     ``renewal`` between them, each seen by both probes: ``(x_a, y_a, x_b, y_b)``, ``uint8 (H, W)``;
-    ``x`` the ``low`` probe's, ``y`` the ``high`` probe's, of the same scatterers."""
-    x_a, x_b = renewing_speckle_frames(size, seed, low, renewal, 2, pixel_mm)
-    y_a, y_b = renewing_speckle_frames(size, seed, high, renewal, 2, pixel_mm)
+    ``x`` the ``low`` probe's, ``y`` the ``high`` probe's, of the same scatterers (the fields drawn
+    once, as :func:`renewing_speckle_frames` draws them for either probe)."""
+    x_a, y_a, x_b, y_b = (image_phantom(scene, probe, np.random.default_rng(noise))
+                          for scene, noise in _renewed_scenes(size, seed, renewal, 2, pixel_mm) for probe in (low, high))
     return x_a, y_a, x_b, y_b
