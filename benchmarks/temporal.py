@@ -18,7 +18,11 @@ renewed scatterers.  A filter that smooths the speckle changes less than its inp
 (:mod:`engine.persistence`), and what that costs on a moving scene is measured too: on the
 simulator's sweep at ``--speeds`` pixels per frame, the mean difference between the published
 frame and the current despeckled frame (its *trail*), beside the difference between consecutive
-despeckled frames (:func:`motion_trail`).
+despeckled frames (:func:`motion_trail`), and on a biopsy needle advancing ``--speeds`` pixels per
+frame into still tissue (:func:`training.sim.elevation.advancing_needle_frames`) how much of the
+needle tip's grey contrast the published frame shows, against the current despeckled frame's
+(:func:`needle_lag`; 1: all of it).  ``--persistence-motion M`` makes the persistence
+motion-adaptive (:mod:`engine.persistence`).
 
     python -m benchmarks.temporal --weights default fast --markdown runs/temporal.md --figure runs/temporal.png
 """
@@ -37,14 +41,15 @@ from tqdm import tqdm
 from benchmarks.baselines import BASELINES
 from benchmarks.cli import check_outputs, image_suffixes, write_texts
 from benchmarks.evaluate import load_candidates
+from benchmarks.metrics import ring_mask
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
-from engine.persistence import persist, persistence_arg
+from engine.persistence import MOTION_HELP, Persistence, check_motion_args, motion_arg, persistence_arg
 from engine.strength import strength_arg
 from training.argparsing import OneLineParser, frame_size, int_at_least, positive_float, positive_int
 from training.sim import sweep_frames
-from training.sim.elevation import renewing_speckle_frames
+from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
 
-__all__ = ["RENEWAL", "change_figures", "measure_temporal", "motion_trail", "markdown_table", "trail_table",
+__all__ = ["RENEWAL", "change_figures", "measure_temporal", "motion_trail", "needle_lag", "markdown_table", "trail_table",
            "write_figure", "main"]
 
 #: the renewals measured by default: a nearly still probe, a small and a larger motion per frame.
@@ -71,11 +76,11 @@ def _series_figures(images: Sequence[np.ndarray], lit: Sequence[np.ndarray]) -> 
 
 def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], phantoms: int = 6,
                      size: tuple[int, int] = (256, 256), renewal: Sequence[float] = RENEWAL, frames: int = 8,
-                     persistence: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
+                     persistence: float = 0.0, seed: int = 0, progress: bool = True, motion: float = 0.0) -> dict:
     """Means over ``phantoms`` series (seeds ``seed``, ``seed + 1``...) of ``frames`` frames each of
     the module docstring's figures: ``{"renewal": [...], "x": {"corr": [...]}, "y": {"corr": [...],
     "ratio": [...]}, name: {"corr": [...], "ratio": [...]} for each run}``, one value per renewal;
-    each run's outputs averaged over frames with ``persistence``."""
+    each run's outputs averaged over frames with ``persistence`` (motion-adaptive with ``motion``)."""
     if frames < 2:
         raise ValueError(f"a series needs at least 2 frames, got {frames}")
     sums: dict[str, dict[str, np.ndarray]] = {}
@@ -94,34 +99,33 @@ def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], pha
             add("y", "corr", i, corr_y)
             add("y", "ratio", i, change_y / change_x)
             for name, run in runs.items():
-                outs, state = [], None
-                for x in xs:
-                    state, out = persist(state, run(x), persistence)
-                    outs.append(out)
+                average = Persistence(persistence, motion)
+                outs = [average(run(x)) for x in xs]
                 corr_g, change_g = _series_figures(outs, lit)
                 add(name, "corr", i, corr_g)
                 add(name, "ratio", i, change_g / change_x)
     return {"renewal": [float(e) for e in renewal], "phantoms": phantoms, "frames": frames, "size": list(size),
-            "persistence": persistence, **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
+            "persistence": persistence, "motion": motion, **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
 
 
 def motion_trail(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persistence: float,
                  speeds: Sequence[float] = (1.0, 4.0), frames: int = 16, size: tuple[int, int] = (256, 256),
-                 seed: int = 0) -> dict[str, dict[str, list[float]]]:
+                 seed: int = 0, motion: float = 0.0) -> dict[str, dict[str, list[float]]]:
     """What persistence costs on a moving scene: on the simulator's sweep (:func:`training.sim.sweep_frames`,
     the probe moving sideways by ``speed`` pixels per frame, no breathing), over the second half of
     ``frames`` frames, ``{name: {"trail": [...], "step": [...]}}``, one value per speed: ``trail`` the
     mean absolute difference (grey levels) between the published frame and the current despeckled
-    frame ``D(x_t)``, ``step`` that between consecutive despeckled frames, for comparison."""
+    frame ``D(x_t)``, ``step`` that between consecutive despeckled frames, for comparison;
+    persistence motion-adaptive with ``motion``."""
     out: dict[str, dict[str, list[float]]] = {name: {"trail": [], "step": []} for name in runs}
     for speed in speeds:  # each sweep simulated once, for every run
         sweep = sweep_frames(size, seed, "low", speed_px=speed, breathing_px=0)
         xs = [x for _, x in zip(range(frames), sweep, strict=False)]
         for name, run in runs.items():
             despeckled = [run(x) for x in xs]
-            state, trail, step = None, [], []
+            average, trail, step = Persistence(persistence, motion), [], []
             for k, d in enumerate(despeckled):
-                state, shown = persist(state, d, persistence)
+                shown = average(d)
                 if k >= max(1, frames // 2):
                     trail.append(np.abs(shown.astype(np.float64) - d).mean())
                     step.append(np.abs(d.astype(np.float64) - despeckled[k - 1]).mean())
@@ -130,12 +134,52 @@ def motion_trail(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persist
     return out
 
 
-def trail_table(trails: Mapping[str, Mapping[str, list[float]]], speeds: Sequence[float], persistence: float) -> str:
-    """One row per despeckler: published-vs-current and frame-to-frame differences at each speed."""
+def needle_lag(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persistence: float,
+               speeds: Sequence[float] = (1.0, 4.0), phantoms: int = 6, frames: int = 8,
+               size: tuple[int, int] = (256, 256), seed: int = 0, motion: float = 0.0) -> dict[str, list[float]]:
+    """Whether persistence lags a needle: on ``phantoms`` series of ``frames`` frames of a needle
+    advancing ``speed`` pixels per frame into still tissue (speckle renewing 2 % a frame), over the
+    second half of each series, ``{name: [kept per speed]}`` with
+
+        kept = sum_t (mean P_t[tip_t] - mean D_t[ring_t]) / sum_t (mean D_t[tip_t] - mean D_t[ring_t])
+
+    ``P_t`` the published frame (persistence, motion-adaptive with ``motion``), ``D_t`` the current
+    despeckled frame, ``tip_t`` the needle's last 5 mm in frame ``t`` and ``ring_t`` the pixels 2-8
+    pixels around it off the needle, the current frame's in both terms (the published frame's
+    surroundings of an earlier, shorter needle are darker and would flatter it): the share of
+    the tip's grey contrast that the published frame shows (1: all of it; plain persistence ``a``
+    shows a newly reached pixel at ``1 - a``)."""
+    sums = {name: np.zeros((len(speeds), 2)) for name in runs}
+    for i, speed in enumerate(speeds):
+        for n in range(phantoms):
+            series = advancing_needle_frames(size, seed + n, "low", speed, frames)
+            for name, run in runs.items():
+                average = Persistence(persistence, motion)
+                for k, x in enumerate(series.frames):
+                    d = run(x)
+                    shown = average(d)
+                    tip = series.tips[k]
+                    ring = ring_mask(tip, gap=2, width=6, within=~series.needles[k])
+                    if k >= max(1, frames // 2) and tip.sum() >= 5 and ring.sum() >= 5:
+                        level = d[ring].mean(dtype=np.float64)
+                        sums[name][i] += [shown[tip].mean(dtype=np.float64) - level, d[tip].mean(dtype=np.float64) - level]
+    return {name: [float(p / c) if c else float("nan") for p, c in s] for name, s in sums.items()}
+
+
+def trail_table(trails: Mapping[str, Mapping[str, list[float]]], speeds: Sequence[float], persistence: float,
+                motion: float = 0.0, needle: Mapping[str, list[float]] | None = None) -> str:
+    """One row per despeckler: published-vs-current and frame-to-frame differences at each speed,
+    and with ``needle`` (:func:`needle_lag`) the share of the advancing needle tip's contrast shown."""
+    setting = f"persistence {persistence:g}" + (f", motion {motion:g}" if motion else "")
     head = " | ".join(f"{v:g} px/frame: trail / step (grey levels)" for v in speeds)
-    lines = [f"| persistence {persistence:g} | {head} |", "|---" * (1 + len(speeds)) + "|"]
+    if needle is not None:
+        head += " | " + " | ".join(f"needle at {v:g} px/frame: tip contrast shown" for v in speeds)
+    cols = len(speeds) * (2 if needle is not None else 1)
+    lines = [f"| {setting} | {head} |", "|---" * (1 + cols) + "|"]
     for name, figs in trails.items():
         cells = " | ".join(f"{t:.1f} / {d:.1f}" for t, d in zip(figs["trail"], figs["step"], strict=True))
+        if needle is not None:
+            cells += " | " + " | ".join(f"{k:.2f}" for k in needle[name])
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -190,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int_at_least(2), default=8, help="frames per series, at least 2 (default: 8)")
     p.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
                    help="average each despeckler's outputs over frames as stream.run --persistence does (default: 0)")
+    p.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
     p.add_argument("--speeds", type=positive_float, nargs="+", default=[1.0, 4.0], metavar="PX",
-                   help="with --persistence: also measure its trail on the sweep at these speeds, pixels per frame "
-                        "(default: 1 4)")
+                   help="with --persistence: also measure its trail on the sweep and its lag on an advancing "
+                        "needle at these speeds, pixels per frame (default: 1 4)")
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
                    help="frame size (default: 256x256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
@@ -203,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure", type=Path, help="write the two curves here, as PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    check_motion_args(p, a.persistence, a.persistence_motion)
     check_outputs(p, {"--json": (a.json, None), "--markdown": (a.markdown, None),
                       "--figure": (a.figure, image_suffixes() if a.figure else None)})
     runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", levels=a.levels)
@@ -212,13 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         baseline = BASELINES[name]
         runs[baseline.label] = partial(_as_grey_levels, baseline.func)
     result = measure_temporal(runs, a.phantoms, a.size, frames=a.frames, persistence=a.persistence, seed=a.seed,
-                              progress=not a.no_progress)
+                              progress=not a.no_progress, motion=a.persistence_motion)
     table = markdown_table(result)
     if a.persistence:
         result["moving"] = {"speeds_px": a.speeds, **motion_trail(runs, a.persistence, a.speeds, size=a.size,
-                                                                  seed=a.seed)}
+                                                                  seed=a.seed, motion=a.persistence_motion)}
+        result["needle"] = {"speeds_px": a.speeds, **needle_lag(runs, a.persistence, a.speeds, a.phantoms, size=a.size,
+                                                                seed=a.seed, motion=a.persistence_motion)}
         table += "\n" + trail_table({k: v for k, v in result["moving"].items() if k != "speeds_px"}, a.speeds,
-                                    a.persistence)
+                                    a.persistence, a.persistence_motion,
+                                    {k: v for k, v in result["needle"].items() if k != "speeds_px"})
     print(table, end="")
     try:
         write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(result, indent=1))})

@@ -17,7 +17,7 @@ from pathlib import Path
 from engine.base import BackendUnavailable, threads_arg
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.offline import despeckle_files
-from engine.persistence import persistence_arg
+from engine.persistence import MOTION_HELP, check_motion_args, motion_arg, persistence_arg
 from engine.pixels import PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
@@ -39,6 +39,7 @@ class DespeckleConfig:
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
     persistence: float = 0.0
+    persistence_motion: float = 0.0
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -62,9 +63,11 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
     parser.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
                         help="0 <= A < 1: within a video or DICOM cine, the running average (1 - A) x the despeckled "
                              "frame + A x the average before is written (default: 0, none)")
+    parser.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
     args = parser.parse_args(argv)
+    check_motion_args(parser, args.persistence, args.persistence_motion)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
-                           args.strength, args.pixel_mm, args.levels, args.persistence)
+                           args.strength, args.pixel_mm, args.levels, args.persistence, args.persistence_motion)
 
 
 def run(config: DespeckleConfig) -> int:
@@ -79,7 +82,7 @@ def run(config: DespeckleConfig) -> int:
     with despeckler:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
         report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm,
-                                 config.persistence)
+                                 config.persistence, config.persistence_motion)
     print(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}; "
           f"{len(report.failed)} failed")
     for failure in report.failed:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from engine.base import Despeckler
 from engine.files import temporary_sibling
-from engine.persistence import persist
+from engine.persistence import Persistence
 from engine.pixels import PixelMode, resamples, spacing_for, with_spacing, working_pixel_mm
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
@@ -157,20 +157,20 @@ def file_spacing(path: Path) -> tuple[float, float] | None:
     return None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES else dicom_spacing(path)
 
 
-def _persisted(frames: Iterator[np.ndarray], persistence: float) -> Iterator[np.ndarray]:
-    """``frames`` averaged over time by :mod:`engine.persistence` (as they are for ``persistence`` 0)."""
-    state = None
+def _persisted(frames: Iterator[np.ndarray], persistence: float, motion: float = 0.0) -> Iterator[np.ndarray]:
+    """``frames`` averaged over time by :mod:`engine.persistence` (as they are for ``persistence`` 0),
+    motion-adaptive with ``motion`` grey levels."""
+    average = Persistence(persistence, motion)
     for frame in frames:
-        state, out = persist(state, frame, persistence)
-        yield out
+        yield average(frame)
 
 
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto",
-                   persistence: float = 0.0) -> tuple[Path, int]:
+                   persistence: float = 0.0, motion: float = 0.0) -> tuple[Path, int]:
     """Despeckle ``src`` into ``dst`` (kind from the suffix: picture, video, else DICOM, which
     :func:`training.data.read_frames` has then recognised), through a temporary file beside ``dst``
     renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file).
-    ``pixel_mm``, ``persistence``: see :func:`despeckle_files`."""
+    ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
     suffix = src.suffix.lower()
     if suffix in VIDEO_SUFFIXES and dst.suffix.lower() not in CODECS:
         dst = dst.with_suffix(".avi")
@@ -181,7 +181,7 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     if spacing is not None and resamples(spacing):
         log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
                  working_pixel_mm(spacing))
-    frames = _persisted(with_spacing(despeckler, spacing).imap(read_frames(src)), persistence)  # a view: not closed
+    frames = _persisted(with_spacing(despeckler, spacing).imap(read_frames(src)), persistence, motion)  # a view: not closed
     tmp = temporary_sibling(dst)
     try:
         if suffix in IMAGE_SUFFIXES:
@@ -199,7 +199,7 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
 
 def despeckle_files(
     despeckler: Despeckler, inputs: list[Path], output: Path, recursive: bool = False, pixel_mm: PixelMode = "auto",
-    persistence: float = 0.0,
+    persistence: float = 0.0, motion: float = 0.0,
 ) -> OfflineReport:
     """Despeckle every file of ``inputs`` (files or folders) into ``output``; see the module doc.
 
@@ -207,7 +207,8 @@ def despeckle_files(
     a size it was trained on): ``"auto"`` a DICOM file's own spacing (pictures and videos are
     despeckled as they are), ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
     ``persistence``: within a video or a multi-frame DICOM file, the running average of the
-    despeckled frames is written (:mod:`engine.persistence`; 0: none)."""
+    despeckled frames is written (:mod:`engine.persistence`; 0: none), motion-adaptive with
+    ``motion`` grey levels (0: plain)."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -218,7 +219,7 @@ def despeckle_files(
             log.warning("skipping %s", exc)
     for src, dst in tqdm(jobs, desc="despeckle", unit="file"):
         try:
-            written, count = _despeckle_one(despeckler, src, dst, pixel_mm, persistence)
+            written, count = _despeckle_one(despeckler, src, dst, pixel_mm, persistence, motion)
         except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors
             reason = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
             report.failed.append(reason)

@@ -13,11 +13,10 @@ measured).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from engine.base import Around, Despeckler, WrappedDespeckler
+from training.argparsing import checked_float
 
 __all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler"]
 
@@ -30,12 +29,8 @@ def check_strength(strength: float) -> float:
     return s
 
 
-def strength_arg(text: str) -> float:
-    """``argparse`` type of a ``--strength`` flag: :func:`check_strength` of the number in ``text``."""
-    try:
-        return check_strength(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number between 0 and 1, got {text!r}") from None
+#: ``argparse`` type of a ``--strength`` flag: :func:`check_strength` of the number given.
+strength_arg = checked_float(check_strength, "strength must be a number between 0 and 1")
 
 
 def blend(frame: np.ndarray, despeckled: np.ndarray, strength: float) -> np.ndarray:

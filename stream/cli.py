@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
-from engine.persistence import persistence_arg
+from engine.persistence import MOTION_HELP, motion_arg, persistence_arg
 from engine.pixels import pixel_mode_arg
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
@@ -119,6 +119,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         help="0 <= A < 1: publish the running average (1 - A) x the despeckled frame + A x the average before, averaging away "
         "texture that changes from frame to frame at the cost of a lag of A / (1 - A) frames (default: 0, none)",
     )
+    g.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
     g.add_argument(
         "--cuda-graphs",
         action="store_true",
@@ -230,6 +231,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         levels=args.levels,
         cuda_graphs=args.cuda_graphs,
         persistence=args.persistence,
+        persistence_motion=args.persistence_motion,
         frames=args.frames,
         curve_keys=args.curve_keys,
         limits=_limits(args),

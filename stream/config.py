@@ -65,7 +65,8 @@ class ChainConfig:
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
     ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
     (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another).
-    ``persistence``: the despeckled frames' running average is published (:mod:`engine.persistence`)."""
+    ``persistence``: the despeckled frames' running average is published (:mod:`engine.persistence`),
+    motion-adaptive with ``persistence_motion`` grey levels (0: plain)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -77,6 +78,7 @@ class ChainConfig:
     levels: str = DEFAULT_LEVELS
     cuda_graphs: bool = False
     persistence: float = 0.0
+    persistence_motion: float = 0.0
     frames: int | None = None
     curve_keys: Path | None = None
     limits: Limits = field(default_factory=Limits)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from engine.persistence import check_motion_args
 from stream.cli import add_common_args, add_despeckle_args, chain_config, endpoint, setup_logging
 from stream.config import GRAB_ENDPOINT, SourceConfig
 from stream.pipeline import run_chain
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     add_despeckle_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
+    check_motion_args(parser, args.persistence, args.persistence_motion)
     if not args.subscribe.startswith(("tcp://", "ipc://")):
         parser.error(f"--subscribe must be a tcp:// or ipc:// endpoint, got {args.subscribe!r}")
     setup_logging(args.verbose)

@@ -315,12 +315,14 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
         except _STARTUP_ERRORS as exc:
             return proc.fail(exc)
         persistence = f", persistence {cfg.persistence:g}" if cfg.persistence else ""
+        persistence += f" (motion-adaptive, {cfg.persistence_motion:g} grey levels)" if cfg.persistence_motion else ""
         proc.stats.label = " | ".join(filter(None, [f"backend {engine.describe()}{persistence}", proc.stats.label]))
         log.info("publishing despeckled frames on %s", endpoint_of(pub))
         inbox: LatestSlot[Item] = LatestSlot()
         outbox: LatestSlot[Item] = LatestSlot()
         receiver = Receiver(sub, inbox, proc.stats, cfg.limits)
-        despeckle = DespeckleStage(engine, inbox, outbox, proc.stats, cfg.roi, cfg.pixel_mm, cfg.persistence)
+        despeckle = DespeckleStage(engine, inbox, outbox, proc.stats, cfg.roi, cfg.pixel_mm, cfg.persistence,
+                                   cfg.persistence_motion)
         publisher = Publisher(pub, outbox, proc.stats, sinks, cfg.frames, cfg.limits)
         proc.threads.start("receive", receiver)
         proc.threads.start("despeckle", despeckle)

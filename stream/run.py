@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.persistence import check_motion_args
 from stream.cli import (
     add_common_args,
     add_despeckle_args,
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     add_despeckle_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
+    check_motion_args(parser, args.persistence, args.persistence_motion)
     setup_logging(args.verbose)
     return run_chain(chain_config(args, source_config(args, args.source)))
 

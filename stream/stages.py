@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from engine.base import Despeckler, FrameError
-from engine.persistence import persist
+from engine.persistence import Persistence
 from engine.pixels import PixelMode, check_spacing, resamples, spacing_for, with_spacing, working_pixel_mm
 from stream.latest import LatestSlot
 from stream.protocol import (
@@ -227,8 +227,9 @@ class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
     ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
     ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: the outputs'
-    running average is published (:mod:`engine.persistence`; 0: none), started afresh after a
-    pause or a change of source (:meth:`_after_pause`)."""
+    running average is published (:mod:`engine.persistence`; 0: none; motion-adaptive with
+    ``persistence_motion`` grey levels), started afresh after a pause or a change of source
+    (:meth:`_after_pause`)."""
 
     engine: Despeckler
     inbox: LatestSlot[Item]
@@ -237,10 +238,14 @@ class DespeckleStage:
     region: Region | None = None
     pixel_mm: PixelMode = "auto"
     persistence: float = 0.0
+    persistence_motion: float = 0.0
     busy: bool = False
     _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
-    _state: np.ndarray | None = None  # persistence's running average (float32)
+    _average: Persistence = field(init=False)  # the running average of persistence
     _last_capture: tuple[str, int] | None = None  # (source, capture_mono_ns) of the last frame
+
+    def __post_init__(self) -> None:
+        self._average = Persistence(self.persistence, self.persistence_motion)
 
     def run(self, stop: threading.Event) -> None:
         _work(self, self.inbox, stop, self.process)
@@ -279,8 +284,8 @@ class DespeckleStage:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
         if self._after_pause(item.meta):
-            self._state = None  # an old scene must not show through a frozen or reconnected source's next frame
-        self._state, out = persist(self._state, out, self.persistence)
+            self._average.reset()  # an old scene must not show through a frozen or reconnected source's next frame
+        out = self._average(out)
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
         if self.outbox.put(Item(out, item.meta, item.image)):

@@ -60,6 +60,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], main: Main, argv: list[s
         (run_main, ["--fps", "0"], "--fps"),
         (run_main, ["--persistence", "1"], "--persistence"),
         (despeckler_main, ["--persistence", "-0.5"], "--persistence"),
+        (run_main, ["--persistence-motion", "16"], "--persistence-motion"),
+        (despeckler_main, ["--persistence", "0.5", "--persistence-motion", "-1"], "--persistence-motion"),
         (grabber_main, ["--frames", "-1"], "--frames"),
         (keys_main, [], "--out"),
     ],

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.temporal import change_figures, main, measure_temporal, motion_trail
-from training.sim.elevation import renewing_speckle_frames
+from benchmarks.temporal import change_figures, main, measure_temporal, motion_trail, needle_lag
+from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
 
 
 def test_renewing_speckle_frames_decorrelate_as_asked() -> None:
@@ -59,6 +59,37 @@ def test_motion_trail_of_persistence() -> None:
     assert half["step"][0] < half["step"][1]
 
 
+def test_advancing_needle_frames() -> None:
+    """The needle grows by the asked columns a frame, reaches its full length in the last frame, and
+    where it has arrived the image brightens; the rest of the scene only renews its speckle."""
+    series = advancing_needle_frames((96, 128), seed=11, speed_px=3.0, count=5)
+    assert len(series.frames) == len(series.needles) == len(series.tips) == 5
+    columns = [int(n.any(axis=0).sum()) for n in series.needles]
+    assert all(2 <= b - a <= 4 for a, b in zip(columns, columns[1:], strict=False)), columns  # ~3 columns a frame
+    for needle, tip in zip(series.needles, series.tips, strict=True):
+        assert tip.any() and not (tip & ~needle).any()  # the tip is the needle's own end
+    first, last = series.frames[0].astype(float), series.frames[-1].astype(float)
+    arrived = series.needles[-1] & ~series.needles[0]
+    assert last[arrived].mean() > first[arrived].mean() + 10  # the needle brightens where it has reached
+    assert np.array_equal(series.frames[-1], advancing_needle_frames((96, 128), seed=11, speed_px=3.0, count=5).frames[-1])
+    with pytest.raises(ValueError, match="speed"):
+        advancing_needle_frames((64, 64), speed_px=0.0)
+
+
+def test_needle_lag_of_plain_and_motion_adaptive_persistence() -> None:
+    """Plain persistence shows a fast needle's new tip late; the motion-adaptive one nearly at once,
+    with no persistence exactly at once."""
+    def identity(f: np.ndarray) -> np.ndarray:
+        return f
+
+    runs = {"identity": identity}
+    none = needle_lag(runs, 0.0, speeds=(4.0,), phantoms=2, frames=6, size=(96, 128))["identity"]
+    plain = needle_lag(runs, 0.75, speeds=(4.0,), phantoms=2, frames=6, size=(96, 128))["identity"]
+    adaptive = needle_lag(runs, 0.75, speeds=(4.0,), phantoms=2, frames=6, size=(96, 128), motion=16.0)["identity"]
+    assert none == [1.0]
+    assert plain[0] < 0.9 and adaptive[0] > plain[0] + 0.05, (plain, adaptive)
+
+
 def test_command_line_with_the_fast_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.json"
     assert main(["--weights", "fast", "--phantoms", "1", "--frames", "2", "--size", "64x64", "--json", str(out),
@@ -70,12 +101,19 @@ def test_command_line_with_the_fast_model(tmp_path: Path, capsys: pytest.Capture
     assert cv2.imread(str(tmp_path / "t.png")) is not None
     assert main(["--weights", "fast", "--phantoms", "1", "--frames", "2", "--size", "64x64", "--persistence", "0.5",
                  "--speeds", "2", "--baselines", "--no-progress"]) == 0
-    assert "| persistence 0.5 | 2 px/frame: trail / step (grey levels) |" in capsys.readouterr().out
+    assert "| persistence 0.5 | 2 px/frame: trail / step (grey levels) | needle at 2 px/frame: tip contrast shown |" \
+        in capsys.readouterr().out
+    assert main(["--weights", "--phantoms", "1", "--frames", "2", "--size", "64x64", "--persistence", "0.5",
+                 "--persistence-motion", "16", "--speeds", "2", "--no-progress", "--json", str(out)]) == 0
+    assert "| persistence 0.5, motion 16 |" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["motion"] == 16 and set(result["needle"]) == {"speeds_px", "Median"}
 
 
 @pytest.mark.parametrize(("argv", "culprit"), [(["--baselines", "nosuch"], "--baselines"),
                                                (["--frames", "1"], "--frames"),
-                                               (["--persistence", "1"], "--persistence")])
+                                               (["--persistence", "1"], "--persistence"),
+                                               (["--persistence-motion", "12"], "--persistence-motion")])
 def test_bad_flags(argv: list[str], culprit: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)

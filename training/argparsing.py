@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 __all__ = ["OneLineParser", "positive_int", "non_negative_int", "int_at_least", "positive_float", "parse_frame_size", "frame_size",
-           "argument_type"]
+           "argument_type", "checked_float"]
 
 N = TypeVar("N", int, float)
 T = TypeVar("T")
@@ -84,6 +84,19 @@ def argument_type(parse: Callable[[str], T], hint: str = "") -> Callable[[str], 
             raise argparse.ArgumentTypeError(f"{exc} {hint}" if hint else str(exc)) from None
 
     return checked
+
+
+def checked_float(check: Callable[[float], float], what: str) -> Callable[[str], float]:
+    """An argparse ``type``: ``check(float(text))``, where ``check`` raises ``ValueError`` for a value
+    out of its range; else the one-line ``WHAT, got 'TEXT'``."""
+
+    def parse(text: str) -> float:
+        try:
+            return check(float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+
+    return parse
 
 
 def frame_size(min_side: int = 1, square: bool = True) -> Callable[[str], tuple[int, int]]:

@@ -14,6 +14,9 @@ specular interfaces and electronic noise are the same in every frame, so consecu
 differ only by the renewed speckle.  The grid image-formation model (:mod:`training.sim.imaging`)
 only.  :func:`renewing_twin` gives two consecutive frames of one phantom seen by both probes,
 the training data of the ``temporal`` loss term (:mod:`training.config`).
+:func:`advancing_needle_frames` adds a biopsy needle whose tip advances from frame to frame, the
+one thing that moves in an otherwise still scene (what a persistence must not lag,
+:mod:`engine.persistence`).
 """
 
 from __future__ import annotations
@@ -28,29 +31,58 @@ from training.sim.phantom import Phantom, make_phantom
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel, probe_by_name
 from training.sim.scatterers import scatterer_spectrum
 
-__all__ = ["renewing_speckle_frames", "renewing_twin"]
+__all__ = ["NeedleSeries", "advancing_needle_frames", "renewing_speckle_frames", "renewing_twin"]
 
 
-def _renewed_scenes(size: tuple[int, int], seed: int, renewal: float, count: int,
-                    pixel_mm: float) -> Iterator[tuple[Phantom, int]]:
+def _renewed_scenes(size: tuple[int, int], seed: int, renewal: float, count: int, pixel_mm: float,
+                    needle_px: float | None = None) -> Iterator[tuple[Phantom, int]]:
     """The ``count`` scatterer fields of one phantom (drawn from ``seed``), each renewing the fraction
-    ``renewal`` of the previous one's (module docstring), as ``(phantom to image, noise seed)``."""
+    ``renewal`` of the previous one's (module docstring), as ``(phantom to image, noise seed)``.
+    With ``needle_px`` the phantom has a needle (:func:`training.sim.phantom.make_phantom`) whose
+    visible part grows by ``needle_px`` columns a frame, its full length in the last frame; each
+    yielded phantom's ``needle`` mask is the part shown in its frame."""
     if not 0.0 <= renewal <= 1.0:
         raise ValueError(f"renewal must lie in [0, 1], got {renewal}")
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     rng = np.random.default_rng(seed)
-    phantom = make_phantom(rng, size, pixel_mm, scatterers=False)
+    phantom = make_phantom(rng, size, pixel_mm, scatterers=False, needle=needle_px is not None)
     max_mhz = 6.0  # make_phantom's default: both preset probes and their jitter lie below it
-    specular, upsample = scatterer_spectrum(rng, np.zeros_like(phantom.echogenicity), phantom.specular, pixel_mm,
-                                            max_mhz)
+    fixed = phantom.specular[:-1] if needle_px is not None else phantom.specular
+    specular, upsample = scatterer_spectrum(rng, np.zeros_like(phantom.echogenicity), fixed, pixel_mm, max_mhz)
+    shown = _needle_columns(phantom, rng, max_mhz, needle_px, count) if needle_px is not None else None
     noise_seed = int(rng.integers(2**63))
     field = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
     for k in range(count):
         if k:
             fresh = scatterer_spectrum(rng, phantom.echogenicity, (), pixel_mm, max_mhz)[0]
             field = np.sqrt(1.0 - renewal) * field + np.sqrt(renewal) * fresh
-        yield dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample), noise_seed
+        scene = dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample)
+        if shown is not None:
+            needle_spectrum, columns = shown[k]
+            masks = {**phantom.masks, "needle": phantom.masks["needle"] & columns[None, :]}
+            scene = dataclasses.replace(scene, spectrum=(scene.spectrum + needle_spectrum).astype(np.complex64),
+                                        masks=masks)
+        yield scene, noise_seed
+
+
+def _needle_columns(phantom: Phantom, rng: np.random.Generator, max_mhz: float, speed_px: float,
+                    count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame ``k``: the needle's spectrum (its reflector in the columns shown, zero elsewhere)
+    and the bool columns shown, the needle cut back ``(count - 1 - k) * speed_px`` columns from
+    its tip (its rows grow from entry to tip)."""
+    if not speed_px > 0:
+        raise ValueError(f"the needle's speed must be positive, got {speed_px} pixels per frame")
+    rows, strength = phantom.specular[-1]
+    spectrum = scatterer_spectrum(rng, np.zeros_like(phantom.echogenicity), ((rows, strength),), phantom.pixel_mm,
+                                  max_mhz)[0]
+    order = np.argsort(np.where(np.isfinite(rows), rows, np.inf))[: int(np.isfinite(rows).sum())]  # entry to tip
+    out = []
+    for k in range(count):
+        columns = np.zeros(rows.shape, bool)
+        columns[order[: max(0, len(order) - round((count - 1 - k) * speed_px))]] = True
+        out.append((spectrum * columns[:, None], columns))
+    return out
 
 
 def renewing_speckle_frames(
@@ -84,3 +116,47 @@ def renewing_twin(
     x_a, y_a, x_b, y_b = (image_phantom(scene, probe, np.random.default_rng(noise))
                           for scene, noise in _renewed_scenes(size, seed, renewal, 2, pixel_mm) for probe in (low, high))
     return x_a, y_a, x_b, y_b
+
+
+@dataclasses.dataclass(frozen=True)
+class NeedleSeries:
+    """Frames of a needle advancing into still tissue (:func:`advancing_needle_frames`): per frame
+    the ``uint8 (H, W)`` image and the bool masks of the needle shown in it and of its tip (its
+    last 5 mm, as :func:`training.sim.phantom.make_phantom` draws ``needle_tip``)."""
+
+    frames: list[np.ndarray]
+    needles: list[np.ndarray]
+    tips: list[np.ndarray]
+
+
+def advancing_needle_frames(
+    size: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    probe: str | ProbeModel = "low",
+    speed_px: float = 2.0,
+    count: int = 8,
+    renewal: float = 0.02,
+    pixel_mm: float = 0.25,
+) -> NeedleSeries:
+    """``count`` frames of one phantom (drawn from ``seed``) seen by ``probe``, a biopsy needle's tip
+    advancing ``speed_px`` columns a frame (its full length in the last frame) while the fraction
+    ``renewal`` of the speckle renews per frame (module docstring)."""
+    probe = probe_by_name(probe)
+    frames, needles, tips = [], [], []
+    for scene, noise in _renewed_scenes(size, seed, renewal, count, pixel_mm, needle_px=speed_px):
+        frames.append(image_phantom(scene, probe, np.random.default_rng(noise)))
+        needle = scene.crop(scene.masks["needle"])
+        needles.append(needle)
+        tips.append(_tip(needle, pixel_mm))
+    return NeedleSeries(frames, needles, tips)
+
+
+def _tip(needle: np.ndarray, pixel_mm: float, length_mm: float = 5.0) -> np.ndarray:
+    """The needle's pixels within ``length_mm`` of its deepest pixel (its tip: it enters from above)."""
+    rr, cc = np.nonzero(needle)
+    tip = np.zeros_like(needle)
+    if rr.size:
+        i = int(np.argmax(rr))
+        near = (rr - rr[i]) ** 2 + (cc - cc[i]) ** 2 <= (length_mm / pixel_mm) ** 2
+        tip[rr[near], cc[near]] = True
+    return tip
