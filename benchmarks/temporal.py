@@ -49,8 +49,8 @@ from training.argparsing import OneLineParser, frame_size, int_at_least, positiv
 from training.sim import sweep_frames
 from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
 
-__all__ = ["RENEWAL", "change_figures", "measure_temporal", "motion_trail", "needle_lag", "markdown_table", "trail_table",
-           "write_figure", "main"]
+__all__ = ["RENEWAL", "change_figures", "measure_temporal", "motion_trail", "needle_lag", "markdown_table",
+           "trail_table", "write_figure", "main"]
 
 #: the renewals measured by default: a nearly still probe, a small and a larger motion per frame.
 RENEWAL = (0.02, 0.1, 0.3)
@@ -105,7 +105,8 @@ def measure_temporal(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], pha
                 add(name, "corr", i, corr_g)
                 add(name, "ratio", i, change_g / change_x)
     return {"renewal": [float(e) for e in renewal], "phantoms": phantoms, "frames": frames, "size": list(size),
-            "persistence": persistence, "motion": motion, **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
+            "persistence": persistence, "motion": motion,
+            **{name: {k: v.tolist() for k, v in figs.items()} for name, figs in sums.items()}}
 
 
 def motion_trail(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persistence: float,
@@ -145,10 +146,10 @@ def needle_lag(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persisten
 
     ``P_t`` the published frame (persistence, motion-adaptive with ``motion``), ``D_t`` the current
     despeckled frame, ``tip_t`` the needle's last 5 mm in frame ``t`` and ``ring_t`` the pixels 2-8
-    pixels around it off the needle, the current frame's in both terms (the published frame's
-    surroundings of an earlier, shorter needle are darker and would flatter it): the share of
-    the tip's grey contrast that the published frame shows (1: all of it; plain persistence ``a``
-    shows a newly reached pixel at ``1 - a``)."""
+    pixels around it off the needle, the current frame's surroundings in both terms, so that only
+    the tip's own brightness differs: the share of the tip's grey contrast that the published
+    frame shows (1: all of it; plain persistence ``a`` shows a newly reached pixel at ``1 - a``).
+    Where a persistence lags little it runs above 1 on the simulator's needles (docs/quality.md)."""
     sums = {name: np.zeros((len(speeds), 2)) for name in runs}
     for i, speed in enumerate(speeds):
         for n in range(phantoms):
@@ -162,7 +163,8 @@ def needle_lag(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persisten
                     ring = ring_mask(tip, gap=2, width=6, within=~series.needles[k])
                     if k >= max(1, frames // 2) and tip.sum() >= 5 and ring.sum() >= 5:
                         level = d[ring].mean(dtype=np.float64)
-                        sums[name][i] += [shown[tip].mean(dtype=np.float64) - level, d[tip].mean(dtype=np.float64) - level]
+                        sums[name][i] += [shown[tip].mean(dtype=np.float64) - level,
+                                          d[tip].mean(dtype=np.float64) - level]
     return {name: [float(p / c) if c else float("nan") for p, c in s] for name, s in sums.items()}
 
 
