@@ -86,6 +86,8 @@ class Persistence:
 
     def __init__(self, weight: float, motion: float = 0.0) -> None:
         self.weight, self.motion = check_persistence(weight), check_motion(motion)
+        if self.motion and not self.weight:
+            raise ValueError(f"persistence motion {motion:g} needs a persistence above 0 (it adapts the persistence)")
         self.state: np.ndarray | None = None  # float32 running average
         self._diff = self._weights = np.empty(0, np.float32)
 

@@ -101,6 +101,13 @@ def test_bad_persistence_motion_is_refused(bad: float) -> None:
         check_motion(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="motion"):
         motion_arg(str(bad))
+    with pytest.raises(ValueError, match="motion"):
+        Persistence(0.5, bad)
+
+
+def test_motion_without_persistence_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a persistence above 0"):
+        Persistence(0.0, 16.0)
 
 
 def _persisted_chain(tmp_path: Path, sources: list[np.ndarray], fps: float,
