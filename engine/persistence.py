@@ -72,9 +72,12 @@ motion_arg = checked_float(check_motion, "persistence motion must be a number of
 
 
 def check_motion_args(parser: argparse.ArgumentParser, persistence: float, motion: float) -> None:
-    """``parser.error`` (exit status 2, one line) for a ``--persistence-motion`` without ``--persistence``."""
-    if motion and not persistence:
-        parser.error(f"--persistence-motion {motion:g} needs --persistence above 0 (it adapts the persistence)")
+    """``parser.error`` (exit status 2, one line) for flags :class:`Persistence` refuses: a
+    ``--persistence-motion`` without ``--persistence``."""
+    try:
+        Persistence(persistence, motion)
+    except ValueError as exc:
+        parser.error(f"--persistence-motion: {exc}")
 
 
 class Persistence:
