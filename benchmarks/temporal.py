@@ -154,13 +154,13 @@ def needle_lag(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], persisten
     for i, speed in enumerate(speeds):
         for n in range(phantoms):
             series = advancing_needle_frames(size, seed + n, "low", speed, frames)
+            rings = [ring_mask(tip, gap=2, width=6, within=~needle) for tip, needle in zip(series.tips, series.needles,
+                                                                                        strict=True)]
             for name, run in runs.items():
                 average = Persistence(persistence, motion)
-                for k, x in enumerate(series.frames):
+                for k, (x, tip, ring) in enumerate(zip(series.frames, series.tips, rings, strict=True)):
                     d = run(x)
                     shown = average(d)
-                    tip = series.tips[k]
-                    ring = ring_mask(tip, gap=2, width=6, within=~series.needles[k])
                     if k >= max(1, frames // 2) and tip.sum() >= 5 and ring.sum() >= 5:
                         level = d[ring].mean(dtype=np.float64)
                         sums[name][i] += [shown[tip].mean(dtype=np.float64) - level,
