@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.temporal import change_figures, main, measure_temporal, motion_trail, needle_lag
 from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
+from training.sim.phantom import make_phantom
 
 
 def test_renewing_speckle_frames_decorrelate_as_asked() -> None:
@@ -68,6 +69,12 @@ def test_advancing_needle_frames() -> None:
     assert all(2 <= b - a <= 4 for a, b in zip(columns, columns[1:], strict=False)), columns  # ~3 columns a frame
     for needle, tip in zip(series.needles, series.tips, strict=True):
         assert tip.any() and not (tip & ~needle).any()  # the tip is the needle's own end
+    whole = make_phantom(np.random.default_rng(11), (96, 128), 0.25, scatterers=False, needle=True).truth()
+    last = series.needles[-1]  # full length in the last frame (the columns its centre line crosses)
+    assert not (last & ~whole["needle"]).any() and (whole["needle"] & ~last).sum() <= 0.05 * last.sum()
+    assert np.array_equal(series.tips[-1], whole["needle_tip"] & last)  # its tip as the simulator's truth marks it
+    ends = [np.nonzero(t)[1].mean() for t in series.tips]
+    assert all(abs(b - a) >= 2 for a, b in zip(ends, ends[1:], strict=False)), ends  # the tip advances
     first, last = series.frames[0].astype(float), series.frames[-1].astype(float)
     arrived = series.needles[-1] & ~series.needles[0]
     assert last[arrived].mean() > first[arrived].mean() + 10  # the needle brightens where it has reached

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from training.sim.imaging import image_phantom
-from training.sim.phantom import Phantom, make_phantom
+from training.sim.phantom import Phantom, make_phantom, needle_tip
 from training.sim.probe import HIGH_PROBE, LOW_PROBE, ProbeModel, probe_by_name
 from training.sim.scatterers import scatterer_spectrum
 
@@ -59,18 +59,20 @@ def _renewed_scenes(size: tuple[int, int], seed: int, renewal: float, count: int
             field = np.sqrt(1.0 - renewal) * field + np.sqrt(renewal) * fresh
         scene = dataclasses.replace(phantom, spectrum=(field + specular).astype(np.complex64), upsample=upsample)
         if shown is not None:
-            needle_spectrum, columns = shown[k]
-            masks = {**phantom.masks, "needle": phantom.masks["needle"] & columns[None, :]}
+            needle_spectrum, columns, tip = shown[k]
+            needle = phantom.masks["needle"] & columns[None, :]
+            masks = {**phantom.masks, "needle": needle, "needle_tip": needle_tip(needle, tip, pixel_mm)}
             scene = dataclasses.replace(scene, spectrum=(scene.spectrum + needle_spectrum).astype(np.complex64),
                                         masks=masks)
         yield scene, noise_seed
 
 
 def _needle_columns(phantom: Phantom, rng: np.random.Generator, max_mhz: float, speed_px: float,
-                    count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per frame ``k``: the needle's spectrum (its reflector in the columns shown, zero elsewhere)
-    and the bool columns shown, the needle cut back ``(count - 1 - k) * speed_px`` columns from
-    its tip (its rows grow from entry to tip)."""
+                    count: int) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+    """Per frame ``k``: the needle's spectrum (its reflector in the columns shown, zero elsewhere),
+    the bool columns shown, the needle cut back ``(count - 1 - k) * speed_px`` columns from its
+    tip (its rows grow from entry to tip), and the end of its centre line shown (row, column;
+    full grid)."""
     if not speed_px > 0:
         raise ValueError(f"the needle's speed must be positive, got {speed_px} pixels per frame")
     rows, strength = phantom.specular[-1]
@@ -80,8 +82,10 @@ def _needle_columns(phantom: Phantom, rng: np.random.Generator, max_mhz: float, 
     out = []
     for k in range(count):
         columns = np.zeros(rows.shape, bool)
-        columns[order[: max(0, len(order) - round((count - 1 - k) * speed_px))]] = True
-        out.append((spectrum * columns[:, None], columns))
+        shown = order[: max(0, len(order) - round((count - 1 - k) * speed_px))]
+        columns[shown] = True
+        end = int(shown[-1] if len(shown) else order[0])  # none shown: an empty needle, an empty tip
+        out.append((spectrum * columns[:, None], columns, (round(float(rows[end])), end)))
     return out
 
 
@@ -122,7 +126,8 @@ def renewing_twin(
 class NeedleSeries:
     """Frames of a needle advancing into still tissue (:func:`advancing_needle_frames`): per frame
     the ``uint8 (H, W)`` image and the bool masks of the needle shown in it and of its tip (its
-    last 5 mm, as :func:`training.sim.phantom.make_phantom` draws ``needle_tip``)."""
+    last :data:`training.sim.phantom.TIP_MM` mm, :func:`training.sim.phantom.needle_tip`, as
+    :func:`training.sim.phantom.make_phantom` draws ``needle_tip``)."""
 
     frames: list[np.ndarray]
     needles: list[np.ndarray]
@@ -145,18 +150,7 @@ def advancing_needle_frames(
     frames, needles, tips = [], [], []
     for scene, noise in _renewed_scenes(size, seed, renewal, count, pixel_mm, needle_px=speed_px):
         frames.append(image_phantom(scene, probe, np.random.default_rng(noise)))
-        needle = scene.crop(scene.masks["needle"])
-        needles.append(needle)
-        tips.append(_tip(needle, pixel_mm))
+        needles.append(scene.crop(scene.masks["needle"]))
+        tips.append(scene.crop(scene.masks["needle_tip"]))
     return NeedleSeries(frames, needles, tips)
 
-
-def _tip(needle: np.ndarray, pixel_mm: float, length_mm: float = 5.0) -> np.ndarray:
-    """The needle's pixels within ``length_mm`` of its deepest pixel (its tip: it enters from above)."""
-    rr, cc = np.nonzero(needle)
-    tip = np.zeros_like(needle)
-    if rr.size:
-        i = int(np.argmax(rr))
-        near = (rr - rr[i]) ** 2 + (cc - cc[i]) ** 2 <= (length_mm / pixel_mm) ** 2
-        tip[rr[near], cc[near]] = True
-    return tip

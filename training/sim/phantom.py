@@ -42,10 +42,12 @@ from training.sim.scatterers import fast_margin, scatterer_spectrum
 if TYPE_CHECKING:
     from training.sim.points import PointField
 
-__all__ = ["Phantom", "make_phantom", "MASK_NAMES"]
+__all__ = ["Phantom", "make_phantom", "needle_tip", "MASK_NAMES", "TIP_MM"]
 
 #: the boolean masks every phantom carries (plus ``"liver"`` and ``"interfaces"``).
 MASK_NAMES = ("vessels", "lesions", "structures", "parenchyma")
+#: length of a needle's tip (its mask ``needle_tip``), mm from the end of its centre line.
+TIP_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,7 @@ def _draw_needle(rng: np.random.Generator, shape: tuple[int, int], margin: tuple
 
     Returns ``(rows, shaft, tip)``: the needle's row (full grid, float) in every column it
     crosses (NaN elsewhere), for :func:`training.sim.scatterers.scatterer_spectrum`, and its
-    masks (about 1 mm wide; ``tip`` the last 5 mm of the shaft).
+    masks (about 1 mm wide; ``tip`` the shaft within :data:`TIP_MM` of the line's end, :func:`needle_tip`).
     """
     (my, mx), (ht, wt) = margin, shape
     h, w = ht - 2 * my, wt - 2 * mx
@@ -289,9 +291,14 @@ def _draw_needle(rng: np.random.Generator, shape: tuple[int, int], margin: tuple
     tip_pt = (last, round(float(rows[last])))
     cv2.line(canvas, start, tip_pt, 1, thickness=thick)
     shaft = canvas > 0
-    rr, cc = np.indices(shape)
-    tip = shaft & ((rr - tip_pt[1]) ** 2 + (cc - tip_pt[0]) ** 2 <= (5.0 / px) ** 2)
-    return rows, shaft, tip
+    return rows, shaft, needle_tip(shaft, (tip_pt[1], tip_pt[0]), px)
+
+
+def needle_tip(shaft: np.ndarray, tip: tuple[int, int], px: float) -> np.ndarray:
+    """The needle's tip mask: the pixels of the bool mask ``shaft`` within :data:`TIP_MM` of the
+    point ``tip`` (row, column; the end of the needle's centre line), on pixels of ``px`` mm."""
+    rr, cc = np.indices(shaft.shape)
+    return shaft & ((rr - tip[0]) ** 2 + (cc - tip[1]) ** 2 <= (TIP_MM / px) ** 2)
 
 
 def make_phantom(
