@@ -129,6 +129,8 @@ BACKENDS = (
                 weights=INT8, costed_by=WEIGHTS_DIR / "drnn.onnx"),
     BackendCase("onnxruntime-fast", "onnxruntime", False, {"device": "cpu"},
                 _needs_file(FAST, _FAST_HOW), weights=FAST, full_size=False),
+    BackendCase("onnxruntime-fast-flip", "onnxruntime", False, {"device": "cpu", "flip_average": True},
+                _needs_file(FAST, _FAST_HOW), weights=FAST, full_size=False),
     BackendCase("onnxruntime-fast-int8", "onnxruntime", False, {"device": "cpu"},
                 _needs_file(FAST_INT8, _FAST_HOW), weights=FAST_INT8, costed_by=FAST, full_size=False),
     BackendCase("torch-cpu", "torch", False, {"device": "cpu"}, _needs("torch")),
@@ -136,6 +138,8 @@ BACKENDS = (
     BackendCase("torch-cuda-graphs", "torch", True, {"device": "cuda", "cuda_graphs": True}, _needs_cuda("torch")),
     BackendCase("torch-cuda-graphs-fast", "torch", True, {"device": "cuda", "cuda_graphs": True},
                 _needs_all(_needs_cuda("torch"), _needs_file(FAST_PT, _FAST_HOW)), weights=FAST_PT, costed_by=FAST),
+    BackendCase("torch-cuda-graphs-flip", "torch", True, {"device": "cuda", "cuda_graphs": True, "flip_average": True},
+                _needs_cuda("torch")),
     BackendCase("tensorrt", "tensorrt", True, {}, _needs_cuda("tensorrt")),
 )
 

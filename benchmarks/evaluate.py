@@ -42,6 +42,7 @@ from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
+from engine.flip import FLIP_HELP, flip_averaged
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP, at_working_levels, level_ranges
 from engine.pixels import at_working_pixels, spacing_arg
 from engine.strength import blend, check_strength, strength_arg
@@ -96,28 +97,33 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
     }
 
 
-def generator_function(weights: str | Path, strength: float = 1.0, levels: str = DEFAULT_LEVELS) -> Callable[[np.ndarray], np.ndarray]:
+def generator_function(weights: str | Path, strength: float = 1.0, levels: str = DEFAULT_LEVELS,
+                       flip_average: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights`` as the engine runs it: a
     generator checkpoint through :class:`engine.torch_model.FrameModel` (eager torch, CPU, float32:
     batch norm folded, rounding, black surroundings) or an ``.onnx`` export through the engine's ONNX
     Runtime backend (CPU), so float32, FP16 and INT8 exports are measured exactly as they run.
     ``strength`` below 1: the output blended with the input as the engine does it
     (:func:`engine.strength.blend`).  ``levels``: the engine's grey-level mode (:mod:`engine.levels`,
-    its default ``"preset"`` unless told).  A shipped model's name (``fast``...; :data:`engine.weights.SHIPPED`)
-    stands for its ONNX file, else its checkpoint."""
+    its default ``"preset"`` unless told).  ``flip_average``: each output averaged with the model's
+    on the mirrored frame (:mod:`engine.flip`).  A shipped model's name (``fast``...;
+    :data:`engine.weights.SHIPPED`) stands for its ONNX file, else its checkpoint."""
     if is_shipped_name(weights):
         weights = shipped_weights(str(weights), (".onnx", ".pt"))
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler
 
-        return create_despeckler("onnxruntime", weights=weights, strength=strength, levels=levels, device="cpu").infer
+        return create_despeckler("onnxruntime", weights=weights, strength=strength, levels=levels,
+                                 flip_average=flip_average, device="cpu").infer
     strength = check_strength(strength)
     ranges = level_ranges(levels)
     model = FrameModel(load_generator(weights)).eval()
 
     @torch.no_grad()
-    def net(image: np.ndarray) -> np.ndarray:
+    def plain(image: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+
+    net = partial(flip_averaged, despeckle=plain) if flip_average else plain
 
     def run(image: np.ndarray) -> np.ndarray:
         out = net(image) if ranges is None else at_working_levels(image, net, *ranges)
@@ -127,9 +133,11 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
 
 
 def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix: str = "error: ",
-                    levels: str = DEFAULT_LEVELS) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
-    """``{name: generator_function(w, strength, levels)}`` in the order of ``weights`` (``name``: the path,
-    plus ``" (strength s)"`` below 1 and ``" (levels mode)"`` for another mode than the engine's default, how results and tables name the run), for the tools that
+                    levels: str = DEFAULT_LEVELS,
+                    flip_average: bool = False) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
+    """``{name: generator_function(w, strength, levels, flip_average)}`` in the order of ``weights``
+    (``name``: the path, plus ``" (strength s)"`` below 1, ``" (levels mode)"`` for another mode
+    than the engine's default and ``" (flip-averaged)"``, how results and tables name the run), for the tools that
     compare several files.  They go on without a file that cannot be loaded (:data:`LOAD_ERRORS`):
     it is reported on stderr in one line naming it (after ``prefix``) and left out.  Returns
     ``(runs, number left out)``; the tools exit with status 1 when some were left out, 2 when all were."""
@@ -138,7 +146,8 @@ def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix
     for w in weights:
         try:
             name = str(w) if strength == 1.0 else f"{w} (strength {strength:g})"
-            runs[name if levels == DEFAULT_LEVELS else f"{name} (levels {levels})"] = generator_function(w, strength, levels)
+            name = name if levels == DEFAULT_LEVELS else f"{name} (levels {levels})"
+            runs[f"{name} (flip-averaged)" if flip_average else name] = generator_function(w, strength, levels, flip_average)
         except LOAD_ERRORS as exc:
             why = str(exc).rstrip(". ")
             print(f"{prefix}{why if str(w) in why else f'{w}: {why}'}; left out", file=sys.stderr)
@@ -306,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strength", type=strength_arg, default=1.0,
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
     ap.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
+    ap.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     ap.add_argument("--pixel-mm", type=spacing_arg, default=None, metavar="S|ROW,COL",
                     help="the set's pixel spacing in mm: run each model on square pixels of its training range "
                          "and resample back, as the engine does for frames of a known spacing (engine.pixels) "
@@ -319,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--pairs-figure": (a.pairs_figure, figure_suffixes() if a.pairs_figure else None)})
     if a.threads:
         torch.set_num_threads(a.threads)
-    runs, failed = load_candidates(a.weights, a.strength, levels=a.levels)
+    runs, failed = load_candidates(a.weights, a.strength, levels=a.levels, flip_average=a.flip_average)
     if not runs:
         return 2
     if a.pixel_mm:

@@ -41,6 +41,7 @@ from benchmarks.evaluate import (
     per_pair,
     write_example,
 )
+from engine.flip import FLIP_HELP
 from engine.strength import strength_arg
 from training.argparsing import OneLineParser
 from training.data import DataError
@@ -129,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the table here")
     ap.add_argument("--strength", type=strength_arg, default=1.0,
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it (default: 1, G(x))")
+    ap.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     ap.add_argument("--figure", type=Path,
                     help="write x | G(x) | y of the first three pairs (last weights) here, as PNG")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     check_outputs(ap, {"--json": (a.json, None), "--markdown": (a.markdown, None),
                        "--figure": (a.figure, image_suffixes() if a.figure else None)})
-    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ")
+    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", flip_average=a.flip_average)
     if not runs:
         return 2
     try:

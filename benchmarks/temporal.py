@@ -42,6 +42,7 @@ from benchmarks.baselines import BASELINES
 from benchmarks.cli import check_outputs, image_suffixes, write_texts
 from benchmarks.evaluate import load_candidates
 from benchmarks.metrics import ring_mask
+from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import MOTION_HELP, Persistence, check_motion_args, motion_arg, persistence_arg
 from engine.strength import strength_arg
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
     p.add_argument("--strength", type=strength_arg, default=1.0, help="despeckling strength 0..1 (default: 1)")
     p.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
+    p.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--markdown", type=Path, help="write the table here")
     p.add_argument("--figure", type=Path, help="write the two curves here, as PNG")
@@ -253,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     check_motion_args(p, a.persistence, a.persistence_motion)
     check_outputs(p, {"--json": (a.json, None), "--markdown": (a.markdown, None),
                       "--figure": (a.figure, image_suffixes() if a.figure else None)})
-    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", levels=a.levels)
+    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", levels=a.levels,
+                                   flip_average=a.flip_average)
     if a.weights and not runs:
         return 2
     for name in a.baselines:

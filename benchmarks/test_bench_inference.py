@@ -24,8 +24,10 @@ def _open(case, files):
 
 
 def _record(benchmark, engine, case, files, size: tuple[int, int], frames: int) -> None:
-    # a case's own file is costed by itself, or by the float32 export it was made from (INT8)
-    flops = flops_from_onnx(case.costed_by or case.weights or files.onnx, *size)
+    # a case's own file is costed by itself, or by the float32 export it was made from (INT8); a
+    # flip-averaged case runs it twice a frame (engine.flip)
+    runs = 2 if case.options.get("flip_average") else 1
+    flops = runs * flops_from_onnx(case.costed_by or case.weights or files.onnx, *size)
     note = files.note if case.weights is None else f"shipped {case.weights.name}"
     benchmark.extra_info.update(backend=engine.describe(), weights=note, gflop_per_frame=flops / 1e9, frames_per_round=frames)
     if benchmark.stats is not None:

@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.pipeline import Pipeline
 
-__all__ = ["BLACK", "Despeckler", "PipelinedDespeckler", "WrappedDespeckler", "Around", "Handle", "InputSpec", "FrameError",
+__all__ = ["BLACK", "Despeckler", "PipelinedDespeckler", "DelegatingDespeckler", "WrappedDespeckler", "Around", "Handle", "InputSpec", "FrameError",
            "BackendUnavailable", "check_threads", "threads_arg"]
 
 
@@ -189,11 +189,10 @@ class _ThenHandle(Handle):
 Around = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]
 
 
-class WrappedDespeckler(Despeckler):
-    """A backend that changes the frames another one (``inner``) takes or gives back (strength,
-    pixel spacing, grey levels); its input checks, pipelining depth, name, model file and ``close``
-    are ``inner``'s.  Subclasses implement :meth:`_around`; :meth:`infer` and :meth:`submit` (whose
-    handle applies the ``after`` function when ``inner``'s result comes) follow from it."""
+class DelegatingDespeckler(Despeckler):
+    """A backend built around another one (``inner``): its input checks, pipelining depth, name,
+    model file and ``close`` are ``inner``'s.  Subclasses implement :meth:`_infer` (and
+    :meth:`submit`) in terms of ``inner``'s."""
 
     def __init__(self, inner: Despeckler) -> None:
         super().__init__(inner.input_spec, inner.in_flight)
@@ -201,6 +200,18 @@ class WrappedDespeckler(Despeckler):
         self.name = inner.name
         self.has_model = inner.has_model
         self.weights = inner.weights
+
+    def close(self) -> None:
+        if not self._closed:
+            self.inner.close()
+        super().close()
+
+
+class WrappedDespeckler(DelegatingDespeckler):
+    """A backend that changes the one frame another one (``inner``) takes or gives back (strength,
+    pixel spacing, grey levels).  Subclasses implement :meth:`_around`; :meth:`infer` and
+    :meth:`submit` (whose handle applies the ``after`` function when ``inner``'s result comes)
+    follow from it."""
 
     @abc.abstractmethod
     def _around(self, frame: np.ndarray) -> Around:
@@ -216,11 +227,6 @@ class WrappedDespeckler(Despeckler):
         fed, after = self._around(self.input_spec.check(frame))
         handle = self.inner.submit(fed)
         return handle if after is None else _ThenHandle(handle, after)
-
-    def close(self) -> None:
-        if not self._closed:
-            self.inner.close()
-        super().close()
 
 
 class PipelinedDespeckler(Despeckler):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.base import BackendUnavailable, threads_arg
+from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.offline import despeckle_files
 from engine.persistence import MOTION_HELP, check_motion_args, motion_arg, persistence_arg
@@ -38,6 +39,7 @@ class DespeckleConfig:
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
+    flip_average: bool = False
     persistence: float = 0.0
     persistence_motion: float = 0.0
 
@@ -60,6 +62,7 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                              "the output is resampled back (auto: a DICOM file's own spacing, pictures and videos "
                              "as they are; off: every file as it is; default: auto)")
     parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
+    parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     parser.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",
                         help="0 <= A < 1: within a video or DICOM cine, the running average (1 - A) x the despeckled "
                              "frame + A x the average before is written (default: 0, none)")
@@ -67,7 +70,8 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
     args = parser.parse_args(argv)
     check_motion_args(parser, args.persistence, args.persistence_motion)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
-                           args.strength, args.pixel_mm, args.levels, args.persistence, args.persistence_motion)
+                           args.strength, args.pixel_mm, args.levels, args.flip_average, args.persistence,
+                           args.persistence_motion)
 
 
 def run(config: DespeckleConfig) -> int:
@@ -75,7 +79,7 @@ def run(config: DespeckleConfig) -> int:
     options = {} if config.threads is None or config.backend == "tensorrt" else {"threads": config.threads}
     try:
         despeckler = create_despeckler(config.backend, config.weights, strength=config.strength,
-                                       levels=config.levels, **options)
+                                       levels=config.levels, flip_average=config.flip_average, **options)
     except (BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
         print(f"engine.despeckle: error: {exc}", file=sys.stderr)
         return 2

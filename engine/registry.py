@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.base import BackendUnavailable, Despeckler
+from engine.flip import FlipAveragedDespeckler
 from engine.levels import DEFAULT_LEVELS, level_ranges, with_levels
 from engine.pixels import check_spacing, with_spacing
 from engine.strength import BlendedDespeckler, check_strength
@@ -93,7 +94,7 @@ def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str
 
 def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,
                       spacing_mm: tuple[float, float] | None = None, levels: str = DEFAULT_LEVELS,
-                      **options: Any) -> Despeckler:
+                      flip_average: bool = False, **options: Any) -> Despeckler:
     """Build the named backend (``"auto"``: see :func:`choose_backend`).
 
     ``weights`` defaults to the shipped file the backend needs (``weights/drnn.onnx`` or
@@ -103,8 +104,10 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     square pixels of a size it was trained on (:mod:`engine.pixels`; ``ValueError`` unless both
     are > 0).  ``levels`` (``preset``, ``range`` or ``off``) maps each frame's brightness and contrast
     to the preset probes' (or, ``range``, only frames outside the model's training range into it)
-    and the output back (:mod:`engine.levels`; ``ValueError`` for another word).  ``options`` go to the backend's constructor (e.g. ``device``, ``threads``,
-    ``in_flight``, ``spec``).
+    and the output back (:mod:`engine.levels`; ``ValueError`` for another word).  ``flip_average``
+    averages each output with the model's output on the mirrored frame (:mod:`engine.flip`; two
+    model runs per frame; nothing for the identity backend).  ``options`` go to the backend's
+    constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
     """
     strength = check_strength(strength)
     if spacing_mm is not None:
@@ -124,5 +127,7 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     if weights is not None:
         options["weights"] = weights
     despeckler = cls(**options)
+    if flip_average and despeckler.has_model:
+        despeckler = FlipAveragedDespeckler(despeckler)
     despeckler = with_spacing(with_levels(despeckler, levels), spacing_mm)
     return despeckler if strength == 1.0 else BlendedDespeckler(despeckler, strength)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import MOTION_HELP, motion_arg, persistence_arg
 from engine.pixels import pixel_mode_arg
@@ -120,6 +121,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         "texture that changes from frame to frame at the cost of a lag of A / (1 - A) frames (default: 0, none)",
     )
     g.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
+    g.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     g.add_argument(
         "--cuda-graphs",
         action="store_true",
@@ -229,6 +231,7 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
         strength=args.strength,
         pixel_mm=args.pixel_mm,
         levels=args.levels,
+        flip_average=args.flip_average,
         cuda_graphs=args.cuda_graphs,
         persistence=args.persistence,
         persistence_motion=args.persistence_motion,

@@ -63,6 +63,7 @@ class ChainConfig:
     ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
     ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
+    ``flip_average``: each output averaged with the model's on the mirrored frame (:mod:`engine.flip`).
     ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
     (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another).
     ``persistence``: the despeckled frames' running average is published (:mod:`engine.persistence`),
@@ -76,6 +77,7 @@ class ChainConfig:
     strength: float = 1.0
     pixel_mm: PixelMode = "auto"
     levels: str = DEFAULT_LEVELS
+    flip_average: bool = False
     cuda_graphs: bool = False
     persistence: float = 0.0
     persistence_motion: float = 0.0

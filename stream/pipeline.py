@@ -204,7 +204,8 @@ def _open_engine(cfg: ChainConfig) -> Despeckler:
         if cfg.backend == "identity":
             raise BackendError(f"--weights {cfg.weights}: --backend identity takes no weights")
     try:
-        return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength, levels=cfg.levels, **options)
+        return create_despeckler(cfg.backend, cfg.weights, strength=cfg.strength, levels=cfg.levels,
+                                 flip_average=cfg.flip_average, **options)
     except (WeightsError, WeightsNotFound) as exc:  # its text names the file
         raise BackendError(f"--weights: {exc}" if cfg.weights else f"--backend {cfg.backend}: {exc}") from exc
     except (ValueError, RuntimeError, OSError) as exc:
