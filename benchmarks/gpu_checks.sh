@@ -2,11 +2,11 @@
 # The GPU checks of this repository in one run, for a machine with an NVIDIA GPU (docs/benchmarks.md,
 # "On a GPU machine"): the GPU tests, the inference benchmarks on CUDA, the grey-level mapping's
 # cost on that machine's host, and the live chain with torch with and without CUDA graphs, for
-# both shipped models. Each step has its own time limit and log; a failing step is recorded and the
+# both shipped models, and flip-averaged for the default one. Each step has its own time limit and log; a failing step is recorded and the
 # next one runs. Outputs in $OUT (default runs/gpu-checks): one log per step, summary.txt (each
 # step's exit status and seconds), the benchmarks' JSON and the chains' latency.json/latency.png.
 #
-#   bash benchmarks/gpu_checks.sh                 # about 5 minutes on an H100
+#   bash benchmarks/gpu_checks.sh                 # about 5 minutes on an H100 (before the flip-averaged chain)
 #   STEP_TIMEOUT=120 OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
 set -u
 OUT=${OUT:-runs/gpu-checks}
@@ -39,3 +39,5 @@ for weights in drnn drnn_fast; do
       --out "$OUT/chain-$weights${graphs:+-graphs}"
   done
 done
+step chain-drnn-graphs-flip python -m benchmarks.latency --backend torch --weights weights/drnn.pt --cuda-graphs \
+  --flip-average --fps 60 --size 512x512 --frames 600 --warmup 60 --baseline-frames 0 --out "$OUT/chain-drnn-graphs-flip"

@@ -79,7 +79,9 @@ class LatencyConfig:
     ``baseline_threads``: CPU threads of both sides of that comparison (None: each library's default,
     all cores).  On a CPU shared with other work, 1 thread avoids the waits of multi-threaded kernels
     for a busy core, which penalise the library with more parallel regions (eager PyTorch).
-    ``cuda_graphs``: the despeckler runs with ``--cuda-graphs`` (torch on a CUDA GPU)."""
+    ``cuda_graphs``: the despeckler runs with ``--cuda-graphs`` (torch on a CUDA GPU);
+    ``flip_average``: with ``--flip-average`` (:mod:`engine.flip`: two model runs per frame; the
+    floor and the eager baseline stay one run's)."""
 
     backend: str = "identity"
     fps: float = 30.0
@@ -92,6 +94,7 @@ class LatencyConfig:
     tiny_model: bool = False
     baseline_threads: int | None = None
     cuda_graphs: bool = False
+    flip_average: bool = False
 
 
 @dataclass
@@ -285,6 +288,9 @@ def run_latency(cfg: LatencyConfig) -> LatencyReport:
         weights = cfg.weights or (weights_for(cfg.backend, files) if files else None)
         despeckle_args = ["--subscribe", grab, "--publish", publish, "--backend", cfg.backend, *common]
         despeckle_args += ["--cuda-graphs"] if cfg.cuda_graphs else []
+        if cfg.flip_average and model:
+            despeckle_args += ["--flip-average"]
+            notes.append("flip-averaged: two model runs per frame; the compute floor and the eager baseline are one run's")
         # the stages run from the repository root: a path relative to the caller's folder is resolved here
         despeckle_args += ["--weights", str(Path(weights).resolve())] if weights else []
         procs = {}
@@ -362,7 +368,7 @@ def write_outputs(report: LatencyReport, out: Path) -> list[Path]:
         cdf.axvline(np.percentile(e2e, q), ls=":", c="grey")
     cdf.set(xlabel="capture -> subscriber (ms)", ylabel="fraction of frames", title="CDF (dotted: p50, p99)")
     c = report.config
-    graphs = ", CUDA graphs" if c.get("cuda_graphs") else ""
+    graphs = (", CUDA graphs" if c.get("cuda_graphs") else "") + (", flip-averaged" if c.get("flip_average") else "")
     fig.suptitle(f"{c['backend']}{graphs}, {c['size'][0]}x{c['size'][1]}, {c['fps']:g} fps, {report.machine['cpu']}")
     fig.tight_layout()
     png_path = out / "latency.png"
@@ -389,6 +395,9 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
     p.add_argument("--tiny-model", action="store_true", help="a tiny random DRNN instead of the full size (smoke runs only)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="the despeckler replays CUDA graphs (--backend torch or auto on a CUDA GPU; stream.run's flag)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="the despeckler averages each output with the output on the mirrored frame (stream.run's flag; "
+                        "two model runs per frame)")
     a = p.parse_args(argv)
     if a.weights is not None:
         try:  # a name becomes the file the backend reads: the checkpoint for torch, else the ONNX file
@@ -400,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> LatencyConfig:
     if refusal:
         p.error(refusal)
     return LatencyConfig(a.backend, a.fps, a.size, a.frames, a.warmup, a.out, a.weights, a.baseline_frames, a.tiny_model,
-                         a.baseline_threads, a.cuda_graphs)
+                         a.baseline_threads, a.cuda_graphs, a.flip_average)
 
 
 def main(argv: list[str] | None = None) -> int:

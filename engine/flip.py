@@ -26,8 +26,7 @@ __all__ = ["FLIP_HELP", "mirror", "mean_mirrored", "flip_averaged", "FlipAverage
 
 #: help of the ``--flip-average`` flag of every command line that despeckles.
 FLIP_HELP = ("average each output with the model's output on the left-right mirrored frame: steadier texture from "
-             "frame to frame and a little more contrast, slightly coarser texture, two model runs per frame "
-             "(default: off)")
+             "frame to frame and more contrast, but coarser texture; two model runs per frame (default: off)")
 
 
 def mirror(frame: np.ndarray) -> np.ndarray:

@@ -71,6 +71,18 @@ def test_latency_tool_model_backend_reports_floor_and_baseline(tmp_path: Path) -
     assert report["baseline"]["threads"] == 1
 
 
+def test_latency_tool_runs_the_chain_flip_averaged(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="making a model file needs torch")
+    out = tmp_path / "run"
+    args = ["--backend", "onnxruntime", "--size", "32x32", "--fps", "100", "--frames", "5", "--warmup", "2",
+            "--baseline-frames", "0", "--tiny-model", "--flip-average", "--out", str(out)]
+    assert latency_main(args) == 0
+    report = json.loads((out / "latency.json").read_text())
+    assert report["received"] == 5 and report["config"]["flip_average"] is True
+    assert "flip-averaged" in report["despeckler_status"]  # the despeckler process ran with the flag
+    assert any("two model runs per frame" in note for note in report["notes"])
+
+
 def test_latency_tool_measures_the_given_model_not_the_shipped_one(tmp_path: Path) -> None:
     """With ``--weights``, the floor counts that model's convolutions and the eager baseline runs
     the checkpoint it was exported from (found beside it by its ``checkpoint_sha256``); an ONNX
