@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "SHIPPED", "WeightsError", "WeightsNotFound", "default_weights", "existing_file",
+__all__ = ["WEIGHTS_DIR", "SHIPPED", "AUTO", "WeightsError", "WeightsNotFound", "default_weights", "existing_file",
            "is_shipped_name", "resolve_weights", "shipped_weights"]
 
 #: ``<repo>/weights``: the folder of the shipped weights.
@@ -23,6 +23,10 @@ WEIGHTS_DIR: Path = Path(__file__).resolve().parents[1] / "weights"
 #: the shipped models by name (``--weights fast``): the stem of their files in :data:`WEIGHTS_DIR`;
 #: each backend adds the suffix it reads (``.pt`` for torch, ``.onnx`` for ONNX Runtime).
 SHIPPED: dict[str, str] = {"default": "drnn", "fast": "drnn_fast", "int8": "drnn_int8", "fast-int8": "drnn_fast_int8"}
+
+#: ``--weights auto``, the live chain's default: the shipped model for the device the backend runs
+#: on, ``fast`` on a CPU and ``default`` on a GPU (:func:`engine.registry.create_despeckler`).
+AUTO = "auto"
 
 _HOW_TO_GET = {
     ".pt": "train a model (python -m training.train) or copy a generator checkpoint there",

@@ -88,7 +88,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--weights", type=Path, default=None,
                    help="model file, or a shipped model's name: default, fast (the fast model for CPUs), int8, "
-                        "fast-int8 (default: default)")
+                        "fast-int8, or auto: fast where the backend runs on the CPU, default on a GPU (default: auto)")
     g.add_argument(
         "--roi",
         type=argument_type(parse_region),

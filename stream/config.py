@@ -63,6 +63,8 @@ class ChainConfig:
     ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
     ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
+    ``weights``: a model file or a shipped model's name (:data:`engine.weights.SHIPPED`); ``None``
+    is ``"auto"``, the fast model where the backend runs on the CPU and the default model on a GPU.
     ``flip_average``: each output averaged with the model's on the mirrored frame (:mod:`engine.flip`).
     ``cuda_graphs``: the torch backend on a CUDA GPU replays one captured CUDA graph per frame size
     (``backend`` ``"torch"``, or ``"auto"`` where it picks torch; ignored where ``auto`` picks another).

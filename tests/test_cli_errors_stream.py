@@ -404,7 +404,7 @@ def test_weights_that_is_neither_a_file_nor_a_shipped_name(caplog: pytest.LogCap
     caplog.set_level(logging.INFO)
     assert run_main(["--weights", "fastest", "--size", "32", "--frames", "1", "--publish", free_endpoint()]) == 1
     errors = _errors(caplog)
-    assert errors == ["--weights fastest: no such file, nor a shipped model's name (default, fast, int8, fast-int8)"], errors
+    assert errors == ["--weights fastest: no such file, nor a shipped model's name (default, fast, int8, fast-int8, auto)"], errors
 
 
 def test_grabber_help_offers_only_the_sources_it_takes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 from engine import weights as weights_module  # noqa: E402
 from engine.base import FrameError, InputSpec  # noqa: E402
 from engine.onnx_export import export_checkpoint  # noqa: E402
-from engine.registry import create_despeckler  # noqa: E402
+from engine.registry import create_despeckler, runs_on_cpu  # noqa: E402
 from engine.weights import WeightsError, WeightsNotFound, resolve_weights  # noqa: E402
 
 
@@ -181,3 +181,30 @@ def test_auto_ignores_an_option_its_pick_does_not_take_and_says_so(
 def test_unknown_backend_names_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'.*onnxruntime"):
         create_despeckler("tensorflow")
+
+
+def test_weights_auto_is_the_fast_model_on_a_cpu_and_the_default_on_a_gpu(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``weights="auto"`` (the live chain's default) follows where the model runs: the fast model's
+    file for ONNX Runtime and torch on the CPU, the default model for a CUDA device or TensorRT,
+    no weights for the identity backend; a file named ``auto`` wins, as for the shipped names."""
+    shipped = weights_module.WEIGHTS_DIR
+    if not (shipped / "drnn_fast.onnx").is_file():
+        pytest.skip("the fast model is not shipped here")
+    assert runs_on_cpu("onnxruntime", {}) and runs_on_cpu("torch", {"device": "cpu"})
+    assert not runs_on_cpu("onnxruntime", {"device": "cuda"}) and not runs_on_cpu("torch", {"device": "cuda:0"})
+    assert not runs_on_cpu("tensorrt", {})
+    assert runs_on_cpu("torch", {}) == (not torch.cuda.is_available())
+    with caplog.at_level("INFO", logger="engine.registry"):
+        with create_despeckler("onnxruntime", "auto", threads=1) as ort, \
+                create_despeckler("torch", Path("auto"), device="cpu", threads=1) as eager, \
+                create_despeckler("identity", "auto") as identity:
+            assert ort.weights == shipped / "drnn_fast.onnx" and eager.weights == shipped / "drnn_fast.pt"
+            frame = random_frames(1, (32, 40), seed=2)[0]
+            assert np.array_equal(identity.infer(frame), frame)
+    assert caplog.text.count("weights auto -> fast: ") == 2
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "auto").write_bytes(b"a file of the user's")
+    with pytest.raises(WeightsError, match="auto"):
+        create_despeckler("onnxruntime", "auto")

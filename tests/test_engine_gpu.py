@@ -151,3 +151,16 @@ def test_shipped_weights_in_fp16_on_cuda_agree_with_the_cpu_export(checkpoint: s
         for frame in frames:
             parity = Parity.measure(cpu.infer(frame), gpu.infer(frame), FP16_TOLERANCE)
             assert parity.ok, f"{checkpoint} on a {frame.shape} frame: {parity}"
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_weights_auto_runs_the_default_model_on_a_gpu() -> None:
+    """The live chain's ``weights="auto"``: where torch runs on CUDA, the default model, not the
+    fast one that ``auto`` picks for the CPU (tests/test_engine_backends.py)."""
+    from engine.weights import WEIGHTS_DIR
+
+    with create_despeckler("torch", "auto", device="cuda", levels="off") as gpu, \
+            create_despeckler("torch", "auto", levels="off") as by_auto_device:
+        assert gpu.weights == WEIGHTS_DIR / "drnn.pt" and by_auto_device.weights == WEIGHTS_DIR / "drnn.pt"
+        frame = random_frames(1, (64, 80), seed=5)[0]
+        assert gpu.infer(frame).shape == frame.shape

@@ -41,3 +41,26 @@ def test_chain_publishes_what_onnxruntime_computes(tmp_path: Path) -> None:
     source = next(f for i, f in enumerate(frames) if i == meta["seq"])
     with create_despeckler("onnxruntime", model) as engine:
         np.testing.assert_array_equal(image, engine.infer(source))
+
+
+@pytest.mark.parametrize("weights", [None, Path("default")])
+def test_chain_runs_the_fast_model_on_a_cpu_unless_told(weights: Path | None) -> None:
+    """The live chain's weights default to ``auto``: with ONNX Runtime on the CPU it publishes the
+    shipped fast model's output; ``--weights default`` runs the default model there."""
+    from engine.weights import WEIGHTS_DIR
+    from training.sim import sweep_frames
+
+    expected = WEIGHTS_DIR / ("drnn_fast.onnx" if weights is None else "drnn.onnx")
+    if not expected.is_file():
+        pytest.skip(f"{expected.name} is not shipped here")
+    publish = free_endpoint()
+    cfg = ChainConfig(source=SourceConfig(spec="sim", fps=10.0, size=(32, 40)), output=OutputConfig(publish=publish),
+                      backend="onnxruntime", weights=weights)
+    with Subscriber(publish) as sub, running(cfg):
+        received = sub.receive(30.0)
+    assert received is not None
+    image, meta = received
+    source = next(f for i, f in enumerate(sweep_frames(size=(32, 40), seed=0, pixel_mm=SIM_PIXEL_MM))
+                  if i == meta["seq"])
+    with create_despeckler("onnxruntime", expected) as engine:
+        np.testing.assert_array_equal(image, engine.infer(source))
