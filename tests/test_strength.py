@@ -91,7 +91,7 @@ def test_live_chain_publishes_at_its_strength(frame: np.ndarray, tmp_path: Path,
         cv2.imwrite(str(folder / f"img_{i}.png"), frame)
     with create_despeckler("onnxruntime", ONNX, device="cpu") as full:
         expected = blend(frame, full.infer(frame), strength)
-    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=20.0), backend="onnxruntime",
+    cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=20.0), backend="onnxruntime", weights=ONNX,
                       output=OutputConfig(publish=free_endpoint(), record=record), strength=strength,
                       status_s=0.2)
     assert all(np.array_equal(out, expected) for out in recorded_to_the_end(cfg))
