@@ -21,7 +21,7 @@ from engine.flip import FlipAveragedDespeckler
 from engine.levels import DEFAULT_LEVELS, level_ranges, with_levels
 from engine.pixels import check_spacing, with_spacing
 from engine.strength import BlendedDespeckler, check_strength
-from engine.weights import AUTO
+from engine.weights import AUTO, SHIPPED, WEIGHTS_DIR
 
 __all__ = ["BACKENDS", "create_despeckler", "choose_backend", "runs_on_cpu", "BackendUnavailable"]
 
@@ -111,6 +111,17 @@ def _live_weights(backend: str, options: dict[str, Any]) -> str | None:
     return None
 
 
+def _warn_unmapped_fast(despeckler: Despeckler, levels: str) -> None:
+    """One log line where the shipped fast model runs without the ``preset`` grey-level mapping: it
+    was distilled on frames mapped that way and draws a coarser texture on others (``docs/engine.md``,
+    "Grey levels")."""
+    path = getattr(despeckler, "weights", None)
+    if levels != "preset" and path is not None and Path(path).resolve().parent == WEIGHTS_DIR \
+            and Path(path).stem.startswith(SHIPPED["fast"]):
+        log.warning("%s was distilled at the preset grey levels; with levels %r it draws a coarser texture "
+                    "(docs/engine.md, 'Grey levels')", Path(path).name, levels)
+
+
 def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` less those the constructor of ``cls`` does not take, each named in a log line:
     what suits one machine's backend (``threads`` for the CPU) does not break ``auto`` on another."""
@@ -160,6 +171,7 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     if weights is not None:
         options["weights"] = weights
     despeckler = cls(**options)
+    _warn_unmapped_fast(despeckler, levels)
     if flip_average and despeckler.has_model:
         despeckler = FlipAveragedDespeckler(despeckler)
     despeckler = with_spacing(with_levels(despeckler, levels), spacing_mm)
