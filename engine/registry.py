@@ -21,7 +21,7 @@ from engine.flip import FlipAveragedDespeckler
 from engine.levels import DEFAULT_LEVELS, level_ranges, with_levels
 from engine.pixels import check_spacing, with_spacing
 from engine.strength import BlendedDespeckler, check_strength
-from engine.weights import AUTO, SHIPPED, WEIGHTS_DIR
+from engine.weights import SHIPPED, WEIGHTS_DIR, is_auto_name
 
 __all__ = ["BACKENDS", "create_despeckler", "choose_backend", "runs_on_cpu", "BackendUnavailable"]
 
@@ -85,11 +85,11 @@ def choose_backend() -> tuple[str, dict[str, Any], str]:
 
 def runs_on_cpu(backend: str, options: dict[str, Any]) -> bool:
     """Whether ``backend`` built with ``options`` runs its model on the CPU: ONNX Runtime and torch
-    by their ``device`` option (torch's ``"auto"`` meaning CUDA when torch sees a GPU), TensorRT
-    never."""
+    by their ``device`` option, else its default in the backend's constructor (torch's ``"auto"``
+    meaning CUDA when torch sees a GPU), TensorRT never."""
     if backend == "tensorrt":
         return False
-    device = str(options.get("device", "auto" if backend == "torch" else "cpu"))
+    device = str(options.get("device", inspect.signature(_load(backend)).parameters["device"].default))
     if device == "auto":
         import torch  # the torch backend's own dependency
 
@@ -166,7 +166,7 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     cls = _load(backend)
     if auto:
         options = _options_taken(cls, backend, options)
-    if weights is not None and str(weights) == AUTO and not Path(weights).exists():
+    if weights is not None and is_auto_name(weights):
         weights = _live_weights(backend, options)
     if weights is not None:
         options["weights"] = weights

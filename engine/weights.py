@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "AUTO", "WeightsError", "WeightsNotFound", "default_weights", "existing_file",
-           "is_shipped_name", "resolve_weights", "shipped_weights"]
+           "is_auto_name", "is_shipped_name", "resolve_weights", "shipped_weights"]
 
 #: ``<repo>/weights``: the folder of the shipped weights.
 WEIGHTS_DIR: Path = Path(__file__).resolve().parents[1] / "weights"
@@ -72,6 +72,12 @@ def is_shipped_name(weights: str | Path) -> bool:
     """Whether ``weights`` names a shipped model (:data:`SHIPPED`) rather than a file: it is one of
     the names and nothing of that name exists in the working directory (a file there wins)."""
     return str(weights) in SHIPPED and not Path(weights).exists()
+
+
+def is_auto_name(weights: str | Path) -> bool:
+    """Whether ``weights`` is :data:`AUTO` rather than a file: the word, with no file of that name in
+    the working directory (a file there wins, as for :func:`is_shipped_name`)."""
+    return str(weights) == AUTO and not Path(weights).exists()
 
 
 def resolve_weights(weights: str | Path | None, suffixes: tuple[str, ...]) -> Path:

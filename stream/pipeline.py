@@ -28,7 +28,7 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from engine.registry import create_despeckler
-from engine.weights import AUTO, SHIPPED, WeightsError, WeightsNotFound, is_shipped_name
+from engine.weights import AUTO, SHIPPED, WeightsError, WeightsNotFound, is_auto_name, is_shipped_name
 from stream.config import ChainConfig, GrabberConfig, SourceConfig, cuda_graphs_refusal
 from stream.latest import LatestSlot
 from stream.protocol import Limits, ProtocolError, check_image
@@ -198,10 +198,10 @@ def _open_engine(cfg: ChainConfig) -> Despeckler:
         if cfg.backend == "torch":
             options["device"] = "cuda"
     if cfg.weights is not None:
-        if not cfg.weights.is_file() and not is_shipped_name(cfg.weights) and str(cfg.weights) != AUTO:
+        if not cfg.weights.is_file() and not is_shipped_name(cfg.weights) and not is_auto_name(cfg.weights):
             raise BackendError(f"--weights {cfg.weights}: no such file, nor a shipped model's name "
                                f"({', '.join([*SHIPPED, AUTO])})")
-        if cfg.backend == "identity" and str(cfg.weights) != AUTO:
+        if cfg.backend == "identity" and not is_auto_name(cfg.weights):
             raise BackendError(f"--weights {cfg.weights}: --backend identity takes no weights")
     try:
         return create_despeckler(cfg.backend, cfg.weights or AUTO, strength=cfg.strength, levels=cfg.levels,
