@@ -119,6 +119,10 @@ class Despeckler(abc.ABC):
     has_model: bool = True
     #: the model file the backend runs (``None`` for the identity backend).
     weights: Path | None = None
+    #: the grey-level mode of :mod:`engine.levels` the model's training inputs were mapped to, as
+    #: its checkpoint or ONNX export records it (``input_levels``); ``"off"``: frames as a probe
+    #: gave them, or not recorded (a TensorRT engine file, a file older than the record).
+    input_levels: str = "off"
 
     def __init__(self, spec: InputSpec | None = None, in_flight: int = 2) -> None:
         if in_flight < 1:
@@ -200,6 +204,7 @@ class DelegatingDespeckler(Despeckler):
         self.name = inner.name
         self.has_model = inner.has_model
         self.weights = inner.weights
+        self.input_levels = inner.input_levels
 
     def close(self) -> None:
         if not self._closed:

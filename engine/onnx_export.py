@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "read_onnx",
+    "onnx_metadata",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "DEFAULT_OPSET",
@@ -182,12 +183,15 @@ def export_checkpoint(
     context: int | None = None,
 ) -> Path:
     """Load the generator of ``checkpoint`` (see :mod:`engine.checkpoint`) and :func:`export_onnx` it,
-    recording the checkpoint's sha256 as ``checkpoint_sha256`` in the model's metadata."""
-    from engine.checkpoint import load_generator
+    recording in the model's metadata the checkpoint's name, its sha256 as ``checkpoint_sha256`` and
+    the grey-level mode of its training inputs as ``input_levels`` (``off`` where it has none)."""
+    from engine.checkpoint import build_generator, input_levels, load_checkpoint
     from engine.files import sha256_file
 
-    net = load_generator(checkpoint)  # first: it names a missing or foreign file (CheckpointError)
-    metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint)}
+    ckpt = load_checkpoint(checkpoint)  # first: it names a missing or foreign file (CheckpointError)
+    net = build_generator(ckpt, checkpoint)
+    metadata = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
+                "input_levels": input_levels(ckpt, checkpoint)}
     return export_onnx(net, out, fp16=fp16, opset=opset, check=check, metadata=metadata, context=context)
 
 
@@ -242,6 +246,27 @@ def check_forward(
             return reference(torch.from_numpy(frame)).numpy()
 
     return check_parity(expected, onnx_runner(onnx_model), frames, tolerance, "ONNX output differs from torch")
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX model file ``path`` (``precision``, ``edge_context``,
+    ``checkpoint_sha256``, ``input_levels``...), read through ONNX Runtime, which every install has;
+    :class:`WeightsError` naming the file if ONNX Runtime cannot load it."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidGraph,
+        InvalidProtobuf,
+    )
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as exc:
+        raise WeightsError(f"{path}: onnxruntime cannot load it: {exc}") from exc
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def onnx_runner(onnx_model: bytes | str | Path) -> Callable[[np.ndarray], np.ndarray]:

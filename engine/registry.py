@@ -21,9 +21,10 @@ from engine.flip import FlipAveragedDespeckler
 from engine.levels import DEFAULT_LEVELS, level_ranges, with_levels
 from engine.pixels import check_spacing, with_spacing
 from engine.strength import BlendedDespeckler, check_strength
-from engine.weights import SHIPPED, WEIGHTS_DIR, is_auto_name
+from engine.weights import is_auto_name
 
-__all__ = ["BACKENDS", "create_despeckler", "choose_backend", "runs_on_cpu", "BackendUnavailable"]
+__all__ = ["BACKENDS", "create_backend", "create_despeckler", "choose_backend", "runs_on_cpu", "warn_other_levels",
+           "BackendUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,16 @@ def _live_weights(backend: str, options: dict[str, Any]) -> str | None:
     return None
 
 
-def _warn_unmapped_fast(despeckler: Despeckler, levels: str) -> None:
-    """One log line where the shipped fast model runs without the ``preset`` grey-level mapping: it
-    was distilled on frames mapped that way and draws a coarser texture on others (``docs/engine.md``,
-    "Grey levels")."""
-    path = getattr(despeckler, "weights", None)
-    if levels != "preset" and path is not None and Path(path).resolve().parent == WEIGHTS_DIR \
-            and Path(path).stem.startswith(SHIPPED["fast"]):
-        log.warning("%s was distilled at the preset grey levels; with levels %r it draws a coarser texture "
-                    "(docs/engine.md, 'Grey levels')", Path(path).name, levels)
+def warn_other_levels(despeckler: Despeckler, levels: str) -> None:
+    """One log line where the model was trained on frames mapped to a grey-level mode (its
+    ``input_levels``, from its checkpoint or export) and runs at another: it then meets frames
+    unlike its training frames (the shipped fast model draws a coarser texture, ``docs/engine.md``,
+    "Grey levels").  Nothing for a model trained on frames as the probe gave them (``off``)."""
+    trained = despeckler.input_levels
+    if despeckler.has_model and trained not in ("off", levels):
+        name = Path(despeckler.weights).name if despeckler.weights is not None else despeckler.name
+        log.warning("%s was trained on frames at the %s grey levels; with levels %r it meets frames unlike them "
+                    "(--levels %s; docs/engine.md, 'Grey levels')", name, trained, levels, trained)
 
 
 def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +132,29 @@ def _options_taken(cls: type, backend: str, options: dict[str, Any]) -> dict[str
     if ignored:
         log.info("backend auto -> %s takes no %s; ignored", backend, ", ".join(ignored))
     return {k: v for k, v in options.items() if k in taken}
+
+
+def create_backend(backend: str = "auto", weights: str | Path | None = None, **options: Any) -> Despeckler:
+    """The named backend alone (``"auto"``: see :func:`choose_backend`), with no grey-level map,
+    pixel resampling or blend around it: what :func:`create_despeckler` wraps, and the teacher of
+    :mod:`engine.pairs`, which maps the frames itself.  ``weights`` and ``options``: as for
+    :func:`create_despeckler`."""
+    auto = backend == "auto"
+    if auto:
+        backend, chosen, reason = choose_backend()
+        options = {**chosen, **options}
+        log.info("backend auto -> %s: %s", backend, reason)
+        if backend == "onnxruntime" and weights is None:
+            log.info("the default model is heavy for a CPU (under 2 frames/s at 256x256 on 2 cores); "
+                     "weights 'fast' (--weights fast) is the shipped model for CPUs, see README 'Which weights'")
+    cls = _load(backend)
+    if auto:
+        options = _options_taken(cls, backend, options)
+    if weights is not None and is_auto_name(weights):
+        weights = _live_weights(backend, options)
+    if weights is not None:
+        options["weights"] = weights
+    return cls(**options)
 
 
 def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,
@@ -146,32 +171,18 @@ def create_despeckler(backend: str = "auto", weights: str | Path | None = None, 
     square pixels of a size it was trained on (:mod:`engine.pixels`; ``ValueError`` unless both
     are > 0).  ``levels`` (``preset``, ``range`` or ``off``) maps each frame's brightness and contrast
     to the preset probes' (or, ``range``, only frames outside the model's training range into it)
-    and the output back (:mod:`engine.levels`; ``ValueError`` for another word).  ``flip_average``
-    averages each output with the model's output on the mirrored frame (:mod:`engine.flip`; two
-    model runs per frame; nothing for the identity backend).  ``options`` go to the backend's
-    constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
+    and the output back (:mod:`engine.levels`; ``ValueError`` for another word); a model trained
+    at other grey levels than ``levels`` is named in a warning (:func:`warn_other_levels`).
+    ``flip_average`` averages each output with the model's output on the mirrored frame
+    (:mod:`engine.flip`; two model runs per frame; nothing for the identity backend).  ``options``
+    go to the backend's constructor (e.g. ``device``, ``threads``, ``in_flight``, ``spec``).
     """
     strength = check_strength(strength)
     if spacing_mm is not None:
         spacing_mm = check_spacing(spacing_mm)
     level_ranges(levels)  # a bad word fails before a model is loaded
-    auto = backend == "auto"
-    if auto:
-        backend, chosen, reason = choose_backend()
-        options = {**chosen, **options}
-        log.info("backend auto -> %s: %s", backend, reason)
-        if backend == "onnxruntime" and weights is None:
-            log.info("the default model is heavy for a CPU (under 2 frames/s at 256x256 on 2 cores); "
-                     "weights 'fast' (--weights fast) is the shipped model for CPUs, see README 'Which weights'")
-    cls = _load(backend)
-    if auto:
-        options = _options_taken(cls, backend, options)
-    if weights is not None and is_auto_name(weights):
-        weights = _live_weights(backend, options)
-    if weights is not None:
-        options["weights"] = weights
-    despeckler = cls(**options)
-    _warn_unmapped_fast(despeckler, levels)
+    despeckler = create_backend(backend, weights, **options)
+    warn_other_levels(despeckler, levels)
     if flip_average and despeckler.has_model:
         despeckler = FlipAveragedDespeckler(despeckler)
     despeckler = with_spacing(with_levels(despeckler, levels), spacing_mm)

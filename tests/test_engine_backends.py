@@ -211,13 +211,15 @@ def test_weights_auto_is_the_fast_model_on_a_cpu_and_the_default_on_a_gpu(
 
 
 def test_the_fast_model_without_the_preset_mapping_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    """The shipped fast model was distilled at the preset grey levels: run with ``levels`` ``off``
-    or ``range`` it says so in one warning; with ``preset``, or the default model, nothing."""
+    """The shipped fast model was distilled at the preset grey levels, and its files say so
+    (``input_levels``): run with ``levels`` ``off`` or ``range`` it is named in one warning; with
+    ``preset``, or the default model (trained on frames as they came), nothing."""
     if not (weights_module.WEIGHTS_DIR / "drnn_fast.onnx").is_file():
         pytest.skip("the fast model is not shipped here")
     with caplog.at_level("WARNING", logger="engine.registry"):
-        for weights, levels in (("fast", "preset"), ("default", "off"), ("fast", "off"), ("fast", "range")):
+        for weights, levels in (("fast", "preset"), ("default", "off"), ("fast", "off"), ("fast-int8", "range")):
             create_despeckler("onnxruntime", weights, levels=levels, threads=1).close()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 2 and all(w.startswith("drnn_fast.onnx was distilled at the preset grey levels") for w in warnings)
-    assert "levels 'off'" in warnings[0] and "levels 'range'" in warnings[1]
+    assert len(warnings) == 2 and all(" was trained on frames at the preset grey levels; " in w for w in warnings)
+    assert warnings[0].startswith("drnn_fast.onnx") and "levels 'off'" in warnings[0]
+    assert warnings[1].startswith("drnn_fast_int8.onnx") and "levels 'range'" in warnings[1]

@@ -24,6 +24,10 @@ MODELS = {
     "drnn.pt": {"drnn.onnx": FP32_TOLERANCE, "drnn_fp16.onnx": FP16_TOLERANCE, "drnn_int8.onnx": INT8_TOLERANCE},
     "drnn_fast.pt": {"drnn_fast.onnx": FP32_TOLERANCE, "drnn_fast_int8.onnx": INT8_TOLERANCE},
 }
+#: the grey levels each shipped model was trained on (``input_levels``): the fast model was distilled
+#: on frames mapped to the preset levels (weights/HISTORY.md step 38); the default model's inputs
+#: came as the simulator drew them, which its file says by having no record.
+SHIPPED_LEVELS = {"drnn.pt": "off", "drnn_fast.pt": "preset"}
 CASES = [pytest.param(ckpt, name, id=name) for ckpt, exports in MODELS.items() for name in exports]
 
 
@@ -49,7 +53,7 @@ def _frames() -> list[np.ndarray]:
 def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(checkpoint: str, name: str) -> None:
     _shipped(checkpoint)
     torch = pytest.importorskip("torch", reason="comparing with the checkpoint needs torch")
-    from engine.checkpoint import load_generator
+    from engine.checkpoint import input_levels, load_checkpoint, load_generator
     from engine.torch_model import FrameModel
 
     ckpt, path = WEIGHTS_DIR / checkpoint, WEIGHTS_DIR / name
@@ -60,6 +64,7 @@ def test_shipped_onnx_comes_from_the_shipped_checkpoint_and_agrees(checkpoint: s
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert meta.get("checkpoint_sha256") == sha256_file(ckpt), f"{path} is stale: re-export it from {ckpt}"
+    assert meta.get("input_levels", "off") == SHIPPED_LEVELS[checkpoint] == input_levels(load_checkpoint(ckpt))
     if "source_onnx_sha256" in meta:  # quantized from the shipped float32 export
         assert meta["source_onnx_sha256"] == sha256_file(fp32), f"{path} is stale: python -m engine.quantize --onnx {fp32}"
     reference = FrameModel(load_generator(ckpt)).eval()

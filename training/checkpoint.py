@@ -11,7 +11,10 @@ Training checkpoints add ``"discriminator"``, ``"discriminator_config"``, ``"opt
 ``"opt_d"``, ``"phase"`` (index), ``"phase_name"``, ``"step"`` (next unit to run in that
 phase), ``"pool"``, ``"anchor"`` (the ``state_dict`` of the phase's starting generator that an
 ``anchor`` loss term compares with, or ``None``), ``"rng"``, ``"config"`` (the resolved training
-config as a plain dict).
+config as a plain dict) and ``"input_levels"``: the grey-level mode of :mod:`engine.levels` the
+generator's training inputs were mapped to (:func:`training.data.common_levels`; a file without
+it, as every file written before the record was added, reads as ``"off"``: inputs as the probe
+gave them), which the engine warns about when it runs the model at other grey levels.
 Every value is a tensor, number, string, list or dict, so files load with
 ``torch.load(weights_only=True)``: no code runs when a checkpoint is read.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "generator_record",
     "GENERATOR_KEYS",
     "code_version",
+    "input_levels",
 ]
 
 CKPT_FORMAT = "usdespeckle-ckpt-1"
@@ -126,7 +130,18 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = ("generator", "
 
 #: keys of a generator-only file (what ``weights/drnn.pt`` is), where the source has them.
 GENERATOR_KEYS = ("format", "generator", "generator_config", "code_version", "config", "phase_name", "step",
-                  "calibration")
+                  "calibration", "input_levels")
+
+
+def input_levels(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> str:
+    """The grey-level mode the generator of ``ckpt`` was trained on (its ``"input_levels"``; ``"off"``,
+    inputs as the probe gave them, where the file has none); :class:`CheckpointError` naming ``path``
+    if it is not a non-empty string."""
+    levels = ckpt.get("input_levels", "off")
+    if not isinstance(levels, str) or not levels:
+        raise CheckpointError(f"checkpoint {path}: 'input_levels' must be a grey-level mode such as 'preset', "
+                              f"found {levels!r}")
+    return levels
 
 
 def generator_record(ckpt: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
@@ -151,7 +166,8 @@ def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the generator-only file (what ``weights/drnn.pt`` is) from a training checkpoint.
 
     Keeps ``format``, ``generator``, ``generator_config``, ``code_version``, ``config``, the
-    phase position it was taken at and any ``calibration`` record (:func:`generator_record`).
+    phase position it was taken at, any ``calibration`` record and ``input_levels``
+    (:func:`generator_record`).
     """
     return atomic_save(generator_record(load_checkpoint(checkpoint)), out)
 

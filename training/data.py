@@ -16,6 +16,7 @@ either kind.  Every problem is a :class:`DataError` (a ``ValueError``) naming th
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,6 +39,9 @@ __all__ = [
     "read_folder",
     "read_pairs",
     "read_truth",
+    "LEVELS_FILE",
+    "read_levels",
+    "common_levels",
     "random_positions",
     "window_positions",
     "cut",
@@ -280,6 +284,44 @@ def read_pairs(folder: str | Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if xs[-1].shape != ys[-1].shape:
             raise DataError(f"{x_path}: shape {xs[-1].shape} differs from {y_path.name} {ys[-1].shape}")
     return xs, ys
+
+
+#: the file in a folder of training images that says how their grey levels were prepared: a JSON
+#: object whose ``"input_levels"`` names the grey-level mode of :mod:`engine.levels` the low-probe
+#: images (the generator's inputs) were mapped to, e.g. ``"preset"`` (``python -m engine.distill``
+#: writes it).  A folder without one holds images as the probe gave them: ``"off"``.
+LEVELS_FILE = "levels.json"
+
+
+def read_levels(folder: str | Path) -> str:
+    """The grey-level mode the images of ``folder`` were mapped to (:data:`LEVELS_FILE`; ``"off"``
+    where the folder has no such file); :class:`DataError` naming the file if it is not a JSON object
+    with a non-empty string ``"input_levels"``."""
+    path = Path(folder) / LEVELS_FILE
+    if not path.is_file():
+        return "off"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+    levels = record.get("input_levels") if isinstance(record, dict) else None
+    if not isinstance(levels, str) or not levels:
+        raise DataError(f"{path}: expected a JSON object with a grey-level mode as \"input_levels\", got {record!r:.80}")
+    if record.get("complete") is False:
+        log.warning("%s: the run that wrote these pairs did not finish; training on the pairs it wrote", path)
+    return levels
+
+
+def common_levels(folders: Iterable[str | Path]) -> str:
+    """The one grey-level mode (:func:`read_levels`) of the generator's input ``folders``; ``"off"``
+    for none.  :class:`DataError` where they differ: a model learns one mapping of its inputs."""
+    found = {str(folder): read_levels(folder) for folder in folders}
+    modes = set(found.values())
+    if len(modes) > 1:
+        listed = ", ".join(f"{folder}: {mode}" for folder, mode in found.items())
+        raise DataError(f"the generator's input folders were prepared at different grey levels ({listed}); "
+                        f"prepare them alike ({LEVELS_FILE}, python -m engine.distill)")
+    return modes.pop() if modes else "off"
 
 
 def read_truth(folder: str | Path) -> list[dict[str, np.ndarray]]:

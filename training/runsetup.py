@@ -11,6 +11,7 @@ from pathlib import Path
 from training.batches import ImageSet, Twins, load_images, load_pairs, load_twins
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, config_with_overrides, load_config
+from training.data import common_levels
 from training.outputs import check_output_folder
 
 __all__ = ["RunOptions", "RunData", "check_run_folder", "load_data", "resolve_config"]
@@ -43,13 +44,16 @@ class RunOptions:
 
 @dataclass
 class RunData:
-    """The image sets a run's phases read (``None``: no phase needs it)."""
+    """The image sets a run's phases read (``None``: no phase needs it), and ``input_levels``, the
+    grey-level mode the generator's inputs were mapped to (:func:`training.data.common_levels`;
+    ``"off"``: as the probe gave them), which every checkpoint records."""
 
     low: ImageSet | None
     high: ImageSet | None
     pair_x: ImageSet | None
     pair_y: ImageSet | None
     twins: Twins | None = None
+    input_levels: str = "off"
 
 
 def check_run_folder(opts: RunOptions) -> None:
@@ -88,11 +92,14 @@ def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
     if temporal and opts.twins is None:
         raise ConfigError(f"--twins: required by the temporal loss term of phase(s) {', '.join(temporal)} "
                           "(a folder of twins: python -m training.simulate --twins N)")
+    pairs = [] if "supervised" not in kinds else [opts.pairs] if isinstance(opts.pairs, str | Path) else list(opts.pairs)
+    g_inputs = [*pairs, *([opts.low] if need_low else []), *([opts.twins] if temporal else [])]
     data = RunData(
         load_images(opts.low) if need_low else None,
         load_images(opts.high) if need_high else None,
-        *(load_pairs(opts.pairs) if "supervised" in kinds else (None, None)),
+        *(load_pairs(pairs) if pairs else (None, None)),
         load_twins(opts.twins) if temporal else None,
+        common_levels(g_inputs),
     )
     for p in cfg.phases:
         if p.weights.temporal > 0:

@@ -35,7 +35,14 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from training.checkpoint import CKPT_FORMAT, atomic_save, code_version, export_generator, load_checkpoint
+from training.checkpoint import (
+    CKPT_FORMAT,
+    atomic_save,
+    code_version,
+    export_generator,
+    input_levels,
+    load_checkpoint,
+)
 from training.config import ConfigError, PhaseConfig, TrainConfig, config_from_dict, config_to_dict
 from training.losses import bce_fake_loss, bce_real_loss, histogram_loss, l1_loss, ms_ssim_loss, spectrum_loss
 from training.models import DRNN, Discriminator
@@ -344,10 +351,15 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "config": config_to_dict(self.cfg),
             "code_version": self.code_version,
+            "input_levels": self.data.input_levels,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], source: Path) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (models, phase position, optimizers, buffer)."""
+        levels = input_levels(ckpt, source)
+        if levels != self.data.input_levels:
+            raise ConfigError(f"--resume: checkpoint {source} was trained on inputs at grey levels {levels!r}, "
+                              f"this run's data are at {self.data.input_levels!r} (training.data.LEVELS_FILE)")
         try:
             self.g.load_state_dict(ckpt["generator"])
             self.d.load_state_dict(ckpt["discriminator"])
@@ -404,7 +416,8 @@ class Trainer:
         if self.writer:
             self.out.mkdir(parents=True, exist_ok=True)
             text = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
-            (self.out / "config.yaml").write_text(f"# code_version: {self.code_version}\n{text}")
+            (self.out / "config.yaml").write_text(
+                f"# code_version: {self.code_version}\n# input_levels: {self.data.input_levels}\n{text}")
         log = RunLog(self.out, enabled=self.writer)
         steps = [p.steps() for p in self.cfg.phases]
         done_before = sum(steps[: self.phase_idx]) + self.step

@@ -92,6 +92,7 @@ class OnnxRuntimeDespeckler(PipelinedDespeckler):
         except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as exc:
             raise WeightsError(f"{self.weights}: onnxruntime cannot load it: {exc}") from exc
         self._check_contract()
+        self.input_levels = self._session.get_modelmeta().custom_metadata_map.get("input_levels", "off")
         self.device = device
         self._start(ThreadPipeline(self._run, in_flight, name="onnxruntime"))
         log.info("onnxruntime: %s", self.describe())

@@ -17,7 +17,7 @@ import tensorrt as trt
 
 from engine.base import BackendUnavailable, FrameError, InputSpec, PipelinedDespeckler
 from engine.cuda_slots import CudaError, Slot, SlotPipeline, check, cudart, device_properties
-from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
+from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_metadata
 from engine.trt_build import STRONGLY_TYPED_ONLY, TRT_VERSION, get_engine
 from engine.trt_cache import DEFAULT_PROFILE, BuildConfig, Profile, read_engine_file
 from engine.weights import WeightsError, resolve_weights
@@ -70,6 +70,7 @@ class TensorRTDespeckler(PipelinedDespeckler):
             raise BackendUnavailable("tensorrt backend: no CUDA GPU visible")
         self.weights = resolve_weights(weights, ("_fp16.onnx", ".onnx") if STRONGLY_TYPED_ONLY else (".onnx", "_fp16.onnx"))
         if self.weights.suffix == ".onnx":
+            self.input_levels = onnx_metadata(self.weights).get("input_levels", "off")
             data, self.engine_path = get_engine(BuildConfig(self.weights, profile, Path(cache_dir) if cache_dir else None))
         else:
             data, self.engine_path = _engine_bytes(self.weights), self.weights

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, check_threads
-from engine.checkpoint import load_generator
+from engine.checkpoint import build_generator, input_levels, load_checkpoint
 from engine.pipeline import ThreadPipeline
 from engine.torch_model import FrameModel
 from engine.weights import resolve_weights
@@ -76,7 +76,9 @@ class TorchDespeckler(PipelinedDespeckler):
             torch.set_num_threads(threads)
         self.weights = resolve_weights(weights, (".pt",))
         dtype = torch.float16 if self.fp16 else torch.float32
-        self.model = FrameModel(load_generator(self.weights), dtype).eval().to(self.device)
+        ckpt = load_checkpoint(self.weights)
+        self.input_levels = input_levels(ckpt, self.weights)
+        self.model = FrameModel(build_generator(ckpt, self.weights), dtype).eval().to(self.device)
         if self.device.type == "cuda":
             from engine.cuda_slots import SlotPipeline
 
