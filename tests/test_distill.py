@@ -56,6 +56,16 @@ def pairs(frames: Path, teacher: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.fixture
+def unmarked(pairs: Path, tmp_path: Path) -> Path:
+    """A pair of ``pairs`` in a folder without ``levels.json``: frames as a probe gave them, to the trainer."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("x_0000.png", "y_0000.png"):
+        (raw / name).write_bytes((pairs / name).read_bytes())
+    return raw
+
+
 def test_pairs_are_the_mapped_frame_and_the_teachers_output_on_it(frames: Path, teacher: Path, pairs: Path) -> None:
     record = json.loads((pairs / LEVELS_FILE).read_text())
     assert record["input_levels"] == "preset" and record["complete"] is True
@@ -143,14 +153,22 @@ def test_a_model_trained_on_frames_as_they_came_is_not_warned_about(
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-def test_resume_and_mixed_inputs_must_keep_one_grey_level_mode(pairs: Path, tmp_path: Path) -> None:
+def test_resume_and_mixed_inputs_must_keep_one_grey_level_mode(pairs: Path, unmarked: Path, tmp_path: Path) -> None:
     cfg = load_config("fast", TINY_FAST)
     train(cfg, RunOptions(out=tmp_path / "run", pairs=pairs, progress=False, max_steps=1))
-    raw = tmp_path / "raw"  # the same images without levels.json: frames as a probe gave them
-    raw.mkdir()
-    for name in ("x_0000.png", "y_0000.png"):
-        (raw / name).write_bytes((pairs / name).read_bytes())
     with pytest.raises(ConfigError, match=r"trained on inputs at grey levels 'preset', this run's data are at 'off'"):
-        train(cfg, RunOptions(out=tmp_path / "run", pairs=raw, progress=False, resume=True))
+        train(cfg, RunOptions(out=tmp_path / "run", pairs=unmarked, progress=False, resume=True))
     with pytest.raises(DataError, match="different grey levels"):
-        train(cfg, RunOptions(out=tmp_path / "mixed", pairs=(pairs, raw), progress=False))
+        train(cfg, RunOptions(out=tmp_path / "mixed", pairs=(pairs, unmarked), progress=False))
+
+
+def test_a_fine_tune_records_its_own_data_and_says_what_it_started_from(
+        pairs: Path, unmarked: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = load_config("fast", TINY_FAST)
+    student = train(cfg, RunOptions(out=tmp_path / "student", pairs=pairs, progress=False)).generator
+    with caplog.at_level(logging.WARNING, logger="training.trainer"):
+        tuned = train(cfg, RunOptions(out=tmp_path / "tuned", pairs=unmarked, progress=False, init=student)).generator
+    assert load_checkpoint(tuned)["input_levels"] == "off"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--init {student} was trained on inputs at grey levels 'preset', this run's are at 'off', which its "
+        "checkpoints record"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -50,6 +51,8 @@ from training.pool import ImagePool
 from training.runsetup import RunOptions, check_run_folder, load_data
 
 __all__ = ["RunResult", "Trainer", "train"]
+
+logger = logging.getLogger(__name__)
 
 _STREAM_POSITIONS, _STREAM_EPOCH, _STREAM_UNIT = 1, 2, 3
 _BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
@@ -110,6 +113,9 @@ class Trainer:
             if init["generator_config"] != self.g.config:
                 raise ConfigError(f"--init {opts.init}: generator {init['generator_config']} is not the config's model {self.g.config}")
             self.g.load_state_dict(init["generator"])
+            if input_levels(init, opts.init) != self.data.input_levels:
+                logger.warning("--init %s was trained on inputs at grey levels %r, this run's are at %r, which its "
+                            "checkpoints record", opts.init, input_levels(init, opts.init), self.data.input_levels)
         self.d = Discriminator(cfg.discriminator.layers, cfg.discriminator.negative_slope).to(self.device)
         self.g_train: nn.Module = self.g
         self.d_train: nn.Module = _Logits(self.d)
