@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from engine.base import FrameError, InputSpec
 from engine.files import atomic_write_bytes, sha256_file
+from engine.levels import DEFAULT_LEVELS, as_fed
 from engine.onnx_export import (
     INPUT_NAME,
     Parity,
@@ -200,6 +201,7 @@ def quantize_int8(
     *,
     tolerance: Tolerance = INT8_TOLERANCE,
     float_blocks: int | None = None,
+    levels: str = DEFAULT_LEVELS,
     progress: bool = True,
 ) -> list[Parity]:
     """Quantize the float32 export ``onnx_in`` to INT8 at ``out``; returns the held-out parities.
@@ -211,7 +213,10 @@ def quantize_int8(
     (``checkpoint_sha256``...) is carried over; ``precision`` becomes ``int8`` and
     ``source_onnx_sha256`` / ``calibration_frames`` / ``float_blocks`` are added.
     ``float_blocks``: residual blocks at the end kept float32 (``None``: half of them, rounded up;
-    module docstring).  ``progress``: a bar over the
+    module docstring).  ``levels``: the grey-level mode the model will run at
+    (:data:`engine.levels.LEVEL_MODES`; the engine's default ``preset``): both kinds of frames are
+    mapped as the engine will map the live ones (:func:`engine.levels.as_fed`) before they are cut,
+    and the mode is recorded as ``calibration_levels``.  ``progress``: a bar over the
     calibration frames (each runs through the float32 model once).
     """
     import onnx
@@ -227,6 +232,7 @@ def quantize_int8(
     if not calibration or not held_out:
         raise CalibrationError("need calibration frames and held-out frames (at least one of each)")
     calibration, held_out = _checked(calibration, "calibration"), _checked(held_out, "held-out")
+    calibration, held_out = [as_fed(f, levels) for f in calibration], [as_fed(f, levels) for f in held_out]
     proto = load_float32_export(src)
     meta = {p.key: p.value for p in proto.metadata_props}
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
@@ -280,6 +286,7 @@ def quantize_int8(
         "precision": "int8",
         "source_onnx_sha256": sha256_file(src),
         "calibration_frames": str(len(calibration)),
+        "calibration_levels": levels,
         "float_blocks": str(float_blocks),
     })
     check_graph(quantized, name=str(out))
@@ -298,10 +305,11 @@ def quantize_fewest_float(
     held_out: Sequence[np.ndarray],
     *,
     tolerance: Tolerance = INT8_TOLERANCE,
+    levels: str = DEFAULT_LEVELS,
     progress: bool = True,
 ) -> tuple[int, list[Parity]]:
     """The fastest INT8 file that passes the check: :func:`quantize_int8` with ``float_blocks`` =
-    0, 1, ... (all blocks quantized first), writing the first that agrees with ``onnx_in`` on
+    0, 1, ... (all blocks quantized first; frames mapped by ``levels``), writing the first that agrees with ``onnx_in`` on
     ``held_out`` within ``tolerance``; returns ``(float_blocks, parities)``.
 
     Each try calibrates again (ONNX Runtime's quantizer keeps no ranges between calls), so it
@@ -318,7 +326,7 @@ def quantize_fewest_float(
     for float_blocks in range(blocks):
         try:
             return float_blocks, quantize_int8(onnx_in, out, calibration, held_out, tolerance=tolerance,
-                                               float_blocks=float_blocks, progress=progress)
+                                               float_blocks=float_blocks, levels=levels, progress=progress)
         except ParityError as exc:
             failed = exc
             if progress:

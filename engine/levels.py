@@ -64,6 +64,7 @@ __all__ = [
     "LevelMap",
     "level_map",
     "at_working_levels",
+    "as_fed",
     "LevelledDespeckler",
     "with_levels",
 ]
@@ -238,6 +239,16 @@ def at_working_levels(frame: np.ndarray, despeckle: Callable[[np.ndarray], np.nd
     mapped back (:func:`level_map`); ``despeckle(frame)`` where no map is needed."""
     lm = level_map(frame, level_range, spread_range)
     return despeckle(frame) if lm is None else lm.back(despeckle(lm.forward(frame)))
+
+
+def as_fed(frame: np.ndarray, mode: str = DEFAULT_LEVELS) -> np.ndarray:
+    """``frame`` as the engine feeds it to the model in the grey-level mode ``mode`` (:data:`LEVEL_MODES`):
+    its :class:`LevelMap`'s ``forward``, or ``frame`` itself (the same object) where it needs no map
+    or ``mode`` is ``off``; ``ValueError`` for another mode.  For frames that stand for the live ones:
+    distillation pairs (:mod:`engine.pairs`), INT8 calibration (:mod:`engine.int8`)."""
+    ranges = level_ranges(mode)
+    lm = None if ranges is None else level_map(frame, *ranges)
+    return frame if lm is None else lm.forward(frame)
 
 
 class LevelledDespeckler(WrappedDespeckler):

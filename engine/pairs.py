@@ -5,8 +5,8 @@ frame, ``y`` the teacher's output on it.  The engine maps each frame's grey leve
 (:mod:`engine.levels`, ``--levels preset`` by default) and the output back, so a student meant to
 run behind that map learns from frames mapped the same way:
 
-    x = forward(frame)          (the frame's :class:`engine.levels.LevelMap`, or the frame itself
-                                 where it needs none)
+    x = forward(frame)          (:func:`engine.levels.as_fed`: the frame's level map, or the frame
+                                 itself where it needs none)
     y = teacher(x)              (no mapping back: at run time the student's output is mapped back,
                                  as the teacher's would be)
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from engine.base import Despeckler, FrameError
 from engine.files import atomic_write_bytes, sha256_file
-from engine.levels import level_map, level_ranges
+from engine.levels import DEFAULT_LEVELS, as_fed, level_ranges
 from training.data import LEVELS_FILE, DataError, list_files, read_frames
 
 __all__ = ["PairsError", "PairsReport", "check_pairs_output", "teacher_pairs"]
@@ -102,7 +102,7 @@ def teacher_pairs(
     teacher: Despeckler,
     inputs: Sequence[str | Path],
     output: str | Path,
-    levels: str = "preset",
+    levels: str = DEFAULT_LEVELS,
     *,
     recursive: bool = False,
     progress: bool = True,
@@ -116,7 +116,7 @@ def teacher_pairs(
     work if ``output`` holds pairs already or is a file (:func:`check_pairs_output`).  Where no
     frame becomes a pair, ``levels.json`` is removed again.
     """
-    ranges = level_ranges(levels)
+    level_ranges(levels)  # a bad mode fails before any work
     output = Path(output)
     check_pairs_output(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -128,8 +128,7 @@ def teacher_pairs(
     manifest = output / LEVELS_FILE  # first: a run cut short leaves pairs that say how they were made
     atomic_write_bytes(manifest, json.dumps(record, indent=1).encode())
     for source, frame in tqdm(_frames(files, report), desc="pairs", unit="frame", disable=not progress):
-        lm = level_map(frame, *ranges) if ranges is not None else None
-        x = frame if lm is None else lm.forward(frame)
+        x = as_fed(frame, levels)
         try:
             y = teacher.infer(x)
         except FrameError as exc:
@@ -141,7 +140,7 @@ def teacher_pairs(
         _png(output / f"y_{name}", y)
         record["pairs"][f"x_{name}"] = source
         report.written += 1
-        report.mapped += lm is not None
+        report.mapped += x is not frame
     if report.written == 0:  # nothing to train on: leave the folder free for another run
         manifest.unlink()
         return report

@@ -6,7 +6,8 @@
 
 Without ``--calibrate`` the activation ranges come from simulated low-probe frames; with it, from
 the frames of a folder, video or DICOM file of your own probe (every 4th frame is held out for the
-check).  ``--float-blocks auto`` tries 0, 1, ... residual blocks in float32 and writes the first
+check), mapped to the grey levels the file will run at (``--levels``, the engine's default
+``preset``).  ``--float-blocks auto`` tries 0, 1, ... residual blocks in float32 and writes the first
 file that passes the check (the fastest; one calibration per try).  Then run it with
 ``--backend onnxruntime --weights OUT``.  See :mod:`engine.int8`.
 """
@@ -27,6 +28,7 @@ from engine.int8 import (
     simulated_frames,
     split_frames,
 )
+from engine.levels import DEFAULT_LEVELS, LEVEL_MODES
 from engine.onnx_export import ParityError
 from engine.weights import WeightsError, WeightsNotFound
 from training.argparsing import OneLineParser
@@ -47,6 +49,8 @@ class QuantizeConfig:
     size: int = 256
     #: residual blocks kept float32; ``None``: the library's default; ``"auto"``: the fewest that pass.
     float_blocks: int | str | None = None
+    #: the grey-level mode the INT8 file will run at; calibration frames are mapped as it maps them.
+    levels: str = DEFAULT_LEVELS
 
 
 def _parse(argv: list[str] | None) -> QuantizeConfig:
@@ -63,6 +67,9 @@ def _parse(argv: list[str] | None) -> QuantizeConfig:
                         help="last residual blocks kept float32: more is slower and closer to float32; auto: "
                              "the fewest that pass the check, trying 0, 1, ... (default: half of them, rounded up; "
                              "3 of the shipped model's 6, the fewest it passes with)")
+    parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS,
+                        help="grey levels the INT8 file will run at (the engine's --levels): calibration and check "
+                             "frames are mapped the same way, as the model will see them (default: preset)")
     args = parser.parse_args(argv)
     if args.frames < 2:
         parser.error(f"--frames must be at least 2, got {args.frames}")
@@ -73,7 +80,7 @@ def _parse(argv: list[str] | None) -> QuantizeConfig:
         if not float_blocks.isdigit():
             parser.error(f"--float-blocks must be a number of blocks (0 or more) or auto, got {float_blocks!r}")
         float_blocks = int(float_blocks)
-    return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size, float_blocks)
+    return QuantizeConfig(args.onnx, args.out, args.calibrate, args.frames, args.size, float_blocks, args.levels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibrating on {len(calibration)} frames, checking on {len(held_out)} held-out frames ...", flush=True)
         chosen = ""
         if config.float_blocks == "auto":
-            float_blocks, report = quantize_fewest_float(config.onnx, config.out, calibration, held_out)
+            float_blocks, report = quantize_fewest_float(config.onnx, config.out, calibration, held_out,
+                                                         levels=config.levels)
             chosen = f", the fewest that pass: {float_blocks} residual blocks float32"
         else:
-            report = quantize_int8(config.onnx, config.out, calibration, held_out, float_blocks=config.float_blocks)
+            report = quantize_int8(config.onnx, config.out, calibration, held_out, float_blocks=config.float_blocks,
+                                   levels=config.levels)
     except (PathError, DataError, CalibrationError, WeightsError, WeightsNotFound, ParityError) as exc:
         print(f"engine.quantize: error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from engine.int8 import (  # noqa: E402
     split_frames,
     tile,
 )
+from engine.levels import as_fed  # noqa: E402
 from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ParityError, Tolerance, export_checkpoint, export_onnx  # noqa: E402
 from engine.quantize import main  # noqa: E402
 from engine.weights import WeightsError  # noqa: E402
@@ -63,12 +64,32 @@ def test_quantized_model_keeps_the_frame_contract_and_agrees_with_float32(fp32: 
     assert meta["float_blocks"] == "1"
     assert meta["precision"] == "int8" and meta["source_onnx_sha256"] == sha256_file(fp32)
     assert meta["checkpoint_sha256"] == onnx_meta(fp32)["checkpoint_sha256"] and meta["calibration_frames"] == "6"
-    frame = random_frames(1, (33, 47), seed=3)[0]  # any size, uint8 in and out
+    assert meta["calibration_levels"] == "preset"
+    frame = as_fed(random_frames(1, (33, 47), seed=3)[0])  # any size, uint8 in and out, as the engine feeds it
     with OnnxRuntimeDespeckler(out, threads=1) as engine:
         got = engine.infer(frame)
     assert got.dtype == np.uint8 and got.shape == frame.shape
     diff = np.abs(got.astype(int) - _run(fp32, frame).astype(int))
     assert np.mean(diff <= 8) >= 0.99
+
+
+def test_calibration_frames_are_mapped_to_the_grey_levels_it_will_run_at(fp32: Path, tmp_path: Path) -> None:
+    """The activation ranges come from frames as the engine will feed them: dark frames quantized
+    with ``levels="preset"`` give the graph that their mapped versions give with ``off``, and not
+    the one the dark frames give as they are; the file records the mode."""
+    dark = [f // 3 for f in random_frames(6, seed=1)]
+    held = [f // 3 for f in random_frames(2, (40, 52), seed=2)]
+    assert all(as_fed(f) is not f for f in dark + held)  # every one of them is mapped
+    loose = Tolerance(max_abs=255, fraction=0.0)
+    runs = {"preset": (dark, held, "preset"), "premapped": ([as_fed(f) for f in dark], [as_fed(f) for f in held], "off"),
+            "raw": (dark, held, "off")}
+    graphs = {}
+    for name, (calibration, check, levels) in runs.items():
+        out = quantize_int8(fp32, tmp_path / f"{name}.onnx", calibration, check, tolerance=loose, levels=levels,
+                            progress=False) and tmp_path / f"{name}.onnx"
+        assert onnx_meta(out)["calibration_levels"] == levels
+        graphs[name] = onnx.load(str(out)).graph.SerializeToString()
+    assert graphs["preset"] == graphs["premapped"] != graphs["raw"]
 
 
 def test_a_tolerance_it_misses_writes_nothing(fp32: Path, tmp_path: Path) -> None:
