@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.base import BackendUnavailable, threads_arg
+from engine.flip import FlipAveragedDespeckler
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES
 from engine.pairs import PairsError, check_pairs_output, teacher_pairs
 from engine.registry import BACKENDS, create_backend, warn_other_levels
@@ -34,6 +35,7 @@ class DistillConfig:
     levels: str = DEFAULT_LEVELS
     recursive: bool = False
     threads: int | None = None
+    flip_average: bool = False
     progress: bool = True
 
 
@@ -54,10 +56,13 @@ def _parse(argv: list[str] | None) -> DistillConfig:
     parser.add_argument("--recursive", "-r", action="store_true", help="also read files in sub-folders")
     parser.add_argument("--threads", type=threads_arg, default=None,
                         help="CPU threads of the CPU backends (default or 0: the backend's own choice)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="the teacher's output averaged with its output on the mirrored frame (engine "
+                             "--flip-average): the student learns the two-run output at one run's cost")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     return DistillConfig(tuple(args.inputs), args.output, args.weights, args.backend, args.levels, args.recursive,
-                         args.threads, not args.no_progress)
+                         args.threads, args.flip_average, not args.no_progress)
 
 
 def run(config: DistillConfig) -> int:
@@ -66,6 +71,8 @@ def run(config: DistillConfig) -> int:
     try:
         check_pairs_output(config.output)
         teacher = create_backend(config.backend, config.weights, **options)
+        if config.flip_average:
+            teacher = FlipAveragedDespeckler(teacher)
     except (PairsError, BackendUnavailable, WeightsError, WeightsNotFound, ValueError) as exc:
         print(f"engine.distill: error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ run behind that map learns from frames mapped the same way:
 Mode ``off`` writes the frames as they are and the teacher's output on them.  The pairs are written
 as ``OUT/x_NNNN.png`` / ``OUT/y_NNNN.png`` (``python -m training.train --pairs OUT``), numbered in
 input order, with ``OUT/levels.json`` (:data:`training.data.LEVELS_FILE`): the mode as
-``input_levels``, the teacher file and its sha256, and each pair's source.  The trainer records
+``input_levels``, the teacher file, its sha256 and how it ran (``describe()``: backend,
+flip averaging), and each pair's source.  The trainer records
 the mode in every checkpoint and export (``input_levels``), and the engine warns when it runs the
 student at other grey levels.  A file or frame that cannot be read or despeckled is logged and
 counted, and the run goes on.
@@ -124,6 +125,7 @@ def teacher_pairs(
     files = _sources([Path(p) for p in inputs], recursive, report)
     record = {"input_levels": levels, "teacher": str(teacher.weights),
               "teacher_sha256": sha256_file(teacher.weights) if teacher.weights is not None else None,
+              "teacher_run": teacher.describe(),
               "complete": False, "pairs": {}}
     manifest = output / LEVELS_FILE  # first: a run cut short leaves pairs that say how they were made
     atomic_write_bytes(manifest, json.dumps(record, indent=1).encode())

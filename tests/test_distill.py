@@ -18,6 +18,7 @@ from engine_testutil import make_checkpoint  # noqa: E402
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.distill import main as distill  # noqa: E402
+from engine.flip import FlipAveragedDespeckler  # noqa: E402
 from engine.levels import level_map, level_ranges  # noqa: E402
 from engine.onnx_export import export_checkpoint, onnx_metadata  # noqa: E402
 from engine.registry import create_backend, create_despeckler  # noqa: E402
@@ -87,6 +88,15 @@ def test_levels_off_writes_the_frames_as_they_are(frames: Path, teacher: Path, t
     frame = cv2.imread(str(frames / "f1.png"), cv2.IMREAD_GRAYSCALE)
     assert np.array_equal(cv2.imread(str(tmp_path / "x_0000.png"), cv2.IMREAD_GRAYSCALE), frame)
     assert read_levels(tmp_path) == "off"
+
+
+def test_a_flip_averaged_teacher_gives_its_averaged_output(frames: Path, teacher: Path, tmp_path: Path) -> None:
+    assert distill([str(frames / "f0.png"), "--output", str(tmp_path), "--backend", "torch", "--weights", str(teacher),
+                    "--flip-average", "--no-progress"]) == 0
+    x, y = (cv2.imread(str(tmp_path / f"{k}_0000.png"), cv2.IMREAD_GRAYSCALE) for k in "xy")
+    with FlipAveragedDespeckler(create_backend("torch", teacher, device="cpu", threads=1)) as model:
+        assert np.array_equal(y, model.infer(x)) and not np.array_equal(y, model.inner.infer(x))
+    assert json.loads((tmp_path / LEVELS_FILE).read_text())["teacher_run"].endswith(", flip-averaged")
 
 
 def test_distill_refuses_a_folder_of_pairs_and_leaves_nothing_when_nothing_is_read(
