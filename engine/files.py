@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "sha256_file", "temporary_sibling"]
+__all__ = ["atomic_write_bytes", "naming", "sha256_file", "temporary_sibling"]
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -55,3 +55,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def naming(path: str | Path, exc: BaseException) -> str:
+    """``exc``'s message as a one-line report about the file ``path``: as it is where it names the
+    file already (the readers' errors do), else prefixed with ``path: ``."""
+    return str(exc) if str(path) in str(exc) else f"{path}: {exc}"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.files import naming
 from engine.levels import LEVEL_MODES, Tiles, level_map, level_ranges, measure_tiles, working_levels
 from engine.offline import file_spacing
 from engine.pixels import resamples, working_pixel_mm
@@ -175,7 +176,7 @@ def run(config: FrameInfoConfig) -> int:
                 name = _unique(path.stem, names)
                 figure = f" -> {write_figure(frame, info, config.figures / f'{name}.png')}"
         except (OSError, ValueError) as exc:  # DataError, pydicom's and matplotlib's errors
-            print(f"engine.frameinfo: {exc if str(path) in str(exc) else f'{path}: {exc}'}", file=sys.stderr)
+            print(f"engine.frameinfo: {naming(path, exc)}", file=sys.stderr)
             failed += 1
             continue
         print(f"{path}: {describe(info)}{figure}")

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.base import Despeckler
-from engine.files import temporary_sibling
+from engine.files import naming, temporary_sibling
 from engine.persistence import Persistence
 from engine.pixels import PixelMode, resamples, spacing_for, with_spacing, working_pixel_mm
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
@@ -221,7 +221,7 @@ def despeckle_files(
         try:
             written, count = _despeckle_one(despeckler, src, dst, pixel_mm, persistence, motion)
         except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors
-            reason = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+            reason = naming(src, exc)
             report.failed.append(reason)
             log.warning("failed: %s", reason)
             continue

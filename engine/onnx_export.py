@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "read_onnx",
     "onnx_metadata",
+    "ort_session",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "DEFAULT_OPSET",
@@ -248,10 +249,9 @@ def check_forward(
     return check_parity(expected, onnx_runner(onnx_model), frames, tolerance, "ONNX output differs from torch")
 
 
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of the ONNX model file ``path`` (``precision``, ``edge_context``,
-    ``checkpoint_sha256``, ``input_levels``...), read through ONNX Runtime, which every install has;
-    :class:`WeightsError` naming the file if ONNX Runtime cannot load it."""
+def ort_session(path: str | Path, options=None, providers: Sequence[str] = ("CPUExecutionProvider",)):
+    """An ONNX Runtime ``InferenceSession`` of the model file ``path`` (``options``: its
+    ``SessionOptions``); :class:`WeightsError` naming the file if ONNX Runtime cannot load it."""
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import (
         Fail,
@@ -260,13 +260,21 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
         InvalidProtobuf,
     )
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=list(providers))
     except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as exc:
         raise WeightsError(f"{path}: onnxruntime cannot load it: {exc}") from exc
-    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX model file ``path`` (``precision``, ``edge_context``,
+    ``checkpoint_sha256``, ``input_levels``...), read through ONNX Runtime, which every install has
+    (:func:`ort_session`, graph not optimised)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return dict(ort_session(path, opts).get_modelmeta().custom_metadata_map)
 
 
 def onnx_runner(onnx_model: bytes | str | Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.base import Despeckler, FrameError
-from engine.files import atomic_write_bytes, sha256_file
+from engine.files import atomic_write_bytes, naming, sha256_file
 from engine.levels import DEFAULT_LEVELS, as_fed, level_ranges
 from training.data import LEVELS_FILE, DataError, list_files, read_frames
 
@@ -78,7 +78,7 @@ def _frames(files: Sequence[Path], report: PairsReport) -> Iterator[tuple[str, n
             for k, frame in enumerate(read_frames(path)):
                 yield f"{path}#{k}", frame
         except (DataError, OSError, ValueError) as exc:  # pydicom's errors are ValueErrors
-            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            reason = naming(path, exc)
             report.failed.append(reason)
             log.warning("skipping %s", reason)
 

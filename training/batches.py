@@ -16,7 +16,7 @@ import torch
 
 from training.data import DataError, cut, random_positions, read_folder, read_pairs, window_positions
 
-__all__ = ["ImageSet", "Twins", "load_images", "load_pairs", "load_twins"]
+__all__ = ["ImageSet", "Twins", "folder_list", "load_images", "load_pairs", "load_twins"]
 
 
 class ImageSet:
@@ -65,10 +65,15 @@ def load_images(folder: str | Path) -> ImageSet:
     return ImageSet(read_folder(folder), str(folder))
 
 
+def folder_list(folders: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """One folder or several (``--pairs A B``) as a list, in the order given."""
+    return [folders] if isinstance(folders, str | Path) else list(folders)
+
+
 def load_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[ImageSet, ImageSet]:
     """The ``x_NNN`` / ``y_NNN`` pairs of one folder or of several (joined in the order given) as
     two aligned :class:`ImageSet` (x, y); e.g. one paired set per simulator family."""
-    folders = [folders] if isinstance(folders, str | Path) else list(folders)
+    folders = folder_list(folders)
     if not folders:
         raise DataError("no folder of pairs given")
     xs: list[np.ndarray] = []

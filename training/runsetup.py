@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.batches import ImageSet, Twins, load_images, load_pairs, load_twins
+from training.batches import ImageSet, Twins, folder_list, load_images, load_pairs, load_twins
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, TrainConfig, config_with_overrides, load_config
 from training.data import common_levels
@@ -92,7 +92,7 @@ def load_data(cfg: TrainConfig, opts: RunOptions) -> RunData:
     if temporal and opts.twins is None:
         raise ConfigError(f"--twins: required by the temporal loss term of phase(s) {', '.join(temporal)} "
                           "(a folder of twins: python -m training.simulate --twins N)")
-    pairs = [] if "supervised" not in kinds else [opts.pairs] if isinstance(opts.pairs, str | Path) else list(opts.pairs)
+    pairs = folder_list(opts.pairs) if "supervised" in kinds else []
     g_inputs = [*pairs, *([opts.low] if need_low else []), *([opts.twins] if temporal else [])]
     data = RunData(
         load_images(opts.low) if need_low else None,

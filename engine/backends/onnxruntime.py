@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
 
 from engine.base import BackendUnavailable, InputSpec, PipelinedDespeckler, check_threads
-from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
+from engine.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 from engine.pipeline import ThreadPipeline
 from engine.weights import WeightsError, resolve_weights
 
@@ -87,10 +86,7 @@ class OnnxRuntimeDespeckler(PipelinedDespeckler):
                 f"export one with python -m engine.export --checkpoint {self.weights} --out model.onnx"
             )
         self.options = session_options(threads, spin)
-        try:
-            self._session = ort.InferenceSession(str(self.weights), self.options, providers=[provider])
-        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as exc:
-            raise WeightsError(f"{self.weights}: onnxruntime cannot load it: {exc}") from exc
+        self._session = ort_session(self.weights, self.options, [provider])
         self._check_contract()
         self.input_levels = self._session.get_modelmeta().custom_metadata_map.get("input_levels", "off")
         self.device = device
