@@ -227,6 +227,8 @@ def test_pairs_and_truth_of_a_simulated_eval_set(tmp_path: Path) -> None:
     truths = read_truth(tmp_path / "eval")
     assert len(xs) == len(ys) == len(truths) == 2
     assert xs[0].shape == ys[0].shape == truths[0]["vessels"].shape == (48, 48)
+    with pytest.raises(DataError, match=r"no x_NNN.png files .*; did you mean .*eval\?"):
+        read_pairs(tmp_path)  # the set's folder named instead of its eval/
     (tmp_path / "eval" / "y_001.png").unlink()
     with pytest.raises(DataError, match="y_001.png"):
         read_pairs(tmp_path / "eval")

@@ -268,7 +268,8 @@ def _eval_names(folder: str | Path) -> list[Path]:
         raise DataError(f"{folder}: no such folder")
     xs = sorted(folder.glob("x_*.png"))
     if not xs:
-        raise DataError(f"{folder}: no x_NNN.png files (a paired eval/ set of python -m training.simulate)")
+        hint = f"; did you mean {folder / 'eval'}?" if any((folder / "eval").glob("x_*.png")) else ""
+        raise DataError(f"{folder}: no x_NNN.png files (a paired eval/ set of python -m training.simulate){hint}")
     return xs
 
 
