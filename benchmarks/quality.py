@@ -42,6 +42,7 @@ from benchmarks.quality_report import BETA_SIGMA, COLUMNS, markdown_table, write
 from engine.base import BackendUnavailable, Despeckler
 from engine.weights import SHIPPED, is_shipped_name
 from training.argparsing import OneLineParser, non_negative_int, positive_int
+from training.data import DataError, eval_x_paths
 
 __all__ = [
     "QualityConfig",
@@ -180,9 +181,10 @@ def load_eval(
     folder: Path, limit: int | None = None, roi: str | None = None
 ) -> tuple[list[Sample], list[str]]:
     """The simulator's paired evaluation set; returns ``(samples, why each skipped item was skipped)``."""
-    xs = sorted(Path(folder).glob("x_*.png"))
-    if not xs:
-        raise QualityError(f"--eval {folder}: no x_NNN.png files")
+    try:
+        xs = eval_x_paths(folder)
+    except DataError as exc:
+        raise QualityError(f"--eval {exc}") from None
     samples, skipped = [], []
     for xp in xs[:limit]:
         stem = xp.stem[2:]

@@ -195,10 +195,12 @@ def test_an_image_without_parenchyma_is_skipped_and_counted(eval_dir: Path, tmp_
         (["--roi", "90,0,20,20"], "--roi 90,0,20,20: rectangle outside"),
         (["--methods", "srad,bogus"], "--methods: unknown bogus"),
         (["--window", "8"], "--window must be an odd number"),
+        (["--eval", "PARENT"], "no x_NNN.png files (a paired eval/ set of python -m training.simulate); did you mean"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(eval_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
     with pytest.raises(SystemExit) as exc_info:
+        extra = [str(eval_dir.parent) if a == "PARENT" else a for a in extra]  # the set's folder, not its eval/
         rc = main(["--eval", str(eval_dir), "--no-drnn", "--out", str(tmp_path), *extra])
         raise SystemExit(rc)
     assert exc_info.value.code == 2

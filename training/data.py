@@ -37,6 +37,7 @@ __all__ = [
     "iter_frames",
     "list_files",
     "read_folder",
+    "eval_x_paths",
     "read_pairs",
     "read_truth",
     "LEVELS_FILE",
@@ -262,7 +263,9 @@ def read_folder(folder: str | Path, every: int = 1, *, skip_bad: bool = False) -
     return list(iter_frames(folder, every, skip_bad=skip_bad))
 
 
-def _eval_names(folder: str | Path) -> list[Path]:
+def eval_x_paths(folder: str | Path) -> list[Path]:
+    """The ``x_NNN.png`` files of a paired set, sorted; ``DataError`` naming the folder when it is
+    missing or holds none (with a hint when its ``eval/`` does)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
@@ -276,7 +279,7 @@ def _eval_names(folder: str | Path) -> list[Path]:
 def read_pairs(folder: str | Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The paired set ``x_NNN.png`` / ``y_NNN.png`` of ``folder`` as two aligned lists."""
     xs, ys = [], []
-    for x_path in _eval_names(folder):
+    for x_path in eval_x_paths(folder):
         y_path = x_path.with_name("y" + x_path.name[1:])
         if not y_path.is_file():
             raise DataError(f"{x_path}: its partner {y_path.name} is missing")
@@ -328,7 +331,7 @@ def common_levels(folders: Iterable[str | Path]) -> str:
 def read_truth(folder: str | Path) -> list[dict[str, np.ndarray]]:
     """The ``truth_NNN.npz`` of each pair of :func:`read_pairs`: echogenicity and bool masks."""
     out = []
-    for x_path in _eval_names(folder):
+    for x_path in eval_x_paths(folder):
         t_path = x_path.with_name("truth" + x_path.name[1:]).with_suffix(".npz")
         try:
             with np.load(t_path) as npz:
