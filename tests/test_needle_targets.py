@@ -63,11 +63,16 @@ def test_a_pair_without_its_truth_is_counted_and_the_others_are_done(made, tmp_p
     truth = tmp_path / "truth"
     shutil.copytree(truth_dir, truth)
     (truth / "truth_001.npz").unlink()
+    with np.load(truth / "truth_002.npz") as npz:  # a phantom simulated without a needle
+        np.savez(truth / "truth_002.npz", **{k: npz[k] for k in npz.files if k not in ("needle", "needle_tip")})
     pairs = _copy(original, tmp_path)
     assert main([str(pairs), "--truth", str(truth)]) == 1
     out = capsys.readouterr()
-    assert "2 target(s) rewritten" in out.out and "failed: x_0001.png: " in out.err and "truth_001.npz" in out.err
-    assert np.array_equal(cv2.imread(str(pairs / "y_0001.png")), cv2.imread(str(original / "y_0001.png")))
+    assert "1 target(s) rewritten" in out.out
+    assert f"failed: x_0001.png: {truth / 'truth_001.npz'}: cannot read ground truth" in out.err
+    assert f"failed: x_0002.png: {truth / 'truth_002.npz'}: no needle mask (simulate with --needle)\n" in out.err
+    for i in (1, 2):  # left as they were
+        assert np.array_equal(cv2.imread(str(pairs / f"y_000{i}.png")), cv2.imread(str(original / f"y_000{i}.png")))
 
 
 def test_bad_folders_are_one_line_errors(made, tmp_path: Path, capsys) -> None:

@@ -83,11 +83,12 @@ def _needle_of(source: str, truth: Path) -> np.ndarray:
     path = truth / f"truth_{match.group(1)}.npz"
     try:
         with np.load(path) as npz:
-            if "needle" not in npz.files:
-                raise DataError(f"{path}: no needle mask (simulate with --needle)")
-            return npz["needle"].astype(bool)
+            needle = npz["needle"].astype(bool) if "needle" in npz.files else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read ground truth ({exc})") from None
+    if needle is None:
+        raise DataError(f"{path}: no needle mask (simulate with --needle)")
+    return needle
 
 
 def needle_targets(pairs: str | Path, truth: str | Path, dilate_px: int = 1) -> NeedleTargetsReport:
