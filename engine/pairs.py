@@ -60,14 +60,29 @@ class PairsReport:
         return not self.failed
 
 
+def _high_probe_image(path: Path) -> bool:
+    """``y_NNN.png`` beside its ``x_NNN.png`` and ``truth_NNN.npz``: the high probe's image of a
+    paired simulator set, not a low-probe frame."""
+    n = path.name[2:-4]
+    return (path.name.startswith("y_") and path.suffix == ".png" and (path.parent / f"x_{n}.png").is_file()
+            and (path.parent / f"truth_{n}.npz").is_file())
+
+
 def _sources(inputs: Sequence[Path], recursive: bool, report: PairsReport) -> list[Path]:
+    """The files of ``inputs`` (folders listed), less the high probe's images of paired simulator
+    sets (:func:`_high_probe_image`: a set's ``eval/`` given as a folder gives its x images only)."""
     files: list[Path] = []
     for source in inputs:
         try:
-            files += list_files(source, recursive) if source.is_dir() else [source]
+            listed = list_files(source, recursive) if source.is_dir() else [source]
         except DataError as exc:
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
+            continue
+        high = {p for p in listed if source.is_dir() and _high_probe_image(p)}
+        if high:
+            log.info("%s: a paired simulator set; its %d y_NNN.png (the high probe's images) left out", source, len(high))
+        files += [p for p in listed if p not in high]
     return files
 
 

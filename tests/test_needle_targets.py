@@ -24,9 +24,11 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Three 96x96 needle phantoms and their distillation pairs (the teacher's targets, not rewritten)."""
     root = tmp_path_factory.mktemp("needles")
     write_dataset(root / "sim", count=0, size=96, seed=7, paired=True, eval_count=3, needle=True, progress=False)
-    xs = sorted(str(p) for p in (root / "sim" / "eval").glob("x_*.png"))
-    assert distill([*xs, "--output", str(root / "pairs"), "--backend", "onnxruntime", "--weights", str(FAST),
-                    "--threads", "1", "--no-progress"]) == 0
+    assert distill([str(root / "sim" / "eval"), "--output", str(root / "pairs"), "--backend", "onnxruntime",
+                    "--weights", str(FAST), "--threads", "1", "--no-progress"]) == 0
+    sources = json.loads((root / "pairs" / LEVELS_FILE).read_text())["pairs"]
+    # the set's folder given: its x images only, not the high probe's y images beside them
+    assert [Path(s.split("#")[0]).name for s in sources.values()] == ["x_000.png", "x_001.png", "x_002.png"]
     return root / "sim" / "eval", root / "pairs"
 
 

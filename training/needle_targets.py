@@ -15,7 +15,7 @@ what a needle looks like.  Each pair's source (``levels.json``'s ``pairs``, writ
 ``engine.distill``) names its ``x_NNN.png``; its mask is ``truth_NNN.npz`` in the ``--truth`` folder.
 
     python -m training.simulate --out needles --count 0 --paired --eval-count 40 --needle --jitter 1
-    python -m engine.distill needles/eval/x_*.png --output pairs_needles
+    python -m engine.distill needles/eval --output pairs_needles    # its x images (the low probe's)
     python -m training.needle_targets pairs_needles --truth needles/eval
     python -m training.train --config fast --pairs other_pairs/ pairs_needles --out runs/fast
 
