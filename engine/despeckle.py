@@ -23,7 +23,7 @@ from engine.pixels import PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
-from training.argparsing import OneLineParser
+from training.argparsing import OneLineParser, print_outcome
 
 __all__ = ["DespeckleConfig", "main", "run"]
 
@@ -87,10 +87,7 @@ def run(config: DespeckleConfig) -> int:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
         report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm,
                                  config.persistence, config.persistence_motion)
-    print(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}; "
-          f"{len(report.failed)} failed")
-    for failure in report.failed:
-        print(f"  failed: {failure}", file=sys.stderr)
+    print_outcome(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}", report.failed)
     return 0 if report.ok else 1
 
 

@@ -21,7 +21,7 @@ from engine.levels import DEFAULT_LEVELS, LEVEL_MODES
 from engine.pairs import PairsError, check_pairs_output, teacher_pairs
 from engine.registry import BACKENDS, create_backend, warn_other_levels
 from engine.weights import WeightsError, WeightsNotFound
-from training.argparsing import OneLineParser
+from training.argparsing import OneLineParser, print_outcome
 
 __all__ = ["DistillConfig", "main", "run"]
 
@@ -85,10 +85,8 @@ def run(config: DistillConfig) -> int:
         except OSError as exc:  # PairsError, or a write that failed (disk full, no permission)
             print(f"engine.distill: error: --output {config.output}: {exc}", file=sys.stderr)
             return 2
-    print(f"{report.written} pair(s) written to {config.output} ({report.mapped} mapped to the {config.levels} grey "
-          f"levels); {len(report.failed)} failed")
-    for failure in report.failed:
-        print(f"  failed: {failure}", file=sys.stderr)
+    print_outcome(f"{report.written} pair(s) written to {config.output} ({report.mapped} mapped to the "
+                  f"{config.levels} grey levels)", report.failed)
     if report.written == 0:
         return 2
     return 0 if report.ok else 1

@@ -37,7 +37,7 @@ from engine.files import atomic_write_bytes, naming, sha256_file
 from engine.levels import DEFAULT_LEVELS, as_fed, level_ranges
 from training.data import LEVELS_FILE, DataError, list_files, read_frames
 
-__all__ = ["PairsError", "PairsReport", "check_pairs_output", "teacher_pairs"]
+__all__ = ["PairsError", "PairsReport", "check_pairs_output", "teacher_pairs", "write_png"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _sources(inputs: Sequence[Path], recursive: bool, report: PairsReport) -> li
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
             continue
-        high = {p for p in listed if source.is_dir() and _high_probe_image(p)}
+        high = {p for p in listed if _high_probe_image(p)} if source.is_dir() else set()
         if high:
             log.info("%s: a paired simulator set; its %d y_NNN.png (the high probe's images) left out", source, len(high))
         files += [p for p in listed if p not in high]
@@ -107,7 +107,8 @@ def check_pairs_output(output: str | Path) -> None:
         raise PairsError(f"{output}: holds training pairs already; give an empty or new folder")
 
 
-def _png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
+    """``image`` as a PNG file at ``path``, written atomically (:func:`engine.files.atomic_write_bytes`)."""
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise PairsError(f"{path}: OpenCV could not encode the image as PNG")
@@ -153,8 +154,8 @@ def teacher_pairs(
             log.warning("skipping %s: %s", source, exc)
             continue
         name = f"{report.written:04d}.png"
-        _png(output / f"x_{name}", x)
-        _png(output / f"y_{name}", y)
+        write_png(output / f"x_{name}", x)
+        write_png(output / f"y_{name}", y)
         record["pairs"][f"x_{name}"] = source
         report.written += 1
         report.mapped += x is not frame

@@ -1,4 +1,4 @@
-"""Distillation targets that keep the input's needle (training.needle_targets): real simulated needle
+"""Distillation targets that keep the input's needle (engine.needle_targets): real simulated needle
 pairs, real pairs of ``python -m engine.distill`` with the shipped fast ONNX model as the teacher."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from engine.distill import main as distill
+from engine.needle_targets import keep_needle, main
 from training.data import LEVELS_FILE, read_truth
-from training.needle_targets import keep_needle, main
 from training.sim import write_dataset
 
 FAST = Path(__file__).resolve().parent.parent / "weights" / "drnn_fast.onnx"

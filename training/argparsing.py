@@ -5,7 +5,8 @@ message. :class:`OneLineParser` prints only ``PROG: error: MESSAGE (see --help)`
 with status 2, as the project's tools do for every bad input.  :func:`positive_int`,
 :func:`non_negative_int` and :func:`positive_float` are the ``type=`` of count and rate flags,
 refused as ``argument FLAG: expected WHAT, got 'TEXT'``; :func:`frame_size` is that of frame
-size flags (``256`` or ``240x320``, parsed by :func:`parse_frame_size`).  Importing this module imports
+size flags (``256`` or ``240x320``, parsed by :func:`parse_frame_size`).  :func:`print_outcome` is how
+the tools that work through many files end: a summary and each failure.  Importing this module imports
 nothing beyond the standard library (the live pipeline installs without torch).
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
 __all__ = ["OneLineParser", "positive_int", "non_negative_int", "int_at_least", "positive_float", "parse_frame_size", "frame_size",
-           "argument_type", "checked_float"]
+           "argument_type", "checked_float", "print_outcome"]
 
 N = TypeVar("N", int, float)
 T = TypeVar("T")
@@ -102,3 +104,11 @@ def checked_float(check: Callable[[float], float], what: str) -> Callable[[str],
 def frame_size(min_side: int = 1, square: bool = True) -> Callable[[str], tuple[int, int]]:
     """An argparse ``type`` for frame sizes: :func:`parse_frame_size` with these rules."""
     return argument_type(lambda text: parse_frame_size(text, min_side, square))
+
+
+def print_outcome(summary: str, failed: Sequence[str]) -> None:
+    """``SUMMARY; N failed`` on stdout, then ``  failed: WHY`` on stderr for each failure: how the
+    tools that work through many files (and keep going past bad ones) end."""
+    print(f"{summary}; {len(failed)} failed")
+    for failure in failed:
+        print(f"  failed: {failure}", file=sys.stderr)

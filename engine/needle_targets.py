@@ -16,7 +16,7 @@ what a needle looks like.  Each pair's source (``levels.json``'s ``pairs``, writ
 
     python -m training.simulate --out needles --count 0 --paired --eval-count 40 --needle --jitter 1
     python -m engine.distill needles/eval --output pairs_needles    # its x images (the low probe's)
-    python -m training.needle_targets pairs_needles --truth needles/eval
+    python -m engine.needle_targets pairs_needles --truth needles/eval
     python -m training.train --config fast --pairs other_pairs/ pairs_needles --out runs/fast
 
 The pairs folder's ``levels.json`` records what was done (``needle_targets``).  A pair whose truth
@@ -26,7 +26,6 @@ file is missing or has no needle mask is counted, reported and left as it is (ex
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -35,7 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.argparsing import OneLineParser, non_negative_int
+from engine.files import atomic_write_bytes
+from engine.pairs import write_png
+from training.argparsing import OneLineParser, non_negative_int, print_outcome
 from training.data import LEVELS_FILE, DataError
 
 __all__ = ["NeedleTargetsReport", "keep_needle", "needle_targets", "main"]
@@ -65,15 +66,6 @@ def keep_needle(x: np.ndarray, y: np.ndarray, needle: np.ndarray, dilate_px: int
     if dilate_px:
         mask = cv2.dilate(mask, np.ones((2 * dilate_px + 1,) * 2, np.uint8))
     return np.where(mask > 0, np.maximum(y, x), y).astype(np.uint8)
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode the image")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
 
 
 def _needle_of(source: str, truth: Path) -> np.ndarray:
@@ -118,20 +110,18 @@ def needle_targets(pairs: str | Path, truth: str | Path, dilate_px: int = 1) -> 
             report.failed.append(f"{x_name}: {exc}")
             continue
         report.raised += int((kept != y).sum())
-        _write_png(y_path, kept)
+        write_png(y_path, kept)
         report.rewritten += 1
     record["needle_targets"] = {"truth": str(truth), "dilate_px": dilate_px, "rewritten": report.rewritten,
                                 "pixels_raised": report.raised}
-    tmp = record_path.with_name(f".{record_path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, record_path)
+    atomic_write_bytes(record_path, (json.dumps(record, indent=1) + "\n").encode())
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.needle_targets PAIRS [PAIRS ...] --truth DIR [--dilate-px N]``.  Exit
+    """``python -m engine.needle_targets PAIRS [PAIRS ...] --truth DIR [--dilate-px N]``.  Exit
     status 0; 1 when some pair could not be done (each reported); 2 for bad arguments or folders."""
-    parser = OneLineParser(prog="python -m training.needle_targets", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m engine.needle_targets", description=__doc__.splitlines()[0])
     parser.add_argument("pairs", type=Path, nargs="+", metavar="PAIRS", help="pairs folder(s) of python -m engine.distill")
     parser.add_argument("--truth", type=Path, required=True,
                         help="the simulator's eval/ folder whose x_NNN.png the pairs were made from (truth_NNN.npz)")
@@ -143,12 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = needle_targets(folder, args.truth, args.dilate_px)
         except (DataError, OSError) as exc:  # not a pairs folder, or a write that failed (disk full, no permission)
-            print(f"python -m training.needle_targets: {exc}", file=sys.stderr)
+            print(f"python -m engine.needle_targets: {exc}", file=sys.stderr)
             return 2
-        print(f"{folder}: {report.rewritten} target(s) rewritten, {report.raised} pixel(s) raised; "
-              f"{len(report.failed)} failed")
-        for failure in report.failed:
-            print(f"  failed: {failure}", file=sys.stderr)
+        print_outcome(f"{folder}: {report.rewritten} target(s) rewritten, {report.raised} pixel(s) raised", report.failed)
         status = max(status, 0 if report.ok else 1)
     return status
 
