@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,18 @@ def test_finetune_is_the_paper_without_its_reconstruction_phase_plus_the_anchor(
     assert gan.weights == LossWeights(adv=1.0, l1=0.5, ms_ssim=0.5, anchor=gan.weights.anchor)
     unchanged = {k: v for k, v in vars(paper.phases[2]).items() if k not in ("freeze_bn", "weights")}
     assert {k: v for k, v in vars(gan).items() if k not in ("freeze_bn", "weights")} == unchanged
+
+
+def test_needle_ft_is_the_distillation_loss_at_full_width_with_the_anchor() -> None:
+    """needle_ft.yaml fine-tunes the default model towards targets of its own: fast.yaml's loss
+    terms, at the paper's width, plus the anchor with batch norm as deployed (a crop's zero-padded
+    border must not pull the model away from what the engine computes with mirrored context)."""
+    paper, fast, ft = load_config("paper"), load_config("fast"), load_config("needle_ft")
+    assert ft.model == paper.model
+    (phase,) = ft.phases
+    assert phase.kind == "supervised" and phase.freeze_bn and phase.weights.anchor > 0
+    assert replace(phase.weights, anchor=0.0) == fast.phases[-1].weights
+    assert phase.lr_g < fast.phases[-1].lr_g
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
