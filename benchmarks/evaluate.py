@@ -44,7 +44,8 @@ from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
 from engine.flip import FLIP_HELP, flip_averaged
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP, at_working_levels, level_ranges
-from engine.pixels import at_working_pixels, spacing_arg
+from engine.pixels import PixelMode, at_working_pixels, pixel_mode_arg
+from engine.speckle import at_speckle_scale
 from engine.strength import blend, check_strength, strength_arg
 from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
@@ -53,7 +54,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
-    "measure_runs", "means", "per_pair", "count_weaker", "load_candidates", "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
+    "measure_runs", "means", "per_pair", "count_weaker", "load_candidates", "at_pixels", "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
 #: What loading weights or a paired set can raise: reported as one line (a paired set: exit status 2;
@@ -130,6 +131,22 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
         return out if strength == 1.0 else blend(image, out, strength)
 
     return run
+
+
+def at_pixels(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+              pixel_mm: PixelMode) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """``runs`` on the pixels of ``pixel_mm`` (:data:`engine.pixels.PixelMode`) for pictures, which
+    carry no spacing: ``"auto"`` each frame at its own speckle scale
+    (:func:`engine.speckle.at_speckle_scale`, the names as they are), ``"off"`` or ``"spacing"`` as
+    they are (named ``" (pixels as they come)"``), a spacing at square trained pixels
+    (:func:`engine.pixels.at_working_pixels`, named with it)."""
+    if pixel_mm == "auto":
+        return {name: partial(at_speckle_scale, despeckle=run) for name, run in runs.items()}
+    if pixel_mm in ("off", "spacing"):
+        return {f"{name} (pixels as they come)": run for name, run in runs.items()}
+    row, col = pixel_mm
+    return {f"{name} (pixels {row:g} x {col:g} mm)": partial(at_working_pixels, despeckle=run, spacing_mm=(row, col))
+            for name, run in runs.items()}
 
 
 def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix: str = "error: ",
@@ -316,10 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
     ap.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     ap.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
-    ap.add_argument("--pixel-mm", type=spacing_arg, default=None, metavar="S|ROW,COL",
-                    help="the set's pixel spacing in mm: run each model on square pixels of its training range "
-                         "and resample back, as the engine does for frames of a known spacing (engine.pixels) "
-                         "[none: the frames as they are]")
+    ap.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
+                    help="the set's pixel spacing in mm: run each model on square pixels of its training range and "
+                         "resample back, as the engine does for frames of a known spacing (engine.pixels); auto: "
+                         "the pictures carry none, so each x at its own speckle scale, as the engine runs frames "
+                         "without a spacing (engine.speckle); off (or spacing): the frames as they are [auto]")
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     ap.add_argument("--pairs-figure", type=Path,
                     help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
@@ -332,10 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, failed = load_candidates(a.weights, a.strength, levels=a.levels, flip_average=a.flip_average)
     if not runs:
         return 2
-    if a.pixel_mm:
-        runs = {f"{name} (pixels {a.pixel_mm[0]:g} x {a.pixel_mm[1]:g} mm)": partial(at_working_pixels, despeckle=run,
-                                                                                       spacing_mm=a.pixel_mm)
-                for name, run in runs.items()}
+    runs = at_pixels(runs, a.pixel_mm)
     try:
         results = evaluate_many(runs, a.eval, a.limit)
     except LOAD_ERRORS as exc:

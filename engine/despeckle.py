@@ -19,7 +19,7 @@ from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.offline import despeckle_files
 from engine.persistence import MOTION_HELP, check_motion_args, motion_arg, persistence_arg
-from engine.pixels import PixelMode, pixel_mode_arg
+from engine.pixels import PIXEL_HELP, PixelMode, pixel_mode_arg
 from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
@@ -57,10 +57,8 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                              "for ONNX Runtime)")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="0..1: blend the output with the input (1: the model's output, 0: the input; default: 1)")
-    parser.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
-                        help="pixel spacing of the inputs in mm: the model runs on square pixels of 0.15-0.5 mm and "
-                             "the output is resampled back (auto: a DICOM file's own spacing, pictures and videos "
-                             "as they are; off: every file as it is; default: auto)")
+    parser.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|spacing|off|S|ROW,COL",
+                        help=PIXEL_HELP)
     parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     parser.add_argument("--persistence", type=persistence_arg, default=0.0, metavar="A",

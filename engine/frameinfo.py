@@ -6,8 +6,9 @@
 For each picture, DICOM file or video (its first frame) one line: its size; the level and spread
 the grey-level mapping measures on it (:mod:`engine.levels`: medians over the tissue tiles, and how
 many of the measured tiles count as tissue); what each ``--levels`` mode maps it to (``preset``
-always, ``range`` only outside the training range); and its pixel spacing where the file carries
-one (DICOM) with the square working pixel the model then runs on (:mod:`engine.pixels`).  With
+always, ``range`` only outside the training range); and its speckle size (axial x lateral, pixels) and its
+pixel spacing where the file carries one (DICOM) with the square working pixel the model then runs
+on (:mod:`engine.pixels`), else what ``--pixel-mm auto`` does by the speckle size (:mod:`engine.speckle`).  With
 ``--figures DIR`` a PNG per file (the file's name with ``.png``): the frame with its tissue tiles outlined in green and the tiles
 left out as anechoic in red, the frame as the model sees it under ``preset``, and the grey-level
 histograms of both.  Nothing is despeckled and no model is loaded.
@@ -29,6 +30,7 @@ from engine.files import naming
 from engine.levels import LEVEL_MODES, Tiles, level_map, level_ranges, measure_tiles, working_levels
 from engine.offline import file_spacing
 from engine.pixels import resamples, working_pixel_mm
+from engine.speckle import scale_factors, speckle_size
 from training.argparsing import OneLineParser
 from training.data import DataError, list_files, read_frames
 
@@ -40,13 +42,17 @@ class FrameInfo:
     or one smaller than a tile); ``targets``, for each ``--levels`` mode that maps, the ``(level,
     spread)`` the frame is mapped to, or ``None`` where that mode leaves it as it is; the pixel
     ``spacing_mm`` ``(row, column)`` if known, and the square ``working_mm`` pixel the model runs on
-    (``None`` where the frame runs as it is)."""
+    (``None`` where the frame runs as it is); its ``speckle_px`` ``(axial, lateral)`` size in pixels
+    (``None``: not measured) and the ``speckle_factors`` by which ``--pixel-mm auto`` shrinks its rows
+    and columns when the frame carries no spacing (:mod:`engine.speckle`)."""
 
     shape: tuple[int, int]
     tiles: Tiles | None
     targets: dict[str, tuple[float, float] | None]
     spacing_mm: tuple[float, float] | None = None
     working_mm: float | None = None
+    speckle_px: tuple[float, float] | None = None
+    speckle_factors: tuple[float, float] = (1.0, 1.0)
 
 
 def frame_info(frame: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> FrameInfo:
@@ -59,7 +65,8 @@ def frame_info(frame: np.ndarray, spacing_mm: tuple[float, float] | None = None)
             work = None if tiles is None else working_levels(tiles.level, tiles.spread, *ranges)
             targets[mode] = None if tiles is None or work == (tiles.level, tiles.spread) else work
     working = working_pixel_mm(spacing_mm) if spacing_mm is not None and resamples(spacing_mm) else None
-    return FrameInfo(frame.shape[:2], tiles, targets, spacing_mm, working)
+    size = speckle_size(frame)
+    return FrameInfo(frame.shape[:2], tiles, targets, spacing_mm, working, size, scale_factors(size))
 
 
 def describe(info: FrameInfo) -> str:
@@ -75,8 +82,13 @@ def describe(info: FrameInfo) -> str:
         for mode, target in info.targets.items():
             parts.append(f"{mode}: " + ("as it is" if target is None else
                                         f"to level {target[0]:.0f}, spread {target[1]:.0f}"))
+    if info.speckle_px is not None:
+        parts.append(f"speckle {info.speckle_px[0]:.1f} x {info.speckle_px[1]:.1f} px (axial x lateral)")
     if info.spacing_mm is None:
-        parts.append("pixels: not given (run as they are)")
+        f_rows, f_cols = info.speckle_factors
+        parts.append("pixels: not given (" + ("run as they are" if (f_rows, f_cols) == (1.0, 1.0) else
+                                              f"run with {f_rows:g} x fewer rows, {f_cols:g} x fewer columns, "
+                                              "by the speckle size") + ")")
     else:
         row, col = info.spacing_mm
         parts.append(f"pixels {row:g} x {col:g} mm" + ("" if info.working_mm is None else

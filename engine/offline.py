@@ -26,7 +26,8 @@ from tqdm import tqdm
 from engine.base import Despeckler
 from engine.files import naming, temporary_sibling
 from engine.persistence import Persistence
-from engine.pixels import PixelMode, resamples, spacing_for, with_spacing, working_pixel_mm
+from engine.pixels import PixelMode, resamples, spacing_for, working_pixel_mm
+from engine.speckle import frames_view
 from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
 from training.sim.cine import CODECS
 
@@ -181,7 +182,8 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     if spacing is not None and resamples(spacing):
         log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
                  working_pixel_mm(spacing))
-    frames = _persisted(with_spacing(despeckler, spacing).imap(read_frames(src)), persistence, motion)  # a view: not closed
+    view = frames_view(despeckler, pixel_mm, spacing)  # a view, not closed; a speckle window per file
+    frames = _persisted(view.imap(read_frames(src)), persistence, motion)
     tmp = temporary_sibling(dst)
     try:
         if suffix in IMAGE_SUFFIXES:
@@ -204,8 +206,10 @@ def despeckle_files(
     """Despeckle every file of ``inputs`` (files or folders) into ``output``; see the module doc.
 
     ``pixel_mm``, the frames' pixel spacing for :mod:`engine.pixels` (the model on square pixels of
-    a size it was trained on): ``"auto"`` a DICOM file's own spacing (pictures and videos are
-    despeckled as they are), ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
+    a size it was trained on): ``"auto"`` a DICOM file's own spacing, else (pictures, videos) the
+    file's speckle size (:mod:`engine.speckle`: a picture by its own, a video by the median of
+    recent measurements), ``"spacing"`` a DICOM file's own spacing and other files as they are,
+    ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
     ``persistence``: within a video or a multi-frame DICOM file, the running average of the
     despeckled frames is written (:mod:`engine.persistence`; 0: none), motion-adaptive with
     ``motion`` grey levels (0: plain)."""

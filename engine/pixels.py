@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from engine.base import Around, Despeckler, WrappedDespeckler
-from engine.strength import BlendedDespeckler
+from engine.strength import inside_blend
 
 __all__ = [
     "TRAINED_PIXEL_MM",
@@ -32,6 +32,8 @@ __all__ = [
     "spacing_arg",
     "pixel_mode_arg",
     "PixelMode",
+    "PIXEL_WORDS",
+    "PIXEL_HELP",
     "spacing_for",
     "working_pixel_mm",
     "resamples",
@@ -74,29 +76,39 @@ def spacing_arg(text: str) -> tuple[float, float]:
 
 
 #: how a tool takes its frames' pixel spacing: ``"auto"`` (the spacing the frames come with, where
-#: they have one), ``"off"`` (never resample) or ``(row_mm, col_mm)`` for every frame.
+#: they have one, else their speckle size: :mod:`engine.speckle`), ``"spacing"`` (the spacing they
+#: come with, else as they are), ``"off"`` (never resample) or ``(row_mm, col_mm)`` for every frame.
 PixelMode = str | tuple[float, float]
+#: the words :data:`PixelMode` takes besides a spacing.
+PIXEL_WORDS = ("auto", "spacing", "off")
+#: ``--help`` text of a ``--pixel-mm`` flag that takes a :data:`PixelMode`.
+PIXEL_HELP = ("pixel spacing of the frames in mm: the model runs on square pixels of 0.15-0.5 mm and the output "
+              "is resampled back. auto: the spacing the frames come with (DICOM, sim or a grabber's header), else "
+              "their speckle size (an axis whose speckle is larger than the training frames' is shrunk for the "
+              "model, docs/engine.md); spacing: the spacing they come with, else as they are; off: as they are; "
+              "S or ROW,COL: that spacing [auto]")
 
 
 def pixel_mode_arg(text: str) -> PixelMode:
-    """``argparse`` type of ``--pixel-mm`` (stream and ``engine.despeckle``): ``auto``, ``off``, ``S``
-    or ``ROW,COL`` (mm), as :data:`PixelMode`."""
-    if text in ("auto", "off"):
+    """``argparse`` type of ``--pixel-mm``: ``auto``, ``spacing``, ``off``, ``S`` or ``ROW,COL`` (mm),
+    as :data:`PixelMode`."""
+    if text in PIXEL_WORDS:
         return text
     try:
         return spacing_arg(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"--pixel-mm must be auto, off, S or ROW,COL in mm (numbers > 0), got {text!r}"
+            f"--pixel-mm must be auto, spacing, off, S or ROW,COL in mm (numbers > 0), got {text!r}"
         ) from None
 
 
 def spacing_for(mode: PixelMode, own: Callable[[], tuple[float, float] | None]) -> tuple[float, float] | None:
     """The spacing frames are despeckled at under ``mode``: ``None`` for ``"off"``, the spacing
-    given, or for ``"auto"`` their own (``own()``, called only then; ``None`` where they carry none)."""
+    given, or for ``"auto"`` and ``"spacing"`` their own (``own()``, called only then; ``None`` where
+    they carry none: ``"auto"`` then goes by their speckle size, :func:`engine.speckle.frames_view`)."""
     if mode == "off":
         return None
-    if mode == "auto":
+    if mode in ("auto", "spacing"):
         return own()
     return mode
 
@@ -192,6 +204,4 @@ def with_spacing(despeckler: Despeckler, spacing_mm: tuple[float, float] | None)
     its own size, not resampled twice."""
     if spacing_mm is None or not despeckler.has_model:
         return despeckler
-    if isinstance(despeckler, BlendedDespeckler):
-        return BlendedDespeckler(ResampledDespeckler(despeckler.inner, spacing_mm), despeckler.strength)
-    return ResampledDespeckler(despeckler, spacing_mm)
+    return inside_blend(despeckler, lambda inner: ResampledDespeckler(inner, spacing_mm))

@@ -13,12 +13,14 @@ measured).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from engine.base import Around, Despeckler, WrappedDespeckler
 from training.argparsing import checked_float
 
-__all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler"]
+__all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler", "inside_blend"]
 
 
 def check_strength(strength: float) -> float:
@@ -56,3 +58,11 @@ class BlendedDespeckler(WrappedDespeckler):
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, strength {self.strength:g}"
+
+
+def inside_blend(despeckler: Despeckler, wrap: Callable[[Despeckler], Despeckler]) -> Despeckler:
+    """``wrap(despeckler)``, but with a strength blend kept outermost: the input is blended in at its
+    own size and grey levels, not as the wrapper feeds the model."""
+    if isinstance(despeckler, BlendedDespeckler):
+        return BlendedDespeckler(wrap(despeckler.inner), despeckler.strength)
+    return wrap(despeckler)

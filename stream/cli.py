@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import MOTION_HELP, motion_arg, persistence_arg
-from engine.pixels import pixel_mode_arg
+from engine.pixels import PIXEL_HELP, pixel_mode_arg
 from engine.strength import strength_arg
 from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
@@ -106,10 +106,8 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
         "--pixel-mm",
         type=pixel_mode_arg,
         default="auto",
-        metavar="auto|off|S|ROW,COL",
-        help="pixel spacing of the frames in mm: the model runs on square pixels of 0.15-0.5 mm and the "
-        "output is resampled back (auto: the spacing the frames come with, from a DICOM or sim source or "
-        "a grabber's header, else none; off: frames as they come; default: auto)",
+        metavar="auto|spacing|off|S|ROW,COL",
+        help=PIXEL_HELP,
     )
     g.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     g.add_argument(

@@ -61,7 +61,8 @@ class ChainConfig:
     """The despeckler and publisher, plus an in-process grabber unless ``source.spec`` is a
     ``tcp://``/``ipc://`` endpoint to subscribe to.  ``frames``: stop after publishing that many.
     ``pixel_mm``: the frames' pixel spacing for :mod:`engine.pixels` (``"auto"``: each frame's
-    ``spacing_mm`` header, where it has one; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
+    ``spacing_mm`` header, where it has one, else the frames' speckle size (:mod:`engine.speckle`);
+    ``"spacing"``: the header, else as they come; ``"off"``; or ``(row_mm, col_mm)`` for every frame).
     ``levels``: :mod:`engine.levels`'s mode (``"preset"``, ``"range"`` or ``"off"``).
     ``weights``: a model file or a shipped model's name (:data:`engine.weights.SHIPPED`); ``None``
     is ``"auto"``, the fast model where the backend runs on the CPU and the default model on a GPU.

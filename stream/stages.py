@@ -30,7 +30,8 @@ import zmq
 
 from engine.base import Despeckler, FrameError
 from engine.persistence import Persistence
-from engine.pixels import PixelMode, check_spacing, resamples, spacing_for, with_spacing, working_pixel_mm
+from engine.pixels import PixelMode, check_spacing, resamples, spacing_for, working_pixel_mm
+from engine.speckle import frames_view
 from stream.latest import LatestSlot
 from stream.protocol import (
     DEFAULT_LIMITS,
@@ -226,7 +227,8 @@ PERSISTENCE_GAP_S = 1.0
 class DespeckleStage:
     """Despeckle the newest received frame; frames it cannot take are counted in ``errors``.
     ``pixel_mm``: the frames' pixel spacing, for :mod:`engine.pixels` (``"auto"``: each frame's
-    ``spacing_mm`` header; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: the outputs'
+    ``spacing_mm`` header, else the frames' speckle size, :mod:`engine.speckle`; ``"spacing"``: the
+    header, else as they come; ``"off"``; or ``(row_mm, col_mm)``).  ``persistence``: the outputs'
     running average is published (:mod:`engine.persistence`; 0: none; motion-adaptive with
     ``persistence_motion`` grey levels), started afresh after a pause or a change of source
     (:meth:`_after_pause`)."""
@@ -241,6 +243,7 @@ class DespeckleStage:
     persistence_motion: float = 0.0
     busy: bool = False
     _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
+    _speckle: Despeckler | None = None  # the view of frames without a spacing under "auto"
     _average: Persistence = field(init=False)  # the running average of persistence
     _last_capture: tuple[str, int] | None = None  # (source, capture_mono_ns) of the last frame
 
@@ -256,13 +259,19 @@ class DespeckleStage:
         return spacing_for(self.pixel_mm, lambda: None if given is None else check_spacing(given))
 
     def engine_for(self, meta: dict[str, Any]) -> Despeckler:
-        """:attr:`engine` as it runs frames of ``meta``'s spacing (:func:`engine.pixels.with_spacing`;
-        one view per spacing, announced in a log line when it resamples)."""
+        """:attr:`engine` as it runs frames of ``meta``'s spacing (:func:`engine.speckle.frames_view`;
+        one view per spacing, announced in a log line when it resamples; under ``"auto"`` frames
+        without one go by their speckle size, through one view whose recent measurements start
+        afresh with the frame shape)."""
         spacing = self.spacing(meta)
         if spacing is None:
-            return self.engine
+            if self.pixel_mm != "auto":
+                return self.engine
+            if self._speckle is None:
+                self._speckle = frames_view(self.engine, "auto", None, background=True)
+            return self._speckle
         if spacing not in self._views:
-            self._views[spacing] = with_spacing(self.engine, spacing)
+            self._views[spacing] = frames_view(self.engine, self.pixel_mm, spacing)
             if resamples(spacing):
                 log.info("frames of %g x %g mm pixels are despeckled on square pixels of %g mm and resampled back",
                          *spacing, working_pixel_mm(spacing))

@@ -27,6 +27,7 @@ from engine.pixels import (
     working_shape,
 )
 from engine.registry import create_despeckler
+from engine.speckle import SpeckleScaledDespeckler, at_speckle_scale
 from engine.strength import BlendedDespeckler, blend
 from stream.config import ChainConfig, OutputConfig, SourceConfig
 from stream.run import main as run_main
@@ -50,9 +51,9 @@ def frame() -> np.ndarray:
     return cv2.resize(x, (64, 128), interpolation=cv2.INTER_LINEAR)  # rows sampled twice as finely
 
 
-def test_spacing_flags_take_one_or_two_positive_numbers_and_the_two_modes() -> None:
+def test_spacing_flags_take_one_or_two_positive_numbers_and_the_three_modes() -> None:
     assert spacing_arg("0.2") == (0.2, 0.2) and spacing_arg("0.1,0.3") == (0.1, 0.3)
-    assert pixel_mode_arg("auto") == "auto" and pixel_mode_arg("off") == "off"
+    assert [pixel_mode_arg(w) for w in ("auto", "spacing", "off")] == ["auto", "spacing", "off"]
     assert pixel_mode_arg("0.4") == (0.4, 0.4)
     for bad in ("0", "-1,0.2", "wide", "0.1,0.2,0.3", "nan", "inf,0.2", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="got"):
@@ -125,9 +126,9 @@ def test_offline_takes_a_dicom_files_own_spacing_or_the_one_given(fast, frame: n
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), frame)
     spaced = [at_working_pixels(f, fast.infer, (0.125, 0.25)) for f in (frame, frame[::-1])]
-    cases = {"auto": (spaced, fast.infer(frame)), "off": ([fast.infer(f) for f in (frame, frame[::-1])],
-                                                          fast.infer(frame)),
-             (0.125, 0.25): (spaced, spaced[0])}
+    plain = [fast.infer(f) for f in (frame, frame[::-1])]
+    cases = {"auto": (spaced, at_speckle_scale(frame, fast.infer)),  # a picture carries no spacing: its speckle
+             "spacing": (spaced, plain[0]), "off": (plain, plain[0]), (0.125, 0.25): (spaced, spaced[0])}
     for mode, (dicom_expected, png_expected) in cases.items():
         out = tmp_path / f"out_{mode}"
         caplog.clear()
@@ -135,7 +136,7 @@ def test_offline_takes_a_dicom_files_own_spacing_or_the_one_given(fast, frame: n
             report = despeckle_files(fast, [src, png], out, pixel_mm=mode)
         assert report.ok and report.frames == 3
         told = [r.getMessage() for r in caplog.records if "square pixels" in r.getMessage()]
-        resampled = {"auto": [src], "off": [], (0.125, 0.25): [src, png]}[mode]  # one log line per file
+        resampled = {"auto": [src], "spacing": [src], "off": [], (0.125, 0.25): [src, png]}[mode]  # a line per file
         assert told == [f"{f}: pixels of 0.125 x 0.25 mm, despeckled on square pixels of 0.25 mm and resampled back"
                         for f in resampled], mode
         written = pydicom.dcmread(out / "cine.dcm")
@@ -155,7 +156,7 @@ def test_command_lines_refuse_a_bad_spacing_in_one_line(frame: np.ndarray, tmp_p
             main([*args, "--pixel-mm", "0.1,x"])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "--pixel-mm must be auto, off, S or ROW,COL in mm" in err[0] and "'0.1,x'" in err[0]
+        assert len(err) == 1 and "--pixel-mm must be auto, spacing, off, S or ROW,COL in mm" in err[0] and "'0.1,x'" in err[0]
 
 
 def test_the_despeckle_stage_takes_the_frames_spacing_as_its_mode_says(fast, frame: np.ndarray, caplog) -> None:
@@ -167,7 +168,10 @@ def test_the_despeckle_stage_takes_the_frames_spacing_as_its_mode_says(fast, fra
     assert view.spacing_mm == (0.1, 0.3)
     told = [r.getMessage() for r in caplog.records if "square pixels" in r.getMessage()]
     assert told == ["frames of 0.1 x 0.3 mm pixels are despeckled on square pixels of 0.3 mm and resampled back"]
-    assert stage.engine_for({"spacing_mm": None}) is fast
+    assert isinstance(stage.engine_for({"spacing_mm": None}), SpeckleScaledDespeckler)  # auto: by the speckle
+    for mode in ("off", "spacing"):
+        assert DespeckleStage(fast, None, None, Stats(), pixel_mm=mode).engine_for(  # type: ignore[arg-type]
+            {"spacing_mm": None}) is fast
     square = stage.engine_for({"spacing_mm": [0.25, 0.25]})  # in range: frames pass through
     assert np.array_equal(square.infer(frame), fast.infer(frame))
     assert np.array_equal(view.infer(frame), at_working_pixels(frame, fast.infer, (0.1, 0.3)))
@@ -192,14 +196,18 @@ def test_evaluate_measures_a_set_at_a_given_pixel_spacing(tmp_path: Path) -> Non
     from training.sim import write_dataset
 
     write_dataset(tmp_path / "set", count=0, size=96, seed=14, paired=True, eval_count=2)
-    for flags, name in (([], "fast"), (["--pixel-mm", "0.125,0.25"], "fast (pixels 0.125 x 0.25 mm)")):
-        out = tmp_path / f"{len(flags)}.json"
+    results = {}
+    for i, (flags, name) in enumerate(((["--pixel-mm", "off"], "fast (pixels as they come)"),
+                                       (["--pixel-mm", "0.125,0.25"], "fast (pixels 0.125 x 0.25 mm)"))):
+        out = tmp_path / f"{i}.json"
         assert evaluate_main(["--weights", "fast", "--eval", str(tmp_path / "set" / "eval"), "--json", str(out),
                               *flags]) == 0
-        assert list(json.loads(out.read_text())) == [name]
-    plain, spaced = (json.loads((tmp_path / f"{n}.json").read_text()) for n in (0, 2))
-    assert plain["fast"]["x"] == spaced["fast (pixels 0.125 x 0.25 mm)"]["x"]  # the same pairs
-    assert plain["fast"]["g"] != spaced["fast (pixels 0.125 x 0.25 mm)"]["g"]  # another output
+        written = json.loads(out.read_text())
+        assert list(written) == [name]
+        results[name] = written[name]
+    plain, spaced = results.values()
+    assert plain["x"] == spaced["x"]  # the same pairs
+    assert plain["g"] != spaced["g"]  # another output
 
 
 def test_dicom_spacing_reads_pixel_spacing_or_the_ultrasound_region_and_ignores_nonsense(tmp_path: Path) -> None:
