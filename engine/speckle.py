@@ -75,7 +75,8 @@ MIN_TILES = 4
 SPECKLE_UPPER = (3.04, 10.67)
 #: a stream's speckle size is the median over this many measurements...
 WINDOW = 15
-#: ... taken on every this many-th frame (about 4 ms each on a 256x256 frame, 2-core CPU).
+#: ... taken on every this many-th frame (4.8 ms each at 256x256, 10-11 ms from 512x512 on, on the
+#: 2-core development CPU: ``benchmarks/RESULTS.md``).
 EVERY = 10
 #: resampling factors are multiples of this (a stream's working size does not creep frame by frame).
 STEP = 0.125
@@ -93,7 +94,8 @@ def _half_width(c: np.ndarray) -> float:
 
 def speckle_size(frame: np.ndarray, tile: int = TILE, max_tiles: int = MAX_TILES) -> tuple[float, float] | None:
     """``(axial, lateral)`` speckle size (pixels) of a ``uint8 (H, W)`` frame (module docstring);
-    ``None`` where fewer than :data:`MIN_TILES` tissue tiles without black pixels were found."""
+    ``None`` where fewer than :data:`MIN_TILES` tissue tiles of at most :data:`MAX_BLACK` black and
+    not flat were found, or where the autocovariance stays above half over a tile's lags."""
     tiles = measure_tiles(frame, tile, max_tiles)
     if tiles is None:
         return None
