@@ -54,7 +54,7 @@ from training.data import DataError, read_pairs, read_truth
 
 __all__ = [
     "generator_function", "write_example", "image_metrics", "evaluate", "evaluate_many", "check_targets", "METRICS", "markdown_table",
-    "measure_runs", "means", "per_pair", "count_weaker", "load_candidates", "at_pixels", "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
+    "measure_runs", "means", "per_pair", "count_weaker", "load_candidates", "LOAD_ERRORS", "DIAGNOSTICS", "GRAIN_MAX", "KL_MAX", "CNR_MIN",
 ]
 
 #: What loading weights or a paired set can raise: reported as one line (a paired set: exit status 2;
@@ -99,7 +99,7 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
 
 
 def generator_function(weights: str | Path, strength: float = 1.0, levels: str = DEFAULT_LEVELS,
-                       flip_average: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+                       flip_average: bool = False, pixel_mm: PixelMode | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``uint8 (H, W) -> uint8 (H, W)`` despeckling with ``weights`` as the engine runs it: a
     generator checkpoint through :class:`engine.torch_model.FrameModel` (eager torch, CPU, float32:
     batch norm folded, rounding, black surroundings) or an ``.onnx`` export through the engine's ONNX
@@ -107,16 +107,37 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
     ``strength`` below 1: the output blended with the input as the engine does it
     (:func:`engine.strength.blend`).  ``levels``: the engine's grey-level mode (:mod:`engine.levels`,
     its default ``"preset"`` unless told).  ``flip_average``: each output averaged with the model's
-    on the mirrored frame (:mod:`engine.flip`).  A shipped model's name (``fast``...;
-    :data:`engine.weights.SHIPPED`) stands for its ONNX file, else its checkpoint."""
+    on the mirrored frame (:mod:`engine.flip`).  ``pixel_mm`` (:data:`engine.pixels.PixelMode`;
+    pictures carry no spacing): ``"auto"`` each frame at its own speckle scale
+    (:mod:`engine.speckle`), a spacing at square trained pixels (:mod:`engine.pixels`), ``None``,
+    ``"off"`` or ``"spacing"`` as it comes; the strength blend stays outermost, as in the engine.
+    A shipped model's name (``fast``...; :data:`engine.weights.SHIPPED`) stands for its ONNX file,
+    else its checkpoint."""
     if is_shipped_name(weights):
         weights = shipped_weights(str(weights), (".onnx", ".pt"))
+    strength = check_strength(strength)
+    levelled = _levelled_model(weights, levels, flip_average)
+
+    def run(image: np.ndarray) -> np.ndarray:
+        if pixel_mm == "auto":
+            out = at_speckle_scale(image, levelled)
+        elif pixel_mm in (None, "off", "spacing"):
+            out = levelled(image)
+        else:
+            out = at_working_pixels(image, levelled, pixel_mm)
+        return out if strength == 1.0 else blend(image, out, strength)
+
+    return run
+
+
+def _levelled_model(weights: str | Path, levels: str, flip_average: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The model of ``weights`` with the engine's grey-level mapping and flip averaging, no strength
+    blend and no resampling (:func:`generator_function` adds those around it)."""
     if Path(weights).suffix.lower() == ".onnx":
         from engine.registry import create_despeckler
 
-        return create_despeckler("onnxruntime", weights=weights, strength=strength, levels=levels,
-                                 flip_average=flip_average, device="cpu").infer
-    strength = check_strength(strength)
+        return create_despeckler("onnxruntime", weights=weights, levels=levels, flip_average=flip_average,
+                                 device="cpu").infer
     ranges = level_ranges(levels)
     model = FrameModel(load_generator(weights)).eval()
 
@@ -125,36 +146,26 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
         return model(torch.from_numpy(np.ascontiguousarray(image))).numpy()
 
     net = partial(flip_averaged, despeckle=plain) if flip_average else plain
-
-    def run(image: np.ndarray) -> np.ndarray:
-        out = net(image) if ranges is None else at_working_levels(image, net, *ranges)
-        return out if strength == 1.0 else blend(image, out, strength)
-
-    return run
+    return net if ranges is None else partial(at_working_levels, despeckle=net, level_range=ranges[0],
+                                              spread_range=ranges[1])
 
 
-def at_pixels(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]],
-              pixel_mm: PixelMode) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """``runs`` on the pixels of ``pixel_mm`` (:data:`engine.pixels.PixelMode`) for pictures, which
-    carry no spacing: ``"auto"`` each frame at its own speckle scale
-    (:func:`engine.speckle.at_speckle_scale`, the names as they are), ``"off"`` or ``"spacing"`` as
-    they are (named ``" (pixels as they come)"``), a spacing at square trained pixels
-    (:func:`engine.pixels.at_working_pixels`, named with it)."""
-    if pixel_mm == "auto":
-        return {name: partial(at_speckle_scale, despeckle=run) for name, run in runs.items()}
+def _pixels_name(pixel_mm: PixelMode | None) -> str:
+    """How a run's name says its pixels: nothing for ``None`` and ``"auto"`` (the engine's default)."""
+    if pixel_mm in (None, "auto"):
+        return ""
     if pixel_mm in ("off", "spacing"):
-        return {f"{name} (pixels as they come)": run for name, run in runs.items()}
-    row, col = pixel_mm
-    return {f"{name} (pixels {row:g} x {col:g} mm)": partial(at_working_pixels, despeckle=run, spacing_mm=(row, col))
-            for name, run in runs.items()}
+        return " (pixels as they come)"
+    return f" (pixels {pixel_mm[0]:g} x {pixel_mm[1]:g} mm)"
 
 
 def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix: str = "error: ",
-                    levels: str = DEFAULT_LEVELS,
-                    flip_average: bool = False) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
-    """``{name: generator_function(w, strength, levels, flip_average)}`` in the order of ``weights``
-    (``name``: the path, plus ``" (strength s)"`` below 1, ``" (levels mode)"`` for another mode
-    than the engine's default and ``" (flip-averaged)"``, how results and tables name the run), for the tools that
+                    levels: str = DEFAULT_LEVELS, flip_average: bool = False,
+                    pixel_mm: PixelMode | None = None) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], int]:
+    """``{name: generator_function(w, strength, levels, flip_average, pixel_mm)}`` in the order of
+    ``weights`` (``name``: the path, plus ``" (strength s)"`` below 1, ``" (levels mode)"`` for
+    another mode than the engine's default, ``" (flip-averaged)"`` and the pixels unless ``None`` or
+    ``"auto"``, how results and tables name the run), for the tools that
     compare several files.  They go on without a file that cannot be loaded (:data:`LOAD_ERRORS`):
     it is reported on stderr in one line naming it (after ``prefix``) and left out.  Returns
     ``(runs, number left out)``; the tools exit with status 1 when some were left out, 2 when all were."""
@@ -164,7 +175,8 @@ def load_candidates(weights: Sequence[str | Path], strength: float = 1.0, prefix
         try:
             name = str(w) if strength == 1.0 else f"{w} (strength {strength:g})"
             name = name if levels == DEFAULT_LEVELS else f"{name} (levels {levels})"
-            runs[f"{name} (flip-averaged)" if flip_average else name] = generator_function(w, strength, levels, flip_average)
+            name = (f"{name} (flip-averaged)" if flip_average else name) + _pixels_name(pixel_mm)
+            runs[name] = generator_function(w, strength, levels, flip_average, pixel_mm)
         except LOAD_ERRORS as exc:
             why = str(exc).rstrip(". ")
             print(f"{prefix}{why if str(w) in why else f'{w}: {why}'}; left out", file=sys.stderr)
@@ -347,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                        "--pairs-figure": (a.pairs_figure, figure_suffixes() if a.pairs_figure else None)})
     if a.threads:
         torch.set_num_threads(a.threads)
-    runs, failed = load_candidates(a.weights, a.strength, levels=a.levels, flip_average=a.flip_average)
+    runs, failed = load_candidates(a.weights, a.strength, levels=a.levels, flip_average=a.flip_average,
+                                   pixel_mm=a.pixel_mm)
     if not runs:
         return 2
-    runs = at_pixels(runs, a.pixel_mm)
     try:
         results = evaluate_many(runs, a.eval, a.limit)
     except LOAD_ERRORS as exc:

@@ -225,6 +225,18 @@ def test_evaluate_runs_pictures_at_their_speckle_scale_unless_told(tmp_path: Pat
     assert scaled["x"] == plain["x"] and scaled["g"] != plain["g"]  # the same pairs, another output
 
 
+def test_the_evaluation_function_blends_outside_the_resampling_as_the_engine_does(fast, fine: np.ndarray) -> None:
+    from benchmarks.evaluate import generator_function
+
+    scaled = at_speckle_scale(fine, fast.infer)
+    assert np.array_equal(generator_function("fast", pixel_mm="auto")(fine), scaled)
+    half = generator_function("fast", strength=0.5, pixel_mm="auto")(fine)
+    assert np.array_equal(half, blend(fine, scaled, 0.5))  # the input blended in at its own size
+    with create_despeckler("onnxruntime", FAST, strength=0.5, device="cpu") as engine:
+        assert np.array_equal(half, with_speckle_scale(engine, window=1, every=1).infer(fine))
+    assert np.array_equal(generator_function("fast", pixel_mm="off")(fine), fast.infer(fine))
+
+
 def test_frameinfo_tells_the_speckle_size_and_what_auto_does(tissue: np.ndarray, fine: np.ndarray) -> None:
     plain, finer = frame_info(tissue), frame_info(fine)
     assert finer.speckle_factors == scale_factors(speckle_size(fine)) and plain.speckle_factors == (1.0, 1.0)
