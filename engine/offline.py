@@ -1,7 +1,9 @@
 """Despeckle files offline: pictures, DICOM files (single or multi-frame) and videos.
 
 Names are kept: ``scan/x_012.png`` -> ``OUT/x_012.png``; a folder's files land under ``OUT``
-with their paths relative to the folder.  Pictures are written in their own format, DICOM files as
+with their paths relative to the folder.  Where two inputs would land on one output (``a/x.png``
+and ``b/x.png`` named together), the first is written and the later ones are counted as failed,
+each with a line naming both.  Pictures are written in their own format, DICOM files as
 DICOM (8-bit MONOCHROME2, uncompressed, new series and instance UIDs, ``ImageType`` DERIVED), videos
 as videos at the source's frame rate (``.avi`` Motion-JPEG, ``.mp4`` MPEG-4 part 2; other
 containers are written as ``.avi``).  Reading uses :mod:`training.data` (numpy, cv2, pydicom; no
@@ -59,7 +61,8 @@ class OfflineReport:
 
 
 def plan_outputs(inputs: list[Path], output: Path, recursive: bool = False) -> list[tuple[Path, Path]]:
-    """``(source, destination)`` for every file named or found in a named folder.
+    """``(source, destination)`` for every file named or found in a named folder; a video whose
+    container has no writer here goes to ``.avi``.
 
     A missing input is kept (its read fails and is counted); a folder without readable files
     raises :class:`DataError`.
@@ -67,10 +70,17 @@ def plan_outputs(inputs: list[Path], output: Path, recursive: bool = False) -> l
     jobs = []
     for source in inputs:
         if source.is_dir():
-            jobs += [(f, output / f.relative_to(source)) for f in list_files(source, recursive)]
+            jobs += [(f, _destination(f, output / f.relative_to(source))) for f in list_files(source, recursive)]
         else:
-            jobs.append((source, output / source.name))
+            jobs.append((source, _destination(source, output / source.name)))
     return jobs
+
+
+def _destination(src: Path, dst: Path) -> Path:
+    """``dst``, as ``.avi`` where ``src`` is a video whose suffix has no writer (:data:`CODECS`)."""
+    if src.suffix.lower() in VIDEO_SUFFIXES and dst.suffix.lower() not in CODECS:
+        return dst.with_suffix(".avi")
+    return dst
 
 
 def _video_header(path: Path) -> tuple[float, int]:
@@ -173,8 +183,6 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file).
     ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
     suffix = src.suffix.lower()
-    if suffix in VIDEO_SUFFIXES and dst.suffix.lower() not in CODECS:
-        dst = dst.with_suffix(".avi")
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +229,15 @@ def despeckle_files(
         except DataError as exc:
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
+    claimed: dict[Path, Path] = {}  # destination -> the source writing it
     for src, dst in tqdm(jobs, desc="despeckle", unit="file"):
+        first = claimed.setdefault(dst.resolve(), src)
+        if first != src:
+            reason = (f"{src}: its output {dst} is already {first}'s; not despeckled (rename one of them, or "
+                      "despeckle them into separate --output folders)")
+            report.failed.append(reason)
+            log.warning("failed: %s", reason)
+            continue
         try:
             written, count = _despeckle_one(despeckler, src, dst, pixel_mm, persistence, motion)
         except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors

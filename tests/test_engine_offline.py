@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch", reason="making test weights needs torch (th
 from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 
 from engine.despeckle import main as despeckle_main  # noqa: E402
+from engine.offline import plan_outputs  # noqa: E402
 from engine.onnx_export import export_checkpoint  # noqa: E402
 from engine.registry import create_despeckler  # noqa: E402
 from training.data import read_frames  # noqa: E402
@@ -95,6 +96,24 @@ def test_refuses_to_overwrite_its_input(tmp_path: Path, onnx_model: Path, capsys
                              "--weights", str(onnx_model)])
     assert status == 1 and "refusing to overwrite the input" in capsys.readouterr().err
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED), frame)
+
+
+def test_two_inputs_never_write_one_output(tmp_path: Path, onnx_model: Path, despeckler,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = random_frames(2, (32, 32), seed=5)
+    for folder, frame in (("a", first), ("b", second)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.png"), frame)
+    out = tmp_path / "out"
+    status = despeckle_main([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--output", str(out),
+                             "--backend", "onnxruntime", "--weights", str(onnx_model)])
+    captured = capsys.readouterr()
+    assert status == 1 and "1 file(s), 1 frame(s)" in captured.out and "1 failed" in captured.out
+    err = [line for line in captured.err.splitlines() if "already" in line]
+    assert len(err) == 1 and str(tmp_path / "b" / "x.png") in err[0] and str(tmp_path / "a" / "x.png") in err[0]
+    np.testing.assert_array_equal(cv2.imread(str(out / "x.png"), cv2.IMREAD_UNCHANGED), despeckler.infer(first))
+    mkv, avi = tmp_path / "a" / "clip.mkv", tmp_path / "b" / "clip.avi"  # the planned names are the final ones
+    assert plan_outputs([mkv, avi], out) == [(mkv, out / "clip.avi"), (avi, out / "clip.avi")]
 
 
 def test_missing_weights_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
