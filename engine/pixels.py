@@ -39,6 +39,8 @@ __all__ = [
     "resamples",
     "working_shape",
     "resize",
+    "at_shape",
+    "around_shape",
     "at_working_pixels",
     "ResampledDespeckler",
     "with_spacing",
@@ -154,6 +156,21 @@ def resize(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def at_shape(frame: np.ndarray, despeckle: Callable[[np.ndarray], np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """``despeckle`` run on ``frame`` resized to ``shape`` and its output resized back (:func:`resize`);
+    ``despeckle(frame)`` itself where ``shape`` is the frame's."""
+    if shape == frame.shape[:2]:
+        return despeckle(frame)
+    return resize(despeckle(resize(frame, shape)), frame.shape[:2])
+
+
+def around_shape(frame: np.ndarray, shape: tuple[int, int]) -> Around:
+    """:data:`engine.base.Around` of a wrapper that runs ``frame`` at ``shape`` (:func:`at_shape`)."""
+    if shape == frame.shape[:2]:
+        return frame, None
+    return resize(frame, shape), lambda out: resize(out, frame.shape[:2])
+
+
 def at_working_pixels(
     frame: np.ndarray,
     despeckle: Callable[[np.ndarray], np.ndarray],
@@ -165,10 +182,7 @@ def at_working_pixels(
     frame is already at its working pixel."""
     if spacing_mm is None:
         return despeckle(frame)
-    shape = working_shape(frame.shape[:2], spacing_mm, pixel_range)
-    if shape == frame.shape[:2]:
-        return despeckle(frame)
-    return resize(despeckle(resize(frame, shape)), frame.shape[:2])
+    return at_shape(frame, despeckle, working_shape(frame.shape[:2], spacing_mm, pixel_range))
 
 
 class ResampledDespeckler(WrappedDespeckler):
@@ -186,10 +200,7 @@ class ResampledDespeckler(WrappedDespeckler):
         self.pixel_range = pixel_range
 
     def _around(self, frame: np.ndarray) -> Around:
-        shape = working_shape(frame.shape, self.spacing_mm, self.pixel_range)
-        if shape == frame.shape:
-            return frame, None
-        return resize(frame, shape), lambda out: resize(out, frame.shape)
+        return around_shape(frame, working_shape(frame.shape, self.spacing_mm, self.pixel_range))
 
     def describe(self) -> str:
         row, col = self.spacing_mm

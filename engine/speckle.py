@@ -44,7 +44,7 @@ import numpy as np
 
 from engine.base import Around, Despeckler, WrappedDespeckler
 from engine.levels import measure_tiles
-from engine.pixels import MIN_SIDE, PixelMode, resize, with_spacing
+from engine.pixels import MIN_SIDE, PixelMode, around_shape, at_shape, with_spacing
 from engine.strength import inside_blend
 
 __all__ = [
@@ -141,10 +141,7 @@ def at_speckle_scale(frame: np.ndarray, despeckle: Callable[[np.ndarray], np.nda
     """``despeckle`` (``uint8 (h, w)`` -> same) run on ``frame`` resampled by the factors of its own
     speckle size (:func:`scale_factors`) and the output resampled back; ``despeckle(frame)`` itself
     where the frame's speckle is inside the range or not measured."""
-    shape = _shape(frame.shape[:2], scale_factors(speckle_size(frame)))
-    if shape == frame.shape[:2]:
-        return despeckle(frame)
-    return resize(despeckle(resize(frame, shape)), frame.shape[:2])
+    return at_shape(frame, despeckle, _shape(frame.shape[:2], scale_factors(speckle_size(frame))))
 
 
 class SpeckleScaledDespeckler(WrappedDespeckler):
@@ -210,10 +207,7 @@ class SpeckleScaledDespeckler(WrappedDespeckler):
 
     def _around(self, frame: np.ndarray) -> Around:
         self._update(frame)
-        shape = _shape(frame.shape, self.factors)
-        if shape == frame.shape:
-            return frame, None
-        return resize(frame, shape), lambda out: resize(out, frame.shape)
+        return around_shape(frame, _shape(frame.shape, self.factors))
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, speckle scale {self.factors[0]:g} x {self.factors[1]:g}"

@@ -242,8 +242,7 @@ class DespeckleStage:
     persistence: float = 0.0
     persistence_motion: float = 0.0
     busy: bool = False
-    _views: dict[tuple[float, float], Despeckler] = field(default_factory=dict)
-    _speckle: Despeckler | None = None  # the view of frames without a spacing under "auto"
+    _views: dict[tuple[float, float] | None, Despeckler] = field(default_factory=dict)  # None: by the speckle
     _average: Persistence = field(init=False)  # the running average of persistence
     _last_capture: tuple[str, int] | None = None  # (source, capture_mono_ns) of the last frame
 
@@ -264,15 +263,11 @@ class DespeckleStage:
         without one go by their speckle size, through one view whose recent measurements start
         afresh with the frame shape)."""
         spacing = self.spacing(meta)
-        if spacing is None:
-            if self.pixel_mm != "auto":
-                return self.engine
-            if self._speckle is None:
-                self._speckle = frames_view(self.engine, "auto", None, background=True)
-            return self._speckle
+        if spacing is None and self.pixel_mm != "auto":
+            return self.engine
         if spacing not in self._views:
-            self._views[spacing] = frames_view(self.engine, self.pixel_mm, spacing)
-            if resamples(spacing):
+            self._views[spacing] = frames_view(self.engine, self.pixel_mm, spacing, background=True)
+            if spacing is not None and resamples(spacing):
                 log.info("frames of %g x %g mm pixels are despeckled on square pixels of %g mm and resampled back",
                          *spacing, working_pixel_mm(spacing))
         return self._views[spacing]
