@@ -42,11 +42,11 @@ from benchmarks import metrics as m
 from benchmarks.metrics import MetricError
 from engine.base import BackendUnavailable
 from engine.files import atomic_write_bytes
-from engine.flip import FLIP_HELP, flip_averaged
-from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP, at_working_levels, level_ranges
-from engine.pixels import PixelMode, at_working_pixels, pixel_mode_arg
-from engine.speckle import at_speckle_scale
-from engine.strength import blend, check_strength, strength_arg
+from engine.flip import flip_averaged
+from engine.levels import DEFAULT_LEVELS, at_working_levels, level_ranges
+from engine.pixels import PixelMode
+from engine.speckle import picture_function
+from engine.strength import blend, check_strength
 from engine.torch_model import FrameModel
 from engine.weights import WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
 from training.checkpoint import CheckpointError, load_generator
@@ -118,13 +118,10 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
     strength = check_strength(strength)
     levelled = _levelled_model(weights, levels, flip_average)
 
+    viewed = picture_function(levelled, pixel_mm or "off")
+
     def run(image: np.ndarray) -> np.ndarray:
-        if pixel_mm == "auto":
-            out = at_speckle_scale(image, levelled)
-        elif pixel_mm in (None, "off", "spacing"):
-            out = levelled(image)
-        else:
-            out = at_working_pixels(image, levelled, pixel_mm)
+        out = viewed(image)
         return out if strength == 1.0 else blend(image, out, strength)
 
     return run
@@ -327,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     reported, the others evaluated) or an output could not be written; 2 for bad arguments or data."""
     import json
 
-    from benchmarks.cli import check_outputs, image_suffixes, write_texts
+    from benchmarks.cli import add_view_arguments, check_outputs, image_suffixes, view_options, write_texts
     from engine.base import threads_arg
     from training.argparsing import OneLineParser, non_negative_int
     from training.outputs import figure_suffixes
@@ -341,15 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="write the (last) table here")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--threads", type=threads_arg, default=0, help="torch CPU threads [0: default]")
-    ap.add_argument("--strength", type=strength_arg, default=1.0,
-                    help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
-    ap.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
-    ap.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
-    ap.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
-                    help="the set's pixel spacing in mm: run each model on square pixels of its training range and "
-                         "resample back, as the engine does for frames of a known spacing (engine.pixels); auto: "
-                         "the pictures carry none, so each x at its own speckle scale, as the engine runs frames "
-                         "without a spacing (engine.speckle); off (or spacing): the frames as they are [auto]")
+    add_view_arguments(ap)
     ap.add_argument("--figure", type=Path, help="write x | G(x) | y of the first two pairs (last weights) here")
     ap.add_argument("--pairs-figure", type=Path,
                     help="write each pair's CNR and log-correlation, G(x) against x, here (benchmarks.pairplot)")
@@ -359,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--pairs-figure": (a.pairs_figure, figure_suffixes() if a.pairs_figure else None)})
     if a.threads:
         torch.set_num_threads(a.threads)
-    runs, failed = load_candidates(a.weights, a.strength, levels=a.levels, flip_average=a.flip_average,
-                                   pixel_mm=a.pixel_mm)
+    runs, failed = load_candidates(a.weights, **view_options(a))
     if not runs:
         return 2
     try:

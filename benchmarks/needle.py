@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics as m
-from benchmarks.cli import check_outputs, image_suffixes, write_texts
+from benchmarks.cli import add_view_arguments, check_outputs, image_suffixes, view_options, write_texts
 from benchmarks.evaluate import (
     LOAD_ERRORS,
     count_weaker,
@@ -41,8 +41,6 @@ from benchmarks.evaluate import (
     per_pair,
     write_example,
 )
-from engine.flip import FLIP_HELP
-from engine.strength import strength_arg
 from training.argparsing import OneLineParser
 from training.data import DataError
 
@@ -128,16 +126,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired folder simulated with --needle: x_NNN.png, y_NNN.png, truth_NNN.npz")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
-    ap.add_argument("--strength", type=strength_arg, default=1.0,
-                    help="despeckling strength 0..1: G(x) blended with x as the engine does it (default: 1, G(x))")
-    ap.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
+    add_view_arguments(ap)
     ap.add_argument("--figure", type=Path,
                     help="write x | G(x) | y of the first three pairs (last weights) here, as PNG")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     check_outputs(ap, {"--json": (a.json, None), "--markdown": (a.markdown, None),
                        "--figure": (a.figure, image_suffixes() if a.figure else None)})
-    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", flip_average=a.flip_average)
+    runs, failed = load_candidates(a.weights, prefix=f"{PROG}: ", **view_options(a))
     if not runs:
         return 2
     try:

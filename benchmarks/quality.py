@@ -11,8 +11,9 @@ Two kinds of input:
   contrast metrics need ``--target``.  Reference-based metrics (SSIM, PSNR, log-correlation)
   are left empty.
 
-Every method (the DRNN through :func:`engine.registry.create_despeckler`, and the baselines
-of :mod:`benchmarks.baselines`) runs on every x image; the per-image metrics are averaged
+Every method (the DRNN through :func:`engine.registry.create_despeckler`, each picture at its own
+speckle scale unless ``--pixel-mm`` says otherwise, as the engine runs pictures; and the
+baselines of :mod:`benchmarks.baselines`) runs on every x image; the per-image metrics are averaged
 (mean over the images where they are defined) and the run time per image is the median.
 Writes ``quality.md``, ``quality.csv`` and ``quality_fig4.png`` to ``--out`` (:mod:`benchmarks.quality_report`).
 
@@ -37,9 +38,11 @@ from tqdm import tqdm
 
 from benchmarks import metrics as M
 from benchmarks.baselines import BASELINES, get_baseline
-from benchmarks.cli import check_outputs
+from benchmarks.cli import PIXEL_PICTURES_HELP, check_outputs
 from benchmarks.quality_report import BETA_SIGMA, COLUMNS, markdown_table, write_outputs
 from engine.base import BackendUnavailable, Despeckler
+from engine.pixels import PixelMode, pixel_mode_arg
+from engine.speckle import picture_function
 from engine.weights import SHIPPED, is_shipped_name
 from training.argparsing import OneLineParser, non_negative_int, positive_int
 from training.data import DataError, eval_x_paths
@@ -85,6 +88,8 @@ class QualityConfig:
     window: int = M.DEFAULT_SSNR_WINDOW
     markdown: Path | None = None
     figure_index: int = 0
+    #: how the DRNN takes the pictures' pixel spacing (:func:`engine.speckle.picture_function`).
+    pixel_mm: PixelMode = "auto"
 
 
 @dataclass
@@ -381,7 +386,8 @@ def evaluate(cfg: QualityConfig) -> QualityRun:
             methods.append(_Method("reference", "Reference y (high probe)"))
         if cfg.drnn:
             for key, label, weights in drnn_rows(cfg.weights):
-                methods.append(_Method(key, label, run=stack.enter_context(_drnn(cfg, weights)).infer))
+                despeckler = stack.enter_context(_drnn(cfg, weights))
+                methods.append(_Method(key, label, run=picture_function(despeckler.infer, cfg.pixel_mm)))
         for name in cfg.methods:
             b = get_baseline(name)
             methods.append(_Method(b.name, b.display, b.note if b.approximation else "", b))
@@ -447,6 +453,8 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
         help="DRNN weights, files or shipped model names (default, fast, int8, fast-int8), one table row "
              "each (default: default)"
     )
+    p.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
+                   help=PIXEL_PICTURES_HELP)
     p.add_argument("--limit", type=positive_int, help="use the first N images only")
     p.add_argument(
         "--bins", type=int, default=M.DEFAULT_BINS, help="histogram bins over 0..255 (default %(default)s)"

@@ -17,6 +17,9 @@ the missed targets other than KL (which every candidate so far misses everywhere
 The table also shows, outside the rule, how many pairs each file harms (vessel CNR or
 log-correlation below x's, summed over the sets: ``worse_than_x`` of
 :func:`benchmarks.evaluate.evaluate`).
+Each file runs as the model it is, at the engine's default grey levels, on the pictures as they
+come (no ``--pixel-mm`` view): the rule judges the weights on validation sets drawn at the
+training pixels, where the engine's pixel views leave the frames as they are (docs/engine.md).
 
     python -m benchmarks.select --weights RUN/snapshots/*.pt --incumbent weights/drnn.pt \\
         --eval data/val_a/eval data/val_b/eval --json select.json

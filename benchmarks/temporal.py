@@ -39,13 +39,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.baselines import BASELINES
-from benchmarks.cli import check_outputs, image_suffixes, write_texts
+from benchmarks.cli import add_view_arguments, check_outputs, image_suffixes, view_options, write_texts
 from benchmarks.evaluate import load_candidates
 from benchmarks.metrics import ring_mask
-from engine.flip import FLIP_HELP
-from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import MOTION_HELP, Persistence, check_motion_args, motion_arg, persistence_arg
-from engine.strength import strength_arg
 from training.argparsing import OneLineParser, frame_size, int_at_least, positive_float, positive_int
 from training.sim import sweep_frames
 from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
@@ -244,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
                    help="frame size (default: 256x256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
-    p.add_argument("--strength", type=strength_arg, default=1.0, help="despeckling strength 0..1 (default: 1)")
-    p.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
-    p.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
+    add_view_arguments(p)
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--markdown", type=Path, help="write the table here")
     p.add_argument("--figure", type=Path, help="write the two curves here, as PNG")
@@ -255,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     check_motion_args(p, a.persistence, a.persistence_motion)
     check_outputs(p, {"--json": (a.json, None), "--markdown": (a.markdown, None),
                       "--figure": (a.figure, image_suffixes() if a.figure else None)})
-    runs, failed = load_candidates(a.weights, a.strength, prefix=f"{PROG}: ", levels=a.levels,
-                                   flip_average=a.flip_average)
+    runs, failed = load_candidates(a.weights, prefix=f"{PROG}: ", **view_options(a))
     if a.weights and not runs:
         return 2
     for name in a.baselines:

@@ -44,7 +44,7 @@ import numpy as np
 
 from engine.base import Around, Despeckler, WrappedDespeckler
 from engine.levels import measure_tiles
-from engine.pixels import MIN_SIDE, PixelMode, around_shape, at_shape, with_spacing
+from engine.pixels import MIN_SIDE, PixelMode, around_shape, at_shape, at_working_pixels, with_spacing
 from engine.strength import inside_blend
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "SpeckleScaledDespeckler",
     "with_speckle_scale",
     "frames_view",
+    "picture_function",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,3 +235,16 @@ def frames_view(despeckler: Despeckler, mode: PixelMode, spacing_mm: tuple[float
     if mode == "auto":
         return with_speckle_scale(despeckler, window, every, background)
     return despeckler
+
+
+def picture_function(despeckle: Callable[[np.ndarray], np.ndarray], mode: PixelMode) -> Callable[[np.ndarray], np.ndarray]:
+    """``despeckle`` (``uint8 (h, w)`` -> same) as the engine runs pictures, which carry no spacing,
+    under pixel ``mode`` (:data:`engine.pixels.PixelMode`), each picture by its own: ``"auto"`` at
+    its own speckle scale (:func:`at_speckle_scale`), a spacing at square trained pixels
+    (:func:`engine.pixels.at_working_pixels`), ``"off"`` and ``"spacing"`` as it comes.  The
+    benchmark tools run their generators through it."""
+    if mode == "auto":
+        return lambda frame: at_speckle_scale(frame, despeckle)
+    if mode in ("off", "spacing"):
+        return despeckle
+    return lambda frame: at_working_pixels(frame, despeckle, mode)

@@ -5,6 +5,7 @@ shipped fast ONNX model, real files)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from engine.despeckle import main as despeckle_main
 from engine.frameinfo import describe, frame_info
 from engine.offline import despeckle_files
-from engine.pixels import ResampledDespeckler, resize
+from engine.pixels import ResampledDespeckler, at_working_pixels, resize
 from engine.registry import create_despeckler
 from engine.speckle import (
     SPECKLE_UPPER,
@@ -24,6 +25,7 @@ from engine.speckle import (
     SpeckleScaledDespeckler,
     at_speckle_scale,
     frames_view,
+    picture_function,
     scale_factors,
     speckle_size,
     with_speckle_scale,
@@ -202,27 +204,69 @@ def test_the_despeckle_stage_runs_frames_without_a_spacing_by_their_speckle(fast
     assert spacing.engine_for({"spacing_mm": None}) is fast
 
 
+def finer_rows(folder: Path, size: int = 96, rows: int = 240) -> Path:
+    """A paired set of ``size`` pixels with its rows then sampled ``rows / size`` times as finely
+    (pictures and truth masks): pictures whose speckle is longer than the training frames'."""
+    for path in sorted(folder.glob("*.png")):
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path), 0), (size, rows), interpolation=cv2.INTER_LINEAR))
+    for path in sorted(folder.glob("truth_*.npz")):
+        truth = dict(np.load(path))
+        for k, v in truth.items():
+            if v.ndim == 2:
+                truth[k] = cv2.resize(v.astype(np.float32), (size, rows), interpolation=cv2.INTER_NEAREST).astype(v.dtype)
+        np.savez_compressed(path, **truth)
+    return folder
+
+
 def test_evaluate_runs_pictures_at_their_speckle_scale_unless_told(tmp_path: Path) -> None:
     from benchmarks.evaluate import main as evaluate_main
     from training.sim import write_dataset
 
     write_dataset(tmp_path / "set", count=0, size=96, seed=14, paired=True, eval_count=2)
-    for path in sorted((tmp_path / "set" / "eval").glob("*.png")):  # rows sampled 2.5 times as finely
-        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path), 0), (96, 240), interpolation=cv2.INTER_LINEAR))
-    for path in sorted((tmp_path / "set" / "eval").glob("truth_*.npz")):
-        truth = dict(np.load(path))
-        for k, v in truth.items():
-            if v.ndim == 2:
-                truth[k] = cv2.resize(v.astype(np.float32), (96, 240), interpolation=cv2.INTER_NEAREST).astype(v.dtype)
-        np.savez_compressed(path, **truth)
+    eval_dir = finer_rows(tmp_path / "set" / "eval")
     results = {}
     for flags, name in (([], "fast"), (["--pixel-mm", "off"], "fast (pixels as they come)")):
         out = tmp_path / f"{len(flags)}.json"
-        assert evaluate_main(["--weights", "fast", "--eval", str(tmp_path / "set" / "eval"), "--json", str(out),
-                              *flags]) == 0
+        assert evaluate_main(["--weights", "fast", "--eval", str(eval_dir), "--json", str(out), *flags]) == 0
         results[name] = json.loads(out.read_text())[name]
     scaled, plain = results.values()
     assert scaled["x"] == plain["x"] and scaled["g"] != plain["g"]  # the same pairs, another output
+
+
+def test_the_picture_function_is_the_engines_view_of_a_picture(fast, fine: np.ndarray) -> None:
+    assert np.array_equal(picture_function(fast.infer, "auto")(fine), at_speckle_scale(fine, fast.infer))
+    run = fast.infer
+    assert picture_function(run, "off") is run and picture_function(run, "spacing") is run
+    given = picture_function(fast.infer, (0.1, 0.25))(fine)
+    assert np.array_equal(given, at_working_pixels(fine, fast.infer, (0.1, 0.25)))
+    assert not np.array_equal(given, fast.infer(fine))
+
+
+def test_the_needle_and_quality_tools_run_pictures_as_the_engine_does(tmp_path: Path) -> None:
+    """On pictures of finer rows both tools' DRNN outputs follow ``--pixel-mm``: by the speckle
+    unless ``off``; the input's figures are the same either way."""
+    from benchmarks.needle import main as needle_main
+    from benchmarks.quality import main as quality_main
+    from training.sim import write_dataset
+
+    write_dataset(tmp_path / "nd", count=0, size=96, seed=15, paired=True, eval_count=2, needle=True,
+                  progress=False)
+    eval_dir = finer_rows(tmp_path / "nd" / "eval")
+    needle, quality = {}, {}
+    for mode in ("auto", "off"):
+        out = tmp_path / f"needle_{mode}.json"
+        assert needle_main(["--weights", "fast", "--eval", str(eval_dir), "--json", str(out), "--pixel-mm", mode,
+                            "--no-progress"]) == 0
+        needle[mode] = json.loads(out.read_text())
+        assert quality_main(["--eval", str(eval_dir), "--weights", "fast", "--methods", "median", "--pixel-mm", mode,
+                             "--out", str(tmp_path / f"q_{mode}")]) == 0
+        with open(tmp_path / f"q_{mode}" / "quality.csv", newline="") as f:  # figures without the run time
+            quality[mode] = {row["method"]: {k: v for k, v in row.items() if k != "ms"} for row in csv.DictReader(f)}
+    name = "fast (pixels as they come)"
+    assert needle["auto"]["fast"]["x"] == needle["off"][name]["x"]
+    assert needle["auto"]["fast"]["g"] != needle["off"][name]["g"]
+    assert quality["auto"]["input"] == quality["off"]["input"] and quality["auto"]["median"] == quality["off"]["median"]
+    assert quality["auto"]["drnn"] != quality["off"]["drnn"]
 
 
 def test_the_evaluation_function_blends_outside_the_resampling_as_the_engine_does(fast, fine: np.ndarray) -> None:

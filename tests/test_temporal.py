@@ -117,10 +117,24 @@ def test_command_line_with_the_fast_model(tmp_path: Path, capsys: pytest.Capture
     assert result["motion"] == 16 and set(result["needle"]) == {"speeds_px", "Median"}
 
 
+def test_command_line_runs_the_model_at_the_pixels_given(tmp_path: Path) -> None:
+    """``--pixel-mm``: frames told to be of 0.1 mm run at the working pixel (other figures), the
+    input's the same; ``off`` names the run so."""
+    results = {}
+    for mode in ("0.1", "off"):
+        out = tmp_path / f"{mode}.json"
+        assert main(["--weights", "fast", "--phantoms", "1", "--frames", "2", "--size", "96x96", "--baselines",
+                     "--pixel-mm", mode, "--json", str(out), "--no-progress"]) == 0
+        results[mode] = json.loads(out.read_text())
+    given, plain = results["0.1"], results["off"]
+    assert given["x"] == plain["x"] and given["fast (pixels 0.1 x 0.1 mm)"] != plain["fast (pixels as they come)"]
+
+
 @pytest.mark.parametrize(("argv", "culprit"), [(["--baselines", "nosuch"], "--baselines"),
                                                (["--frames", "1"], "--frames"),
                                                (["--persistence", "1"], "--persistence"),
-                                               (["--persistence-motion", "12"], "--persistence-motion")])
+                                               (["--persistence-motion", "12"], "--persistence-motion"),
+                                               (["--pixel-mm", "fine"], "--pixel-mm")])
 def test_bad_flags(argv: list[str], culprit: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
