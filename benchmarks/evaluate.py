@@ -48,7 +48,7 @@ from engine.pixels import PixelMode
 from engine.speckle import picture_function
 from engine.strength import blend, check_strength
 from engine.torch_model import FrameModel
-from engine.weights import WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
+from engine.weights import SHIPPED, WeightsError, WeightsNotFound, is_shipped_name, shipped_weights
 from training.checkpoint import CheckpointError, load_generator
 from training.data import DataError, read_pairs, read_truth
 
@@ -115,6 +115,8 @@ def generator_function(weights: str | Path, strength: float = 1.0, levels: str =
     else its checkpoint."""
     if is_shipped_name(weights):
         weights = shipped_weights(str(weights), (".onnx", ".pt"))
+    elif not Path(weights).is_file():
+        raise WeightsNotFound(f"{weights}: no such file, nor a shipped model's name ({', '.join(SHIPPED)})")
     strength = check_strength(strength)
     levelled = _levelled_model(weights, levels, flip_average)
 
@@ -207,9 +209,17 @@ def measure_runs(runs: Mapping[str, Callable[[np.ndarray], np.ndarray]], eval_di
             for name, run in runs.items()}
 
 
+def _skipping_nan(stat: Callable[[np.ndarray], float], values: Sequence[float]) -> float:
+    """``stat`` of the defined ``values`` (NaNs skipped); NaN, without numpy's warning, where none is."""
+    a = np.asarray(values, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    return float(stat(a)) if a.size else math.nan
+
+
 def means(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """``{image: {key: mean over the pairs}}`` of :func:`measure_runs`'s rows, NaNs skipped."""
-    return {name: {k: float(np.nanmean([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
+    """``{image: {key: mean over the pairs}}`` of :func:`measure_runs`'s rows, NaNs skipped (NaN
+    where no pair defines it)."""
+    return {name: {k: _skipping_nan(np.mean, [r[k] for r in rs]) for k in keys} for name, rs in rows.items()}
 
 
 def per_pair(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
@@ -235,7 +245,7 @@ def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, flo
     out: dict[str, dict[str, float]] = means(rows, keys)
     out["n"] = {"pairs": len(rows["x"])}
     out["worse_than_x"] = count_weaker(rows, ("cnr", "log_corr"))
-    out["median"] = {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in keys} for name, rs in rows.items()}
+    out["median"] = {name: {k: _skipping_nan(np.median, [r[k] for r in rs]) for k in keys} for name, rs in rows.items()}
     out["pairs"] = per_pair(rows, keys)
     return out
 
@@ -279,10 +289,16 @@ def write_example(run: Callable[[np.ndarray], np.ndarray], eval_dir: str | Path,
 
 
 def check_targets(res: dict[str, dict[str, float]]) -> dict[str, tuple[bool, str]]:
-    """The issue's quality targets on the means of :func:`evaluate`: name -> (met, explanation)."""
+    """The issue's quality targets on the means of :func:`evaluate`: name -> (met, explanation).
+    A target whose figures no pair defines (NaN: frames too small for the grain's parenchyma
+    tiles, no vessel for the CNR) is not met, and its explanation says it was not measured."""
     x, y, g = res["x"], res["y"], res["g"]
     grain_max, kl_max, cnr_min = GRAIN_MAX * y["grain_lat"], KL_MAX * x["kl_y"], CNR_MIN * y["cnr"]
-    return {
+    used = {"grain": ("grain_lat",), "kl": ("kl_y",), "cnr": ("cnr",), "log_corr": ("log_corr",)}
+    unmeasured = {name: (False, f"{name}: not measured ({', '.join(keys)} undefined on every pair: too little "
+                                "parenchyma or no vessel in the frames)")
+                  for name, keys in used.items() if any(math.isnan(r[k]) for r in (x, y, g) for k in keys)}
+    return {**{
         "grain": (g["grain_lat"] <= grain_max,
                   f"lateral grain G(x) {g['grain_lat']:.2f} px <= {GRAIN_MAX} x y {y['grain_lat']:.2f} = {grain_max:.2f}"),
         "kl": (g["kl_y"] <= kl_max,
@@ -291,7 +307,7 @@ def check_targets(res: dict[str, dict[str, float]]) -> dict[str, tuple[bool, str
                 f"CNR G(x) {g['cnr']:.3f} > x {x['cnr']:.3f} and >= {CNR_MIN} x y = {cnr_min:.3f}"),
         "log_corr": (g["log_corr"] > x["log_corr"],
                      f"log-correlation with truth G(x) {g['log_corr']:.3f} > x {x['log_corr']:.3f}"),
-    }
+    }, **unmeasured}
 
 
 def markdown_table(res: dict[str, dict[str, float]]) -> str:

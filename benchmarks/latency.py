@@ -223,13 +223,13 @@ def _baseline(cfg: LatencyConfig, files: ModelFiles) -> dict[str, Any]:
     """Median ms per frame of the chosen backend's ``infer`` and of eager PyTorch FP32, same frame."""
     import torch
 
-    from engine.registry import create_despeckler
+    from engine.registry import create_backend
 
     frame = np.random.default_rng(0).integers(0, 256, cfg.size, dtype=np.uint8)
     threads = cfg.baseline_threads
     options = {"threads": threads} if threads and cfg.backend in ("onnxruntime", "torch") else {}
-    with create_despeckler(cfg.backend, cfg.weights or weights_for(cfg.backend, files), levels="off",
-                           **options) as engine:  # the network against eager torch, as before the mapping
+    with create_backend(cfg.backend, cfg.weights or weights_for(cfg.backend, files),
+                        **options) as engine:  # the network alone against eager torch: no grey-level map
         ours = _time_per_frame(engine.infer, frame, cfg.baseline_frames)
         describe = engine.describe()
     if threads:

@@ -285,11 +285,11 @@ def _drnn(cfg: QualityConfig, weights: Path | None) -> Despeckler:
 
 
 def drnn_rows(weights: Sequence[Path]) -> list[tuple[str, str, Path | None]]:
-    """``(key, label, weights)`` of each DRNN row: one ``drnn`` row "DRNN (this project)" for no or
-    one weights; for several, ``drnn`` for the first and ``drnn_<name>`` for the others, each
-    labelled with the weights as given (``DRNN (fast)``)."""
-    if len(weights) <= 1:
-        return [("drnn", "DRNN (this project)", weights[0] if weights else None)]
+    """``(key, label, weights)`` of each DRNN row: one ``drnn`` row "DRNN (this project)" for no
+    weights (the default model); else ``drnn`` for the first and ``drnn_<name>`` for the others,
+    each labelled with the weights as given (``DRNN (fast)``)."""
+    if not weights:
+        return [("drnn", "DRNN (this project)", None)]
     rows: list[tuple[str, str, Path | None]] = []
     for i, w in enumerate(weights):
         key = "drnn" if i == 0 else "drnn_" + re.sub(r"[^a-z0-9]+", "_", Path(w).stem.lower()).strip("_")

@@ -3,8 +3,9 @@
     python -m engine.despeckle scans/ clip.avi study.dcm --output despeckled/
     python -m engine.despeckle x_012.png --output out/ --backend onnxruntime --weights weights/drnn.onnx
 
-Exit status 0 when every file was despeckled, 1 when any failed (each is reported), 2 when no
-despeckler could be built.  See :mod:`engine.offline`.
+Exit status 0 when every file was despeckled, 1 when any failed (each is reported), 2 for an
+``--output`` folder that cannot be made or written to, or when no despeckler could be built.
+See :mod:`engine.offline`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from engine.registry import BACKENDS, create_despeckler
 from engine.strength import strength_arg
 from engine.weights import WeightsError, WeightsNotFound
 from training.argparsing import OneLineParser, print_outcome
+from training.data import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from training.outputs import PathError, check_output_folder
 
 __all__ = ["DespeckleConfig", "main", "run"]
 
@@ -42,6 +45,18 @@ class DespeckleConfig:
     flip_average: bool = False
     persistence: float = 0.0
     persistence_motion: float = 0.0
+
+
+def _check_output(parser: OneLineParser, output: Path) -> None:
+    """``parser.error`` unless files can be created in the folder ``output`` (made by the first file
+    written); a warning where a folder yet to be made is named like a file the tool reads."""
+    try:
+        check_output_folder(output, "--output")
+    except PathError as exc:
+        parser.error(str(exc))
+    if not output.exists() and output.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES | DICOM_SUFFIXES:
+        print(f"{parser.prog}: warning: --output {output} is a folder: it is made, and the files are written "
+              "into it under their own names", file=sys.stderr)
 
 
 def _parse(argv: list[str] | None) -> DespeckleConfig:
@@ -67,6 +82,7 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
     parser.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
     args = parser.parse_args(argv)
     check_motion_args(parser, args.persistence, args.persistence_motion)
+    _check_output(parser, args.output)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
                            args.strength, args.pixel_mm, args.levels, args.flip_average, args.persistence,
                            args.persistence_motion)

@@ -8,6 +8,7 @@ See :mod:`engine.onnx_export` for what the graph contains and how it is checked.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ def _parse(argv: list[str] | None) -> ExportConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         readable_file(config.checkpoint, "--checkpoint")
         check_output_file(config.out, "--out", create=True)

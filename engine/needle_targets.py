@@ -89,6 +89,10 @@ def needle_targets(pairs: str | Path, truth: str | Path, dilate_px: int = 1) -> 
     for a folder that is not ``engine.distill``'s; a pair that cannot be done is counted in the report."""
     pairs, truth = Path(pairs), Path(truth)
     record_path = pairs / LEVELS_FILE
+    if not pairs.is_dir():
+        raise DataError(f"{pairs}: no such folder")
+    if not record_path.is_file():
+        raise DataError(f"{pairs}: not a pairs folder of python -m engine.distill (it has no {LEVELS_FILE})")
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         sources = dict(record["pairs"])

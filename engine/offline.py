@@ -1,16 +1,19 @@
 """Despeckle files offline: pictures, DICOM files (single or multi-frame) and videos.
 
 Names are kept: ``scan/x_012.png`` -> ``OUT/x_012.png``; a folder's files land under ``OUT``
-with their paths relative to the folder.  Where two inputs would land on one output (``a/x.png``
-and ``b/x.png`` named together), the first is written and the later ones are counted as failed,
-each with a line naming both.  Pictures are written in their own format, DICOM files as
-DICOM (8-bit MONOCHROME2, uncompressed, new series and instance UIDs, ``ImageType`` DERIVED), videos
-as videos at the source's frame rate (``.avi`` Motion-JPEG, ``.mp4`` MPEG-4 part 2; other
-containers are written as ``.avi``).  Reading uses :mod:`training.data` (numpy, cv2, pydicom; no
-torch).  A file that cannot be read, despeckled or written is logged and counted, and the run goes
-on with the next one; so is a video that ends well before the frame count its header declares
-(:func:`frames_missing`).  Each file is written to a temporary name in the destination folder and
-renamed into place only when it is complete, so a failed file leaves an existing output as it was.
+with their paths relative to the folder; where ``OUT`` lies inside a named folder, the files
+under it (an earlier run's outputs) are left out of that folder's walk.  Where two inputs would
+land on one output (``a/x.png`` and ``b/x.png`` named together), the first is written and the
+later ones are counted as failed, each with a line naming both.  Pictures are written in their
+own format, DICOM files as DICOM (8-bit MONOCHROME2, uncompressed, new series and instance UIDs,
+``ImageType`` DERIVED), videos as videos at the source's frame rate (``.avi`` Motion-JPEG,
+``.mp4`` MPEG-4 part 2; other containers are written as ``.avi``).  Reading uses
+:mod:`training.data` (numpy, cv2, pydicom; no torch).  A file that cannot be read, despeckled or
+written is logged and counted, and the run goes on with the next one; so is a missing path or a
+file of none of these kinds (:func:`file_kind`), and a video that ends well before the frame
+count its header declares (:func:`frames_missing`).  Each file is written to a temporary name in
+the destination folder and renamed into place only when it is complete, so a failed file leaves
+an existing output as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -30,13 +34,27 @@ from engine.files import naming, temporary_sibling
 from engine.persistence import Persistence
 from engine.pixels import PixelMode, resamples, spacing_for, working_pixel_mm
 from engine.speckle import frames_view
-from training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, dicom_spacing, list_files, read_frames
+from training.data import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DataError,
+    dicom_spacing,
+    list_files,
+    read_frames,
+)
 from training.sim.cine import CODECS
 
-__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "file_spacing",
-           "despeckle_files"]
+__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "FileKind", "file_kind", "plan_outputs",
+           "frames_missing", "file_spacing", "despeckle_files"]
 
 log = logging.getLogger(__name__)
+
+FileKind = Literal["picture", "video", "dicom"]
+
+#: the files read, as :func:`file_kind`'s error names them.
+_KINDS_READ = (f"pictures {' '.join(sorted(IMAGE_SUFFIXES))}; videos {' '.join(sorted(VIDEO_SUFFIXES))}; "
+               f"DICOM {' '.join(sorted(DICOM_SUFFIXES))} or any file with a DICOM header")
 
 
 class OutputError(OSError):
@@ -60,20 +78,56 @@ class OfflineReport:
         return not self.failed
 
 
+def file_kind(path: Path) -> FileKind:
+    """How :func:`despeckle_files` reads and writes ``path``: by its suffix, a file of another suffix
+    as DICOM where it has a DICOM header; :class:`DataError` for a missing path or a file of none
+    of these kinds (naming the suffixes read)."""
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if suffix in IMAGE_SUFFIXES:
+        return "picture"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    from pydicom.misc import is_dicom
+
+    if path.is_file() and is_dicom(path):
+        return "dicom"
+    raise DataError(f"{path}: not a picture, video or DICOM file (this reads {_KINDS_READ})")
+
+
 def plan_outputs(inputs: list[Path], output: Path, recursive: bool = False) -> list[tuple[Path, Path]]:
     """``(source, destination)`` for every file named or found in a named folder; a video whose
     container has no writer here goes to ``.avi``.
 
-    A missing input is kept (its read fails and is counted); a folder without readable files
-    raises :class:`DataError`.
+    A missing input is kept (its despeckling fails and is counted); a folder without readable files
+    (outside ``output``, :func:`_walk`) raises :class:`DataError`.
     """
     jobs = []
     for source in inputs:
         if source.is_dir():
-            jobs += [(f, _destination(f, output / f.relative_to(source))) for f in list_files(source, recursive)]
+            files = _walk(source, output, recursive)
+            jobs += [(f, _destination(f, output / f.relative_to(source))) for f in files]
         else:
             jobs.append((source, _destination(source, output / source.name)))
     return jobs
+
+
+def _walk(folder: Path, output: Path, recursive: bool) -> list[Path]:
+    """:func:`training.data.list_files` of ``folder``, less the files under ``output`` where it lies
+    inside ``folder`` (an earlier run's outputs, which would otherwise be despeckled again)."""
+    files = list_files(folder, recursive)
+    top, out = folder.resolve(), output.resolve()
+    if out == top or not out.is_relative_to(top):
+        return files
+    kept = [f for f in files if not f.parent.resolve().is_relative_to(out)]
+    if not kept:
+        raise DataError(f"{folder}: no images, DICOM files or videos outside the output folder {output}")
+    if len(kept) < len(files):
+        log.info("%s: %d file(s) under the output folder %s left out", folder, len(files) - len(kept), output)
+    return kept
 
 
 def _destination(src: Path, dst: Path) -> Path:
@@ -178,11 +232,10 @@ def _persisted(frames: Iterator[np.ndarray], persistence: float, motion: float =
 
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto",
                    persistence: float = 0.0, motion: float = 0.0) -> tuple[Path, int]:
-    """Despeckle ``src`` into ``dst`` (kind from the suffix: picture, video, else DICOM, which
-    :func:`training.data.read_frames` has then recognised), through a temporary file beside ``dst``
-    renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old file).
-    ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
-    suffix = src.suffix.lower()
+    """Despeckle ``src`` into ``dst`` (as its :func:`file_kind`), through a temporary file beside
+    ``dst`` renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old
+    file).  ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
+    kind = file_kind(src)
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -194,9 +247,9 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
     frames = _persisted(view.imap(read_frames(src)), persistence, motion)
     tmp = temporary_sibling(dst)
     try:
-        if suffix in IMAGE_SUFFIXES:
+        if kind == "picture":
             count = _write_picture(dst, tmp, frames)
-        elif suffix in VIDEO_SUFFIXES:
+        elif kind == "video":
             count = _write_video(src, dst, tmp, frames)
         else:
             count = _write_dicom(src, tmp, frames)

@@ -21,6 +21,7 @@ compared with the torch float32 model on random frames (:func:`check_forward`, a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,8 @@ __all__ = [
     "check_parity",
     "onnx_runner",
 ]
+
+log = logging.getLogger(__name__)
 
 INPUT_NAME = "frame"
 OUTPUT_NAME = "despeckled"
@@ -143,6 +146,8 @@ def export_onnx(
         raise ValueError(f"edge context must be 0..{MAX_EDGE_CONTEXT} pixels, got {context}")
     out = Path(out)
     model = FrameModel(net, torch.float16 if fp16 else torch.float32, context=context).eval()
+    log.info("exporting %s (%s, edge context %d px: the export takes longer as it grows)", out.name,
+             "float16" if fp16 else "float32", model.context)
     example = torch.randint(0, 256, (64, 48), dtype=torch.uint8)
     height, width = torch.export.Dim("height", min=2), torch.export.Dim("width", min=2)
     with torch.inference_mode(False), torch.no_grad():
@@ -165,6 +170,7 @@ def export_onnx(
     proto.doc_string = f"usdespeckle DRNN {precision}: uint8 (H, W) -> uint8 (H, W)"
     onnx.helper.set_model_props(proto, {"precision": precision, "edge_context": str(model.context), **(metadata or {})})
     if check:
+        log.info("checking %s: its graph, and its outputs against the torch model's on 2 frames", out.name)
         check_graph(proto, name=str(out))
         reference = FrameModel(net, torch.float32, context=context).eval()
         frames = _random_frames(((64, 64), (37, 53)))

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.base import InputSpec
 from engine.flip import FLIP_HELP
 from engine.levels import DEFAULT_LEVELS, LEVEL_MODES, LEVELS_HELP
 from engine.persistence import MOTION_HELP, motion_arg, persistence_arg
@@ -61,20 +62,38 @@ def _size(text: str) -> tuple[int, int]:
                          f"(the simulator's smallest is {SWEEP_MIN_SIDE})")(text)
 
 
+#: the frames every CPU backend takes, and their profile as ``--size`` help and errors write it.
+_ENGINE_SPEC = InputSpec()
+_ENGINE_PROFILE = "{}x{} .. {}x{}".format(*_ENGINE_SPEC.min_hw, *_ENGINE_SPEC.max_hw)
+
+
+def _engine_size(text: str) -> tuple[int, int]:
+    """``--size`` where the ``sim`` frames go straight into a despeckler (``stream.run``): ``(H, W)``
+    within the engine's profile (:class:`engine.base.InputSpec`), which refuses any other frame."""
+    (h0, w0), (h1, w1) = _ENGINE_SPEC.min_hw, _ENGINE_SPEC.max_hw
+    h, w = argument_type(parse_frame_size)(text)
+    if not (h0 <= h <= h1 and w0 <= w <= w1):
+        raise argparse.ArgumentTypeError(
+            f"expected N or HxW within the engine's profile {_ENGINE_PROFILE}, got {text!r}")
+    return h, w
+
+
 #: what ``--source`` names in every tool that has it; ``stream.run`` may also subscribe to a grabber.
 SOURCE_KINDS = "sim | captureN | VIDEO | FOLDER | DICOM | rtsp://... | http://..."
 
 
 def add_source_args(parser: argparse.ArgumentParser, subscribe: bool) -> None:
     """The source flags; ``subscribe``: ``--source tcp://HOST:PORT`` (a grabber to subscribe to)
-    is offered too, which only a process with a despeckler can take."""
+    is offered too, which only a process with a despeckler can take, and ``--size`` is held to the
+    engine's profile, as that despeckler takes its ``sim`` frames."""
     kinds = f"{SOURCE_KINDS} | tcp://HOST:PORT" if subscribe else SOURCE_KINDS
+    size, sides = (_engine_size, f" within the engine's profile {_ENGINE_PROFILE}") if subscribe else (_size, "")
     g = parser.add_argument_group("source")
     g.add_argument("--source", type=endpoint(bind=False), default="sim", help=f"{kinds} (default: sim)")
     g.add_argument(
         "--fps", type=positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)"
     )
-    g.add_argument("--size", type=_size, default=(256, 256), help="sim frame size, N or HxW (default: 256)")
+    g.add_argument("--size", type=size, default=(256, 256), help=f"sim frame size, N or HxW{sides} (default: 256)")
     g.add_argument("--seed", type=int, default=0, help="sim phantom seed (default: 0)")
     g.add_argument("--loop", action="store_true", help="start a file or folder again at its end")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,20 @@ __all__ = [
 
 def cuda_graphs_refusal(backend: str) -> str | None:
     """Why ``--cuda-graphs`` cannot go with ``--backend backend`` (one line), or ``None`` where it can:
-    only the torch backend replays CUDA graphs (``auto`` passes the flag on where it picks torch)."""
-    if backend in ("auto", "torch"):
+    only the torch backend on a CUDA GPU replays CUDA graphs (``auto`` passes the flag on where it
+    picks torch).  The GPU is looked for here, before the backend picks its weights for a GPU; a
+    missing torch is left to the backend, which names it."""
+    if backend == "auto":
         return None
-    return f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend {backend}"
+    if backend != "torch":
+        return f"--cuda-graphs: only the torch backend on a CUDA GPU replays CUDA graphs, not --backend {backend}"
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return "--backend torch --cuda-graphs: torch sees no CUDA GPU to replay CUDA graphs on"
 
 
 #: default endpoint of a stand-alone grabber (``python -m stream.grabber``).

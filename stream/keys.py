@@ -17,8 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         files = create_keys(args.out)
-    except (SecurityError, OSError) as exc:
+    except SecurityError as exc:
         print(f"stream.keys: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"stream.keys: --out {args.out}: cannot write the key files there ({exc.strerror or exc})", file=sys.stderr)
         return 1
     for path in files:
         print(path)

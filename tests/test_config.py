@@ -157,8 +157,9 @@ def test_overrides_by_phase_name_and_index() -> None:
                                 "phases.gan.lr_g=1e-7"])
     assert cfg.phases[2].iterations == 7 and cfg.phases[0].batch == 4 and cfg.phases[2].lr_g == 1e-7
     assert cfg.model.width == 4 and cfg.seed == 9
-    with pytest.raises(ConfigError, match="no phase named or numbered 'nope'"):
+    with pytest.raises(ConfigError, match="no phase named or numbered 'nope'") as bad:
         load_config("quick", ["phases.nope.batch=4"])
+    assert str(bad.value).count("--set") == 1, bad.value  # the item named once
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides({}, ["phases"])
     with pytest.raises(ConfigError, match=r"phases\[0\]\.batch: expected int, got str"):

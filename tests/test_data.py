@@ -232,3 +232,10 @@ def test_pairs_and_truth_of_a_simulated_eval_set(tmp_path: Path) -> None:
     (tmp_path / "eval" / "y_001.png").unlink()
     with pytest.raises(DataError, match="y_001.png"):
         read_pairs(tmp_path / "eval")
+
+
+def test_frames_of_a_missing_path_say_so(tmp_path: Path) -> None:
+    from training.data import iter_frames
+
+    with pytest.raises(DataError, match=r"nosuch\.avi: no such file or folder"):
+        next(iter_frames(tmp_path / "nosuch.avi"))

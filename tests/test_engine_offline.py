@@ -120,3 +120,50 @@ def test_missing_weights_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     status = despeckle_main([str(tmp_path), "--output", str(tmp_path / "o"), "--backend", "onnxruntime",
                              "--weights", str(tmp_path / "none.onnx")])
     assert status == 2 and "none.onnx" in capsys.readouterr().err
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_walked(tmp_path: Path, onnx_model: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sub").mkdir()
+    for name, frame in zip(("a.png", "sub/b.png"), random_frames(2, (32, 32), seed=7), strict=True):
+        cv2.imwrite(str(tmp_path / name), frame)
+    out = tmp_path / "out"
+    args = [str(tmp_path), "-r", "--output", str(out), "--backend", "onnxruntime", "--weights", str(onnx_model)]
+    for _ in range(2):  # the second run must not despeckle the first one's outputs
+        assert despeckle_main(args) == 0
+        assert "2 file(s), 2 frame(s)" in capsys.readouterr().out
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.png", "sub/b.png"]
+
+
+def test_missing_paths_and_unknown_files_say_what_is_wrong(tmp_path: Path, onnx_model: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    (tmp_path / "x.yaml").write_text("a: 1\n")
+    _write_dicom(tmp_path / "study", random_frames(1, (32, 32), seed=3)[0][None])  # DICOM by its header
+    missing, out = tmp_path / "no" / "scans", tmp_path / "out"
+    status = despeckle_main([str(missing), str(tmp_path / "x.npz"), str(tmp_path / "x.yaml"), str(tmp_path / "study"),
+                             "--output", str(out), "--backend", "onnxruntime", "--weights", str(onnx_model)])
+    captured = capsys.readouterr()
+    assert status == 1 and "1 file(s), 1 frame(s)" in captured.out and "3 failed" in captured.out
+    assert f"failed: {missing}: no such file or folder\n" in captured.err
+    for name in ("x.npz", "x.yaml"):
+        assert f"failed: {tmp_path / name}: not a picture, video or DICOM file (this reads pictures .bmp" in captured.err
+    assert "force=True" not in captured.err and "[Errno" not in captured.err
+    assert pydicom.dcmread(out / "study").pixel_array.shape == (32, 32)
+
+
+def test_output_is_checked_before_any_work(tmp_path: Path, onnx_model: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cv2.imwrite(str(tmp_path / "x.png"), random_frames(1, (32, 32))[0])
+    (tmp_path / "taken").write_text("a file")
+    model = ["--backend", "onnxruntime", "--weights", str(onnx_model)]
+    for output in (tmp_path / "taken", tmp_path / "taken" / "out"):
+        with pytest.raises(SystemExit) as exit_:
+            despeckle_main([str(tmp_path / "x.png"), str(tmp_path / "x.png"), "--output", str(output), *model])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert err.startswith(f"python -m engine.despeckle: error: --output {output}: ") and "is a file" in err
+
+    folder = tmp_path / "result.png"  # a folder named like a picture: made, and said to be a folder
+    assert despeckle_main([str(tmp_path / "x.png"), "--output", str(folder), *model]) == 0
+    assert f"--output {folder} is a folder" in capsys.readouterr().err and (folder / "x.png").is_file()

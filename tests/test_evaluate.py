@@ -63,3 +63,29 @@ def test_a_shipped_models_name_is_its_onnx_file(tmp_path: Path) -> None:
                         tmp_path / "set" / "eval", progress=False)
     assert res["by name"]["g"] == res["by file"]["g"]
     assert res["by name"]["g"] != res["by name"]["x"]  # it despeckled
+
+
+def test_a_figure_no_pair_defines_is_not_measured_and_not_met(recwarn) -> None:
+    """Frames too small for the grain's parenchyma tiles give NaN on every pair: its mean is NaN
+    without numpy's warning, its target is not met and says it was not measured, and the other
+    targets are checked as before."""
+    from benchmarks.evaluate import means
+
+    rows = {k: [{"grain_lat": np.nan, "kl_y": kl, "cnr": cnr, "log_corr": r}] * 2
+            for k, kl, cnr, r in (("x", 0.2, 1.0, 0.5), ("y", 0.0, 1.2, 0.6), ("g", 0.05, 1.3, 0.7))}
+    res = means(rows, ("grain_lat", "kl_y", "cnr", "log_corr"))
+    assert np.isnan(res["g"]["grain_lat"]) and res["g"]["cnr"] == 1.3
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    verdicts = check_targets(res)
+    assert verdicts["grain"] == (False, "grain: not measured (grain_lat undefined on every pair: too little "
+                                        "parenchyma or no vessel in the frames)")
+    assert verdicts["kl"][0] and verdicts["cnr"][0] and verdicts["log_corr"][0]
+
+
+def test_weights_that_are_neither_a_file_nor_a_shipped_name_are_named(tmp_path: Path, capsys) -> None:
+    from benchmarks.evaluate import main
+
+    write_dataset(tmp_path / "set", count=0, size=64, seed=3, paired=True, eval_count=1, progress=False)
+    assert main(["--weights", str(tmp_path / "nosuch"), "--eval", str(tmp_path / "set" / "eval")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'nosuch'}: no such file, nor a shipped model's name "
+                                       "(default, fast, int8, fast-int8); left out\n")

@@ -80,6 +80,13 @@ def test_a_pair_without_its_truth_is_counted_and_the_others_are_done(made, tmp_p
 def test_bad_folders_are_one_line_errors(made, tmp_path: Path, capsys) -> None:
     truth_dir, original = made
     assert main([str(truth_dir), "--truth", str(truth_dir)]) == 2  # not a pairs folder
+    assert f"{truth_dir}: not a pairs folder of python -m engine.distill (it has no levels.json)" \
+        in capsys.readouterr().err
+    assert main([str(tmp_path / "nosuch"), "--truth", str(truth_dir)]) == 2
+    assert "nosuch: no such folder" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "levels.json").write_text("{", encoding="utf-8")
+    assert main([str(tmp_path / "broken"), "--truth", str(truth_dir)]) == 2
     assert "levels.json: not a pairs record of python -m engine.distill" in capsys.readouterr().err
     assert main([str(_copy(original, tmp_path)), "--truth", str(tmp_path / "missing")]) == 2
     assert "missing: no such folder" in capsys.readouterr().err

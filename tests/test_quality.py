@@ -99,7 +99,8 @@ def test_a_shipped_models_name_runs_that_model(eval_dir: Path, tmp_path: Path) -
                      "--methods", "median", "--window", "7", "--out", str(out)]) == 0  # fmt: skip
         rows = _rows(out / "quality.csv")
         assert list(rows) == ["input", "reference", "drnn", "median"]
-        drnn[weights] = {k: v for k, v in rows["drnn"].items() if k != "ms"}
+        assert rows["drnn"]["label"] == f"DRNN ({weights})"  # the row names the model it ran
+        drnn[weights] = {k: v for k, v in rows["drnn"].items() if k not in ("ms", "label")}
     assert drnn["fast"] == drnn[str(WEIGHTS_DIR / "drnn_fast.onnx")]  # the name ran that very file
 
 
@@ -107,7 +108,7 @@ def test_several_weights_give_one_row_each(eval_dir: Path, tiny_onnx: Path, tmp_
     from benchmarks.quality import drnn_rows
 
     assert drnn_rows([]) == [("drnn", "DRNN (this project)", None)]
-    assert drnn_rows([Path("fast")]) == [("drnn", "DRNN (this project)", Path("fast"))]
+    assert drnn_rows([Path("fast")]) == [("drnn", "DRNN (fast)", Path("fast"))]
     assert [k for k, _, _ in drnn_rows([Path("default"), Path("fast-int8"), Path("a/fast_int8.onnx")])] == [
         "drnn", "drnn_fast_int8", "drnn_fast_int8_"]
     assert main(["--eval", str(eval_dir), "--backend", "onnxruntime", "--weights", str(tiny_onnx), "fast",

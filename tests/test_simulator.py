@@ -255,6 +255,44 @@ def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str
     assert len(err) == 1 and message in err[0]
 
 
+@pytest.mark.parametrize(
+    ("argv", "flags"),
+    [
+        (["--count", "2", "--eval-count", "5"], ("--eval-count", "--paired")),
+        (["--depth-mm", "50"], ("--depth-mm", "--geometry fan")),
+        (["--geometry", "window", "--depth-mm", "120"], ("--depth-mm", "--geometry fan")),
+        (["--geometry", "fan", "--pixel-mm", "0.1"], ("--pixel-mm", "--geometry fan")),
+        (["--renewal", "0.1", "0.2"], ("--renewal", "--twins")),
+        (["--twins", "0", "--renewal", "0.1", "0.2"], ("--renewal", "--twins")),
+    ],
+)
+def test_cli_refuses_a_flag_the_others_leave_unused(argv: list[str], flags: tuple[str, str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "d"), "--size", "16", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(flag in err[0] for flag in flags), err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {"eval_count": 0, "pixel_mm": 0.25, "depth_mm": 120.0, "renewal": [0.02, 0.3]}),
+        (["--paired", "--eval-count", "2"], {"eval_count": 2}),
+        (["--geometry", "fan", "--depth-mm", "50"], {"depth_mm": 50.0}),
+        (["--pixel-mm", "0.1"], {"pixel_mm": 0.1}),
+        (["--twins", "1", "--renewal", "0.1", "0.2"], {"renewal": [0.1, 0.2]}),
+    ],
+)
+def test_cli_takes_those_flags_where_they_apply(flags: list[str], expected: dict[str, object], tmp_path: Path) -> None:
+    """The flags of the test above with the flags they need reach the data set; the defaults, without them."""
+    assert main(["--out", str(tmp_path / "d"), "--count", "1", "--size", "16", *flags]) == 0
+    config = yaml.safe_load((tmp_path / "d" / "simulate.yaml").read_text())["config"]
+    assert {k: config[k] for k in expected} == expected
+
+
 @pytest.mark.parametrize("model", ["grid", "points"])
 def test_needle_is_a_bright_line_in_both_images_and_leaves_the_tissue_alone(model: str) -> None:
     x, y, truth = simulate_pair(4, (128, 128), model=model, needle=True)

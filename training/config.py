@@ -440,8 +440,9 @@ def config_with_overrides(data: dict[str, Any], overrides: Iterable[str], source
     ``--set`` ``overrides``.  A :class:`ConfigError` names ``--set`` when ``data`` alone is a
     valid config and the overrides make it wrong, else ``source``."""
     overrides = tuple(overrides)
+    updated = apply_overrides(copy.deepcopy(data), overrides)  # its errors name the --set item
     try:
-        return config_from_dict(apply_overrides(copy.deepcopy(data), overrides))
+        return config_from_dict(updated)
     except ConfigError as exc:
         culprit = source
         if overrides:

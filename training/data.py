@@ -241,6 +241,8 @@ def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False, r
     if source.is_file():
         yield from read_frames(source, every)
         return
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
     produced = bad = 0
     for path in list_files(source, recursive):
         try:

@@ -15,12 +15,30 @@ Examples::
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 from training.argparsing import OneLineParser, frame_size
 from training.sim.dataset import GEOMETRIES, MODELS, SimulateConfig, run
 
 __all__ = ["main", "parse_args"]
+
+
+def _unused_flag(args: Namespace) -> str | None:
+    """One line naming a flag the user gave that the other flags leave unused, or ``None``: the
+    flags whose default is ``None`` are refused where nothing would read them, not ignored."""
+    for given, used, message in (
+        (args.eval_count is not None, args.paired, "--eval-count needs --paired (only --paired writes eval/)"),
+        (args.depth_mm is not None, args.geometry == "fan",
+         "--depth-mm needs --geometry fan (the window geometry's pixel is --pixel-mm)"),
+        (args.pixel_mm is not None, args.geometry != "fan",
+         "--pixel-mm does not apply to --geometry fan (a fan image's pixel is --depth-mm / its height)"),
+        (args.renewal is not None, args.twins > 0,
+         "--renewal needs --twins N (it sets how much of a twin's speckle is renewed)"),
+    ):
+        if given and not used:
+            return message
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> SimulateConfig:
@@ -31,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--size", type=frame_size(16), default=(256, 256), help="image size N or HxW pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--paired", action="store_true", help="also write eval/: x, y and truth of the same phantoms")
-    p.add_argument("--eval-count", type=int, default=None, help="pairs in eval/ (default: --count)")
+    p.add_argument("--eval-count", type=int, default=None, help="with --paired: pairs in eval/ (default: --count)")
     p.add_argument("--jitter", type=float, default=0.0,
                    help="spread of probe parameters and pixel size per image, 0..2 (default 0: the presets)")
-    p.add_argument("--pixel-mm", type=float, default=0.25, help="pixel spacing in mm, window geometry (default 0.25)")
+    p.add_argument("--pixel-mm", type=float, default=None,
+                   help=f"pixel spacing in mm, window geometry (default {SimulateConfig.pixel_mm:g})")
     p.add_argument("--geometry", choices=GEOMETRIES, default="window",
                    help="window: tissue rectangle, beams straight down (default); fan: the whole sector / convex scan")
     p.add_argument("--model", choices=MODELS, default="grid",
@@ -50,22 +69,28 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--twins", type=int, default=0, metavar="N",
                    help="also write N pairs of consecutive frames of one phantom (twins/a, twins/b: x and y each), "
                         "part of the speckle renewed between them, for the temporal loss term (grid model, window)")
-    p.add_argument("--renewal", type=float, nargs=2, default=(0.02, 0.3), metavar=("LO", "HI"),
-                   help="range of the fraction of speckle a twin's second frame renews, drawn log-uniformly "
-                        "(default 0.02 0.3)")
-    p.add_argument("--depth-mm", type=float, default=120.0, help="depth shown by fan images in mm (default 120)")
+    p.add_argument("--renewal", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="with --twins: range of the fraction of speckle a twin's second frame renews, drawn "
+                        "log-uniformly (default {:g} {:g})".format(*SimulateConfig.renewal))
+    p.add_argument("--depth-mm", type=float, default=None,
+                   help=f"depth shown by fan images in mm (default {SimulateConfig.depth_mm:g})")
     p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
     p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
     p.add_argument("--figure", type=Path, help="write a figure (.png, .pdf, .svg...) with low, high and truth side by side")
     args = p.parse_args(argv)
     if args.out is None and args.cine is None and args.figure is None:
         p.error("nothing to do: give --out, --cine and/or --figure")
+    unused = _unused_flag(args)
+    if unused:
+        p.error(unused)
+    given = {"pixel_mm": args.pixel_mm, "depth_mm": args.depth_mm,
+             "renewal": None if args.renewal is None else tuple(args.renewal)}
     try:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
-                              eval_count=args.eval_count, jitter=args.jitter, pixel_mm=args.pixel_mm,
-                              geometry=args.geometry, depth_mm=args.depth_mm, cine=args.cine, cine_frames=args.cine_frames,
-                              figure=args.figure, model=args.model, aberration_ns=args.aberration,
-                              needle=args.needle, twins=args.twins, renewal=tuple(args.renewal))
+                              eval_count=args.eval_count, jitter=args.jitter, geometry=args.geometry,
+                              cine=args.cine, cine_frames=args.cine_frames, figure=args.figure, model=args.model,
+                              aberration_ns=args.aberration, needle=args.needle, twins=args.twins,
+                              **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         p.error(str(exc))
     raise AssertionError("unreachable")  # p.error exits
