@@ -264,12 +264,17 @@ def test_cli_bad_flags_exit_non_zero_with_one_line(argv: list[str], message: str
         (["--geometry", "fan", "--pixel-mm", "0.1"], ("--pixel-mm", "--geometry fan")),
         (["--renewal", "0.1", "0.2"], ("--renewal", "--twins")),
         (["--twins", "0", "--renewal", "0.1", "0.2"], ("--renewal", "--twins")),
+        (["--cine-frames", "10"], ("--cine-frames", "--cine")),
+        (["--no-out", "--figure", "f.png", "--jitter", "1"], ("--jitter", "--out")),
+        (["--no-out", "--cine", "c.avi", "--pixel-mm", "0.1"], ("--pixel-mm", "--out or --figure")),
     ],
 )
 def test_cli_refuses_a_flag_the_others_leave_unused(argv: list[str], flags: tuple[str, str], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = [] if "--no-out" in argv else ["--out", str(tmp_path / "d")]
+    argv = [str(tmp_path / a) if a.endswith((".png", ".avi")) else a for a in argv if a != "--no-out"]
     with pytest.raises(SystemExit) as exc:
-        main(["--out", str(tmp_path / "d"), "--size", "16", *argv])
+        main([*out, "--size", "16", *argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(flag in err[0] for flag in flags), err
@@ -291,6 +296,13 @@ def test_cli_takes_those_flags_where_they_apply(flags: list[str], expected: dict
     assert main(["--out", str(tmp_path / "d"), "--count", "1", "--size", "16", *flags]) == 0
     config = yaml.safe_load((tmp_path / "d" / "simulate.yaml").read_text())["config"]
     assert {k: config[k] for k in expected} == expected
+
+
+def test_the_figure_is_drawn_at_the_pixel_size_given(tmp_path: Path) -> None:
+    assert main(["--figure", str(tmp_path / "a.png"), "--size", "48", "--seed", "3"]) == 0
+    assert main(["--figure", str(tmp_path / "b.png"), "--size", "48", "--seed", "3", "--pixel-mm", "0.1"]) == 0
+    a, b = (cv2.imread(str(tmp_path / n)) for n in ("a.png", "b.png"))
+    assert a.shape == b.shape and (a != b).mean() > 0.1  # another tissue window: 0.1 mm pixels see less of it
 
 
 @pytest.mark.parametrize("model", ["grid", "points"])

@@ -33,8 +33,13 @@ def _unused_flag(args: Namespace) -> str | None:
          "--depth-mm needs --geometry fan (the window geometry's pixel is --pixel-mm)"),
         (args.pixel_mm is not None, args.geometry != "fan",
          "--pixel-mm does not apply to --geometry fan (a fan image's pixel is --depth-mm / its height)"),
+        (args.pixel_mm is not None, args.out is not None or args.figure is not None,
+         "--pixel-mm needs --out or --figure (the --cine sweep is at 0.25 mm pixels)"),
         (args.renewal is not None, args.twins > 0,
          "--renewal needs --twins N (it sets how much of a twin's speckle is renewed)"),
+        (args.cine_frames is not None, args.cine is not None, "--cine-frames needs --cine (the video it sets the length of)"),
+        (args.jitter is not None, args.out is not None,
+         "--jitter needs --out (it draws the probes of a data set's images; --figure and --cine show the preset probes)"),
     ):
         if given and not used:
             return message
@@ -50,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--paired", action="store_true", help="also write eval/: x, y and truth of the same phantoms")
     p.add_argument("--eval-count", type=int, default=None, help="with --paired: pairs in eval/ (default: --count)")
-    p.add_argument("--jitter", type=float, default=0.0,
-                   help="spread of probe parameters and pixel size per image, 0..2 (default 0: the presets)")
+    p.add_argument("--jitter", type=float, default=None,
+                   help="with --out: spread of probe parameters and pixel size per image, 0..2 (default 0: the presets)")
     p.add_argument("--pixel-mm", type=float, default=None,
                    help=f"pixel spacing in mm, window geometry (default {SimulateConfig.pixel_mm:g})")
     p.add_argument("--geometry", choices=GEOMETRIES, default="window",
@@ -74,8 +79,10 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
                         "log-uniformly (default {:g} {:g})".format(*SimulateConfig.renewal))
     p.add_argument("--depth-mm", type=float, default=None,
                    help=f"depth shown by fan images in mm (default {SimulateConfig.depth_mm:g})")
-    p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4)")
-    p.add_argument("--cine-frames", type=int, default=150, help="frames in the video (default 150)")
+    p.add_argument("--cine", type=Path, help="write a video of the low probe sweeping a phantom (.avi or .mp4): the "
+                                             "grid model's preset probe at 0.25 mm pixels, --size and --seed")
+    p.add_argument("--cine-frames", type=int, default=None,
+                   help=f"with --cine: frames in the video (default {SimulateConfig.cine_frames})")
     p.add_argument("--figure", type=Path, help="write a figure (.png, .pdf, .svg...) with low, high and truth side by side")
     args = p.parse_args(argv)
     if args.out is None and args.cine is None and args.figure is None:
@@ -83,12 +90,12 @@ def parse_args(argv: list[str] | None = None) -> SimulateConfig:
     unused = _unused_flag(args)
     if unused:
         p.error(unused)
-    given = {"pixel_mm": args.pixel_mm, "depth_mm": args.depth_mm,
-             "renewal": None if args.renewal is None else tuple(args.renewal)}
+    given = {"pixel_mm": args.pixel_mm, "depth_mm": args.depth_mm, "jitter": args.jitter,
+             "cine_frames": args.cine_frames, "renewal": None if args.renewal is None else tuple(args.renewal)}
     try:
         return SimulateConfig(out=args.out, count=args.count, size=args.size, seed=args.seed, paired=args.paired,
-                              eval_count=args.eval_count, jitter=args.jitter, geometry=args.geometry,
-                              cine=args.cine, cine_frames=args.cine_frames, figure=args.figure, model=args.model,
+                              eval_count=args.eval_count, geometry=args.geometry,
+                              cine=args.cine, figure=args.figure, model=args.model,
                               aberration_ns=args.aberration, needle=args.needle, twins=args.twins,
                               **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:

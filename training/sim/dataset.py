@@ -325,9 +325,10 @@ def write_dataset(
 
 
 def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = (256, 256), *,
-                 geometry: str = "window", depth_mm: float = 120.0, model: str = "grid",
+                 pixel_mm: float = 0.25, geometry: str = "window", depth_mm: float = 120.0, model: str = "grid",
                  aberration_ns: float = 0.0, needle: bool = False) -> Path:
-    """PNG of one phantom: low-probe image, high-probe image and the truth, side by side.
+    """PNG of one phantom (the preset probes; ``pixel_mm`` for the window geometry): low-probe
+    image, high-probe image and the truth, side by side.
 
     The truth panel shows the echogenicity in dB (-40..+15) with the outlines of vessels (cyan),
     lesions (red), specular interfaces (yellow) and the homogeneous parenchyma (green).
@@ -335,7 +336,7 @@ def write_figure(path: str | Path, seed: int = 0, size: int | tuple[int, int] = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x, y, truth = simulate_pair(seed, size, geometry=geometry, depth_mm=depth_mm, model=model,
+    x, y, truth = simulate_pair(seed, size, pixel_mm=pixel_mm, geometry=geometry, depth_mm=depth_mm, model=model,
                                 aberration_ns=aberration_ns, needle=needle)
     wall = f"\nthrough a {aberration_ns:g} ns rms body wall" if aberration_ns > 0 else ""
     fig = Figure(figsize=(12, 4.8 if wall else 4.4), dpi=110)
@@ -384,7 +385,8 @@ def run(config: SimulateConfig) -> dict[str, int]:
     if config.cine is not None:
         written["cine_frames"] = write_cine(config.cine, config.cine_frames, size=config.size, seed=config.seed)
     if config.figure is not None:
-        write_figure(config.figure, config.seed, config.size, geometry=config.geometry, depth_mm=config.depth_mm,
-                     model=config.model, aberration_ns=config.aberration_ns, needle=config.needle)
+        write_figure(config.figure, config.seed, config.size, pixel_mm=config.pixel_mm, geometry=config.geometry,
+                     depth_mm=config.depth_mm, model=config.model, aberration_ns=config.aberration_ns,
+                     needle=config.needle)
         written["figure"] = 1
     return written
