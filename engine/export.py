@@ -56,7 +56,8 @@ def _parse(argv: list[str] | None) -> ExportConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("engine").setLevel(logging.INFO)  # its stages; not the exporter libraries' chatter
     try:
         readable_file(config.checkpoint, "--checkpoint")
         check_output_file(config.out, "--out", create=True)

@@ -200,7 +200,8 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
 
     stack = list(frames)
     ds = pydicom.dcmread(src)
-    pixels = np.stack(stack) if len(stack) > 1 else stack[0]
+    # a multi-frame object (NumberOfFrames present, even at 1) stays one: its IOD requires the tag
+    pixels = np.stack(stack) if len(stack) > 1 or "NumberOfFrames" in ds else stack[0]
     ds.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=8)
     for keyword in _STALE_PIXEL_TAGS:  # they describe the source's pixel values, not ours
         if keyword in ds:

@@ -89,6 +89,18 @@ def test_pictures_folders_dicom_and_video(tmp_path: Path, onnx_model: Path, desp
     assert cv2.VideoCapture(str(out / "clip.avi")).get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
 
 
+def test_a_one_frame_multi_frame_dicom_stays_multi_frame(tmp_path: Path, onnx_model: Path, despeckler) -> None:
+    """The Multi-frame Image Storage IOD requires NumberOfFrames, also for one frame: the output keeps it."""
+    frame = random_frames(1, (40, 48), seed=3)[0]
+    _write_dicom(tmp_path / "one.dcm", frame[np.newaxis])
+    assert int(pydicom.dcmread(tmp_path / "one.dcm").NumberOfFrames) == 1
+    assert despeckle_main([str(tmp_path / "one.dcm"), "--output", str(tmp_path / "out"), "--backend", "onnxruntime",
+                           "--weights", str(onnx_model), "--threads", "1"]) == 0
+    ds = pydicom.dcmread(tmp_path / "out" / "one.dcm")
+    assert int(ds.NumberOfFrames) == 1 and ds.SOPClassUID == pydicom.dcmread(tmp_path / "one.dcm").SOPClassUID
+    np.testing.assert_array_equal(ds.pixel_array, despeckler.infer(next(read_frames(tmp_path / "one.dcm"))))
+
+
 def test_refuses_to_overwrite_its_input(tmp_path: Path, onnx_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frame = random_frames(1, (32, 32))[0]
     cv2.imwrite(str(tmp_path / "x.png"), frame)

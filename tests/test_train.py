@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
 
 from training.checkpoint import CKPT_FORMAT, CheckpointError, atomic_save, export_generator, load_checkpoint  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
+from training.data import DataError  # noqa: E402
 from training.models import DRNN  # noqa: E402
 from training.runsetup import RunOptions, resolve_config  # noqa: E402
 from training.sim import write_dataset  # noqa: E402
@@ -383,6 +385,42 @@ def test_resume_with_a_different_model_is_refused(data: Path, tmp_path: Path) ->
     train(load_config("quick"), _opts(data, tmp_path, max_steps=2))
     with pytest.raises(ConfigError, match="does not fit this run"):
         train(load_config("quick", ["model.width=4"]), _opts(data, tmp_path, resume=True))
+
+
+def test_resume_with_other_data_is_refused_and_moved_data_are_taken(data: Path, tmp_path: Path) -> None:
+    """Every checkpoint records a digest of each image set; a resumed run's crops are positions in
+    those images, so other images are refused, the same images in another folder taken."""
+    run = tmp_path / "run"
+    train(load_config("quick"), _opts(data, run, max_steps=2))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["data"]["high"].startswith("3 images, ")
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in sorted(p.name for p in (data / "high").iterdir())[:2]:
+        shutil.copy(data / "high" / name, fewer / name)
+    with pytest.raises(ConfigError, match=r"trained on other high data \(3 images, [0-9a-f]+\) than this run's \(2 images"):
+        train(load_config("quick"), RunOptions(out=run, low=data / "low", high=fewer, progress=False, resume=True))
+    moved = tmp_path / "moved"
+    shutil.copytree(data / "high", moved)
+    result = train(load_config("quick"), RunOptions(out=run, low=data / "low", high=moved, progress=False,
+                                                   resume=True, max_steps=1))
+    assert result.status == "stopped"
+
+
+def test_unreadable_training_images_are_skipped_and_small_ones_named(data: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    low = tmp_path / "low"
+    shutil.copytree(data / "low", low)
+    (low / "broken.png").write_bytes(b"\x89PNG not an image")
+    (low / "day2").mkdir()
+    with caplog.at_level(logging.INFO, logger="training"):
+        result = train(load_config("quick"), RunOptions(out=tmp_path / "run", low=low, high=data / "high",
+                                                       progress=False, max_steps=1))
+    assert result.status == "stopped"
+    assert f"{low}: 3 image(s) read, 1 unreadable file(s) skipped; its sub-folders are not read (day2)" in caplog.text
+    small = low / "small.png"
+    cv2.imwrite(str(small), np.zeros((20, 64), np.uint8))
+    with pytest.raises(DataError, match=rf"1 image\(s\) smaller than the 32x32 g_pretrain G-input crop \({small} is 20x64\)"):
+        train(load_config("quick"), RunOptions(out=tmp_path / "run2", low=low, high=data / "high", progress=False))
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path: Path) -> None:

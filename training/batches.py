@@ -7,6 +7,8 @@ its step counter (what makes ``--resume`` exact) and costs no memory for 12,000 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data import DataError, cut, random_positions, read_folder, read_pairs, window_positions
+from training.data import (
+    DataError,
+    cut,
+    eval_x_paths,
+    iter_named_frames,
+    random_positions,
+    read_pairs,
+    window_positions,
+)
 
 __all__ = ["ImageSet", "Twins", "folder_list", "load_images", "load_pairs", "load_twins"]
+
+log = logging.getLogger(__name__)
 
 
 class ImageSet:
@@ -25,26 +37,39 @@ class ImageSet:
     Args:
         images: 2-D ``uint8`` arrays (any sizes).
         source: where they came from (a folder), for error messages.
+        names: each image's name (its file), for error messages; default ``image #i``.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], source: str) -> None:
+    def __init__(self, images: Sequence[np.ndarray], source: str, names: Sequence[str] | None = None) -> None:
         if not images:
             raise DataError(f"{source}: no images")
         self.images = list(images)
         self.source = source
+        self.names = list(names) if names is not None else [f"image #{i}" for i in range(len(self.images))]
         self.shapes = np.array([im.shape for im in self.images], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def fingerprint(self) -> str:
+        """A digest of the images in order (their shapes and pixels, BLAKE2b): the same data give the
+        same string wherever they are stored; what ``--resume`` compares (a checkpoint's crops are
+        positions in these images)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for im in self.images:
+            digest.update(np.asarray(im.shape, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(im).tobytes())
+        return f"{len(self.images)} images, {digest.hexdigest()}"
+
     def require(self, size: int, what: str) -> None:
         """Raise :class:`DataError` if any image is smaller than ``size x size`` (``what`` names the use)."""
         small = np.flatnonzero(self.shapes.min(axis=1) < size)
         if small.size:
-            h, w = self.shapes[small[0]]
+            listed = ", ".join(f"{self.names[i]} is {self.shapes[i][0]}x{self.shapes[i][1]}" for i in small[:3])
+            more = f" and {small.size - 3} more" if small.size > 3 else ""
             raise DataError(
                 f"{self.source}: {small.size} image(s) smaller than the {size}x{size} {what} crop "
-                f"(e.g. image #{small[0]} is {h}x{w}); use smaller crops or larger images"
+                f"({listed}{more}); use smaller crops or larger images"
             )
 
     def random_positions(self, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,8 +86,18 @@ class ImageSet:
 
 
 def load_images(folder: str | Path) -> ImageSet:
-    """All images of ``folder`` (pictures, DICOM, videos: :func:`training.data.read_folder`)."""
-    return ImageSet(read_folder(folder), str(folder))
+    """All images of ``folder`` (pictures, DICOM, videos; its own files, not its sub-folders':
+    :func:`training.data.iter_named_frames`).  A file that cannot be read is logged and skipped;
+    one line tells how many images were read and how many files skipped (a folder with no readable
+    image raises :class:`DataError`)."""
+    skipped: list[Path] = []
+    named = list(iter_named_frames(folder, skip_bad=True, on_skip=lambda path, _: skipped.append(path)))
+    subfolders = sorted(p.name for p in Path(folder).iterdir() if p.is_dir()) if Path(folder).is_dir() else []
+    log.info("%s: %d image(s) read%s%s", folder, len(named),
+             f", {len(skipped)} unreadable file(s) skipped" if skipped else "",
+             f"; its sub-folders are not read ({', '.join(subfolders[:3])}{', ...' if len(subfolders) > 3 else ''})"
+             if subfolders else "")
+    return ImageSet([frame for _, frame in named], str(folder), [name for name, _ in named])
 
 
 def folder_list(folders: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -78,12 +113,20 @@ def load_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[ImageSet, Im
         raise DataError("no folder of pairs given")
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    names: list[str] = []
     for folder in folders:
         fx, fy = read_pairs(folder)
         xs += fx
         ys += fy
+        names += [str(p) for p in eval_x_paths(folder)]
     name = ", ".join(str(f) for f in folders)
-    return ImageSet(xs, f"{name} (x)"), ImageSet(ys, f"{name} (y)")
+    return ImageSet(xs, f"{name} (x)", names), ImageSet(ys, f"{name} (y)", [_partner(n) for n in names])
+
+
+def _partner(x_name: str) -> str:
+    """The name of ``x_NNN``'s partner ``y_NNN`` in the same folder."""
+    path = Path(x_name)
+    return str(path.with_name("y" + path.name[1:]))
 
 
 @dataclass(frozen=True)

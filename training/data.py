@@ -35,6 +35,7 @@ __all__ = [
     "read_frames",
     "dicom_spacing",
     "iter_frames",
+    "iter_named_frames",
     "list_files",
     "read_folder",
     "eval_x_paths",
@@ -225,7 +226,9 @@ def list_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     known = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
     files = sorted(p for p in candidates if p.is_file() and (p.suffix.lower() in known or _is_dicom(p)))
     if not files:
-        raise DataError(f"{folder}: no images, DICOM files or videos")
+        nested = not recursive and any(p.is_dir() for p in folder.iterdir())
+        raise DataError(f"{folder}: no images, DICOM files or videos"
+                        + (" (its sub-folders are not read here)" if nested else ""))
     return files
 
 
@@ -237,18 +240,28 @@ def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False, r
     readable frame at all still raises), and ``on_skip(path, reason)`` is called for each after
     the log line (to count them); without it the first bad file raises :class:`DataError`.
     """
+    for _, frame in iter_named_frames(source, every, skip_bad=skip_bad, recursive=recursive, on_skip=on_skip):
+        yield frame
+
+
+def iter_named_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False, recursive: bool = False,
+                      on_skip: Callable[[Path, str], None] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, frame)`` for each frame of :func:`iter_frames` (same arguments): ``name`` is the
+    file's path, followed by `` frame #i`` for the later frames of a cine or video, for messages
+    that name the culprit."""
     source = Path(source)
     if source.is_file():
-        yield from read_frames(source, every)
+        for i, frame in enumerate(read_frames(source, every)):
+            yield _frame_name(source, i * every), frame
         return
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
     produced = bad = 0
     for path in list_files(source, recursive):
         try:
-            for frame in read_frames(path, every):
+            for i, frame in enumerate(read_frames(path, every)):
                 produced += 1
-                yield frame
+                yield _frame_name(path, i * every), frame
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -258,6 +271,10 @@ def iter_frames(source: str | Path, every: int = 1, *, skip_bad: bool = False, r
                 on_skip(path, str(exc))
     if produced == 0:
         raise DataError(f"{source}: none of its files could be read ({bad} bad)")
+
+
+def _frame_name(path: Path, index: int) -> str:
+    return str(path) if index == 0 else f"{path} frame #{index}"
 
 
 def read_folder(folder: str | Path, every: int = 1, *, skip_bad: bool = False) -> list[np.ndarray]:
@@ -424,8 +441,8 @@ class CropSource:
     def _load(source: str | Path | Iterable[str | Path] | Sequence[np.ndarray], every: int,
               skip_bad: bool) -> tuple[list[np.ndarray], list[str]]:
         if isinstance(source, str | Path):
-            frames = list(iter_frames(source, every, skip_bad=skip_bad))
-            return frames, [f"{source} frame #{i}" for i in range(len(frames))]
+            named = list(iter_named_frames(source, every, skip_bad=skip_bad))
+            return [frame for _, frame in named], [name for name, _ in named]
         items = list(source)
         if items and all(isinstance(x, np.ndarray) for x in items):
             for i, im in enumerate(items):

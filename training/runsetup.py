@@ -55,6 +55,14 @@ class RunData:
     twins: Twins | None = None
     input_levels: str = "off"
 
+    def fingerprints(self) -> dict[str, str]:
+        """:meth:`training.batches.ImageSet.fingerprint` of each set the run reads, by name (``low``,
+        ``pair_x``, ``twins.x_a``...): every checkpoint records them, and ``--resume`` refuses other data."""
+        sets = {"low": self.low, "high": self.high, "pair_x": self.pair_x, "pair_y": self.pair_y}
+        if self.twins is not None:
+            sets.update({f"twins.{k}": getattr(self.twins, k) for k in ("x_a", "y_a", "x_b", "y_b")})
+        return {name: images.fingerprint() for name, images in sets.items() if images is not None}
+
 
 def check_run_folder(opts: RunOptions) -> None:
     """Refuse, before any work, a run folder the run cannot write in, a fresh run into a folder

@@ -19,6 +19,7 @@ failed write during the run.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("RANK", "0") == "0":  # what was read, said once under torchrun
+        logging.getLogger("training").setLevel(logging.INFO)
     from training.data import DataError
     from training.runsetup import RunOptions, resolve_config
     from training.trainer import train

@@ -106,6 +106,7 @@ class Trainer:
         if cfg.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.threads)
         self.data = load_data(cfg, opts)
+        self.fingerprints = self.data.fingerprints()  # recorded in every checkpoint, compared on --resume
         torch.manual_seed(cfg.seed)
         self.g = DRNN(**dataclasses.asdict(cfg.model)).to(self.device)
         if opts.init is not None:
@@ -358,6 +359,7 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "code_version": self.code_version,
             "input_levels": self.data.input_levels,
+            "data": self.fingerprints,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], source: Path) -> None:
@@ -366,6 +368,11 @@ class Trainer:
         if levels != self.data.input_levels:
             raise ConfigError(f"--resume: checkpoint {source} was trained on inputs at grey levels {levels!r}, "
                               f"this run's data are at {self.data.input_levels!r} (training.data.LEVELS_FILE)")
+        for name, was in ckpt.get("data", {}).items():  # checkpoints before 2026-11-28 have none
+            now = self.fingerprints.get(name)
+            if now != was:
+                raise ConfigError(f"--resume: checkpoint {source} was trained on other {name} data ({was}) than "
+                                  f"this run's ({now or 'none'}): give the run's own data folders")
         try:
             self.g.load_state_dict(ckpt["generator"])
             self.d.load_state_dict(ckpt["discriminator"])
