@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         except PathError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        print(f"wrote {a.json}")
     return 1 if failed else 0
 
 
