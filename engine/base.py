@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -224,14 +224,25 @@ class WrappedDespeckler(DelegatingDespeckler):
 
     def _infer(self, frame: np.ndarray) -> np.ndarray:
         fed, after = self._around(frame)
-        out = self.inner.infer(fed)
+        out = self._fed_to(self.inner.infer, frame, fed)
         return out if after is None else after(out)
 
     def submit(self, frame: np.ndarray) -> Handle:
         self._check_open()
-        fed, after = self._around(self.input_spec.check(frame))
-        handle = self.inner.submit(fed)
+        frame = self.input_spec.check(frame)
+        fed, after = self._around(frame)
+        handle = self._fed_to(self.inner.submit, frame, fed)
         return handle if after is None else _ThenHandle(handle, after)
+
+    def _fed_to(self, call: Callable[[np.ndarray], Any], frame: np.ndarray, fed: np.ndarray) -> Any:
+        """``call(fed)``; a :class:`FrameError` of a frame this wrapper resized names the caller's frame too."""
+        try:
+            return call(fed)
+        except FrameError as exc:
+            if fed.shape[:2] == frame.shape[:2]:
+                raise
+            raise FrameError(f"a {frame.shape[0]}x{frame.shape[1]} frame, resized to {fed.shape[0]}x{fed.shape[1]} "
+                             f"for the model ({self.describe()}): {exc}") from None
 
 
 class PipelinedDespeckler(Despeckler):
@@ -246,12 +257,18 @@ class PipelinedDespeckler(Despeckler):
     def submit(self, frame: np.ndarray) -> Handle:
         """Validate ``frame`` now (errors surface here) and queue it; results come in submission order."""
         self._check_open()
-        return self._pipeline.submit(self.input_spec.check(frame))
+        frame = self.input_spec.check(frame)
+        try:
+            return self._pipeline.submit(frame)
+        except RuntimeError:
+            self._check_open()  # closed by another thread meanwhile: say so, not the worker pool's words
+            raise
 
     def _infer(self, frame: np.ndarray) -> np.ndarray:
         return self._pipeline.submit(frame).result()
 
     def close(self) -> None:
         if not self._closed and self._pipeline is not None:
+            self._closed = True  # first: a frame submitted meanwhile is told the despeckler is closed
             self._pipeline.close()
         super().close()

@@ -61,6 +61,9 @@ class ThreadPipeline:
             self._slots.release()
 
     def submit(self, frame: np.ndarray) -> Handle:
+        """Queue a copy of ``frame`` (the worker reads it later: the caller may refill its buffer
+        as soon as this returns, as a frame grabber does)."""
+        frame = frame.copy()
         self._slots.acquire()
         try:
             future = self._executor.submit(self._run, frame)

@@ -153,6 +153,8 @@ def create_backend(backend: str = "auto", weights: str | Path | None = None, **o
     if weights is not None and is_auto_name(weights):
         weights = _live_weights(backend, options)
     if weights is not None:
+        if not cls.has_model:
+            raise ValueError(f"backend {backend!r} runs no model and takes no weights, got {weights!s}")
         options["weights"] = weights
     return cls(**options)
 

@@ -24,7 +24,10 @@ __all__ = ["check_strength", "strength_arg", "blend", "BlendedDespeckler", "insi
 
 
 def check_strength(strength: float) -> float:
-    """``strength`` as a float, or ``ValueError`` unless ``0 <= strength <= 1``."""
+    """``strength`` as a float, or ``ValueError`` unless it is a number (not a bool or a string) with
+    ``0 <= strength <= 1``."""
+    if isinstance(strength, bool) or not isinstance(strength, int | float | np.number):
+        raise ValueError(f"strength must be a number between 0 and 1, got {strength!r}")
     s = float(strength)
     if not 0.0 <= s <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
@@ -54,7 +57,8 @@ class BlendedDespeckler(WrappedDespeckler):
         self.strength = check_strength(strength)
 
     def _around(self, frame: np.ndarray) -> Around:
-        return frame, lambda out: blend(frame, out, self.strength)
+        kept = frame.copy()  # blended in when a submitted frame's result comes: the caller may refill its buffer
+        return frame, lambda out: blend(kept, out, self.strength)
 
     def describe(self) -> str:
         return f"{self.inner.describe()}, strength {self.strength:g}"

@@ -49,7 +49,11 @@ class Subscriber:
 
     ``curve_keys``: the key directory of ``python -m stream.keys`` when the publisher runs with
     ``--curve-keys``.  Images are read-only views of the received buffers (copy to modify).
-    A bad endpoint or key directory raises at once (``TransportError``, ``SecurityError``).
+    A malformed endpoint (not a string, a bad port) or key directory raises at once
+    (``TransportError``, ``SecurityError``); a host that is down or whose name does not resolve is
+    retried in the background, as ZeroMQ does.  Iterating waits for the next frame however long
+    it takes; a loop that must notice a silent publisher polls :meth:`latest` with a timeout.
+    Close it (or use it in a ``with`` block): its receiving thread and socket live until then.
     """
 
     def __init__(

@@ -46,7 +46,9 @@ class TransportError(RuntimeError):
 def check_endpoint(endpoint: str, *, bind: bool) -> None:
     """Raise ``ValueError`` for a ``tcp://`` endpoint whose port is not 1..65535 (``*``, a free
     port, when binding).  libzmq does not check: it binds ``:70000`` as port 4464 and connects
-    to ``:99999`` without an error.  Other schemes are left to libzmq."""
+    to ``:99999`` without an error.  Other schemes are left to libzmq; a non-string is refused."""
+    if not isinstance(endpoint, str):
+        raise ValueError(f"{endpoint!r}: an endpoint is a string such as tcp://127.0.0.1:5556")
     if not endpoint.startswith("tcp://"):
         return
     _, colon, port = endpoint.rpartition(":")

@@ -83,6 +83,12 @@ def test_tcp_ports_are_checked_where_libzmq_does_not() -> None:
     for bad in ("tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://127.0.0.1:65536", "tcp://127.0.0.1"):
         with pytest.raises(ValueError, match="port must be"):
             check_endpoint(bad, bind=False)
+    with pytest.raises(ValueError, match="an endpoint is a string such as tcp://"):
+        check_endpoint(None, bind=False)  # type: ignore[arg-type]
+    from stream.client import Subscriber
+
+    with pytest.raises(TransportError, match="^Subscriber None: an endpoint is a string"):
+        Subscriber(None)  # type: ignore[arg-type]
     ctx = zmq.Context()
     try:  # libzmq alone would bind this as port 4464
         with pytest.raises(TransportError, match=r"^--publish tcp://127\.0\.0\.1:70000: the port must be"):

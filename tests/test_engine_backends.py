@@ -223,3 +223,56 @@ def test_the_fast_model_without_the_preset_mapping_is_named_in_a_warning(caplog:
     assert len(warnings) == 2 and all(" was trained on frames at the preset grey levels; " in w for w in warnings)
     assert warnings[0].startswith("drnn_fast.onnx") and "levels 'off'" in warnings[0]
     assert warnings[1].startswith("drnn_fast_int8.onnx") and "levels 'range'" in warnings[1]
+
+
+@pytest.mark.parametrize("options", [{"levels": "off"}, {"strength": 0.5}, {"levels": "off", "flip_average": True}])
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_a_submitted_frame_may_be_refilled_at_once(model_files: dict[str, Path], backend: str, options: dict) -> None:
+    """A grabber refills its buffer as soon as ``submit`` returns: the result is the first frame's."""
+    first, second = random_frames(2, (48, 64), seed=21)
+    weights = model_files["onnx" if backend == "onnxruntime" else "pt"]
+    with create_despeckler(backend, weights, threads=1, **options) as d:
+        expected = d.infer(first)
+        buffer = first.copy()
+        handle = d.submit(buffer)
+        buffer[:] = second
+        np.testing.assert_array_equal(handle.result(), expected)
+
+        def refilled():
+            buffer[:] = first
+            yield buffer
+            buffer[:] = second
+            yield buffer
+
+        np.testing.assert_array_equal(d.map(refilled())[0], expected)
+
+
+def test_a_graph_that_changes_the_frame_shape_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+    graph = helper.make_graph([helper.make_node("Transpose", [INPUT_NAME], [OUTPUT_NAME], perm=[1, 0])], "t",
+                              [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["h", "w"])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, ["w", "h"])])
+    path = tmp_path / "transpose.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    with create_despeckler("onnxruntime", path, levels="off") as d:
+        with pytest.raises(WeightsError, match=r"transpose.onnx: not a despeckler export: a 48x64 frame came out 64x48"):
+            d.infer(random_frames(1, (48, 64))[0])
+
+
+def test_a_frame_resized_outside_the_profile_names_the_callers_frame(model_files: dict[str, Path]) -> None:
+    with create_despeckler("onnxruntime", model_files["onnx"], spacing_mm=(1.0, 1.0), threads=1) as d:
+        with pytest.raises(FrameError, match=r"a 2100x40 frame, resized to 4200x80 for the model .*outside the "
+                                             r"engine's profile"):
+            d.infer(np.full((2100, 40), 100, np.uint8))
+
+
+def test_options_of_the_wrong_kind_are_refused() -> None:
+    with pytest.raises(ValueError, match="backend 'identity' runs no model and takes no weights, got fast"):
+        create_despeckler("identity", weights="fast")
+    for strength in (True, "0.5", None):
+        with pytest.raises(ValueError, match="strength must be a number between 0 and 1"):
+            create_despeckler("identity", strength=strength)

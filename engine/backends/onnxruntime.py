@@ -110,6 +110,9 @@ class OnnxRuntimeDespeckler(PipelinedDespeckler):
 
     def _run(self, frame: np.ndarray) -> np.ndarray:
         (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: frame})
+        if out.shape != frame.shape:  # the graph's dimensions are symbolic: checked on the first frames
+            raise WeightsError(f"{self.weights}: not a despeckler export: a {frame.shape[0]}x{frame.shape[1]} frame "
+                               f"came out {'x'.join(map(str, out.shape))}")
         return out
 
     def describe(self) -> str:
