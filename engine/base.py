@@ -257,15 +257,17 @@ class PipelinedDespeckler(Despeckler):
     def submit(self, frame: np.ndarray) -> Handle:
         """Validate ``frame`` now (errors surface here) and queue it; results come in submission order."""
         self._check_open()
-        frame = self.input_spec.check(frame)
+        return self._queue(self.input_spec.check(frame))
+
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
+        return self._queue(frame).result()
+
+    def _queue(self, frame: np.ndarray) -> Handle:
         try:
             return self._pipeline.submit(frame)
         except RuntimeError:
             self._check_open()  # closed by another thread meanwhile: say so, not the worker pool's words
             raise
-
-    def _infer(self, frame: np.ndarray) -> np.ndarray:
-        return self._pipeline.submit(frame).result()
 
     def close(self) -> None:
         if not self._closed and self._pipeline is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,29 @@ def test_options_of_the_wrong_kind_are_refused() -> None:
     for strength in (True, "0.5", None):
         with pytest.raises(ValueError, match="strength must be a number between 0 and 1"):
             create_despeckler("identity", strength=strength)
+
+
+def test_frames_sent_while_another_thread_closes_are_told_it_is_closed(model_files: dict[str, Path]) -> None:
+    """Every call that loses the race with ``close`` gets the despeckler's own "closed" error, not
+    the worker pool's; the calls before it get their frames."""
+    frame = random_frames(1, (32, 32), seed=5)[0]
+    errors: list[str] = []
+    done = []
+    d = create_despeckler("onnxruntime", model_files["onnx"], threads=1, levels="off")
+
+    def work() -> None:  # until the despeckler is closed under it
+        for _ in range(100_000):
+            try:
+                done.append(d.infer(frame).shape)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    d.close()
+    for t in threads:
+        t.join()
+    assert errors == ["onnxruntime despeckler is closed"] * 3, set(errors)
+    assert set(done) <= {(32, 32)}
