@@ -184,8 +184,8 @@ def first_frame(source: Source, timeout: float = FIRST_FRAME_S) -> tuple[np.ndar
     if not result:
         raise SourceError(f"--source {source.name}: no frame within {timeout:g} s")
     if isinstance(result[0], StopIteration):
-        raise SourceError(f"--source {source.name}: holds no frames that can be read (is it a picture, a video "
-                          "or a DICOM file?)")
+        hint = "" if source.live else " (is it a picture, a video or a DICOM file?)"
+        raise SourceError(f"--source {source.name}: holds no frames that can be read{hint}")
     if isinstance(result[0], Exception):
         raise result[0]
     return result[0], frames
