@@ -271,10 +271,15 @@ def evaluate(weights: str | Path, eval_dir: str | Path, limit: int = 0, progress
     return evaluate_many({str(weights): generator_function(weights)}, eval_dir, limit, progress)[str(weights)]
 
 
+#: height of the label strip above :func:`write_example`'s columns, pixels.
+LABEL_STRIP = 24
+
+
 def write_example(run: Callable[[np.ndarray], np.ndarray], eval_dir: str | Path, png: str | Path,
-                  indices: tuple[int, ...] = (0, 1)) -> Path:
+                  indices: tuple[int, ...] = (0, 1), name: str = "G") -> Path:
     """PNG with one row per pair index: ``x | run(x) | y`` at full resolution (``run``: e.g.
-    :func:`generator_function`)."""
+    :func:`generator_function`), under a strip of :data:`LABEL_STRIP` pixels that names the
+    columns (``name``: the model's, for the middle one)."""
     import cv2
 
     xs, ys = read_pairs(eval_dir)
@@ -282,7 +287,13 @@ def write_example(run: Callable[[np.ndarray], np.ndarray], eval_dir: str | Path,
     png = Path(png)
     if not cv2.haveImageWriter(str(png)):
         raise ValueError(f"{png}: OpenCV cannot write {png.suffix or 'files without a suffix'!r}")
-    ok, data = cv2.imencode(png.suffix, np.concatenate(rows, axis=0))
+    mosaic = np.concatenate(rows, axis=0)
+    strip = np.zeros((LABEL_STRIP, mosaic.shape[1]), np.uint8)
+    w = xs[indices[0]].shape[1] if indices[0] < len(xs) else mosaic.shape[1] // 3
+    for col, text in enumerate(("x (input)", f"{name}(x)", "y (high probe)")):
+        scale = min(0.5, 0.9 * w / max(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0], 1))
+        cv2.putText(strip, text, (col * w + 4, LABEL_STRIP - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 1, cv2.LINE_AA)
+    ok, data = cv2.imencode(png.suffix, np.concatenate([strip, mosaic], axis=0))
     if not ok:
         raise OSError(f"{png}: OpenCV could not encode the image")
     return atomic_write_bytes(png, data.tobytes())
@@ -381,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(results, indent=2))})
         if a.figure:
-            write_example(runs[last], a.eval, a.figure)
+            write_example(runs[last], a.eval, a.figure, name=Path(last).stem)
         if a.pairs_figure:
             from benchmarks.pairplot import plot_pairs
 

@@ -84,10 +84,12 @@ def ssnr(image: np.ndarray, mask: np.ndarray | None = None, window: int = DEFAUL
     (every position, stride 1) that lie fully inside ``mask``; ``mu_k`` and ``sigma_k`` are
     the mean and population standard deviation of the grey levels in window k.  Fully
     developed speckle on a linear envelope gives ``sqrt(pi / (4 - pi)) = 1.91``; smoothing
-    raises it.  A window with ``sigma_k = 0`` makes the result ``inf``.
+    raises it.  A window with ``sigma_k = 0`` and ``mu_k > 0`` (perfectly smooth) makes the result
+    ``inf``; an all-black window (``mu_k = sigma_k = 0``: 0/0, e.g. a sector's outside or a black
+    band inside the region) is left out.
 
     Raises:
-        MetricError: no window of that size fits inside the mask.
+        MetricError: no window of that size fits inside the mask, or every one is black.
     """
     img, m = _region(image, mask)
     if window < 3 or window % 2 == 0:
@@ -99,8 +101,12 @@ def ssnr(image: np.ndarray, mask: np.ndarray | None = None, window: int = DEFAUL
     mean_sq = ndimage.uniform_filter(img * img, window, mode="constant")
     mu = mean[inside]
     sigma = np.sqrt(np.maximum(mean_sq[inside] - mu * mu, 0.0))
+    flat = sigma <= 1e-12 * np.maximum(np.abs(mu), 1.0)
+    black = flat & (np.abs(mu) <= 1e-12)
+    if black.all():
+        raise MetricError(f"every {window}x{window} window inside the region is black (0/0)")
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(sigma > 1e-12 * np.maximum(np.abs(mu), 1.0), mu / sigma, np.inf)
+        ratio = np.where(flat, np.inf, mu / sigma)[~black]
     return float(np.mean(ratio))
 
 

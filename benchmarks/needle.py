@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_texts({"--markdown": (a.markdown, table), "--json": (a.json, json.dumps(results, indent=2))})
         if a.figure:
-            write_example(list(runs.values())[-1], a.eval, a.figure, indices=(0, 1, 2))
+            write_example(list(runs.values())[-1], a.eval, a.figure, indices=(0, 1, 2), name=Path(list(runs)[-1]).stem)
     except OSError as exc:  # training.outputs.PathError names the flag
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

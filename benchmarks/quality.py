@@ -45,7 +45,7 @@ from engine.pixels import PixelMode, pixel_mode_arg
 from engine.speckle import picture_function
 from engine.weights import SHIPPED, is_shipped_name
 from training.argparsing import OneLineParser, non_negative_int, positive_int
-from training.data import DataError, eval_x_paths
+from training.data import DataError, eval_x_paths, read_image
 
 __all__ = [
     "QualityConfig",
@@ -113,6 +113,8 @@ class MethodResult:
     note: str = ""
     values: dict[str, list[float]] = field(default_factory=dict)
     failures: int = 0
+    #: the metrics that were left out at least once (their keys).
+    failed: set[str] = field(default_factory=set)
 
     def add(self, key: str, fn: Callable[[], float]) -> None:
         """Record ``fn()``; a :class:`~benchmarks.metrics.MetricError` counts as a failure (NaN)."""
@@ -120,6 +122,7 @@ class MethodResult:
             value = fn()
         except M.MetricError:
             value, self.failures = math.nan, self.failures + 1
+            self.failed.add(key)
         self.values.setdefault(key, []).append(value)
 
     def summary(self) -> dict[str, float]:
@@ -133,10 +136,12 @@ class MethodResult:
 
 
 def _read_grey(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None  # no OpenCV warning for a missing file
-    if img is None:
-        raise QualityError(f"cannot read image {path}")
-    return img
+    """The picture at ``path`` as the engine reads it (:func:`training.data.read_image`: colour to grey,
+    16-bit by its top 8 bits, with a warning where it uses only 12 of them)."""
+    try:
+        return read_image(path)
+    except DataError as exc:
+        raise QualityError(str(exc)) from None  # it names the file
 
 
 def _rectangle(spec: str) -> tuple[int, int, int, int] | None:
@@ -161,18 +166,21 @@ def check_region_spec(spec: str, flag: str) -> None:
 
 
 def _region(spec: str | None, shape: tuple[int, int], flag: str) -> np.ndarray | None:
-    """``x,y,w,h`` (pixels) or a mask image (non-zero = inside) -> bool mask of ``shape``."""
+    """``x,y,w,h`` (pixels) or a mask image (grey level 128 or more = inside, so that a JPEG's
+    compression noise around a black and white mask stays out) -> bool mask of ``shape``."""
     if spec is None:
         return None
     rect = _rectangle(spec)
     if rect is not None:
         x, y, w, h = rect
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
+        if w <= 0 or h <= 0:
+            raise QualityError(f"{flag} {spec}: the rectangle's width and height must be > 0")
+        if x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
             raise QualityError(f"{flag} {spec}: rectangle outside the {shape[1]}x{shape[0]} image")
         mask = np.zeros(shape, bool)
         mask[y : y + h, x : x + w] = True
         return mask
-    mask = _read_grey(Path(spec)) > 0
+    mask = _read_grey(Path(spec)) >= 128
     if mask.shape != shape:
         raise QualityError(
             f"{flag} {spec}: mask is {mask.shape[1]}x{mask.shape[0]}, images are {shape[1]}x{shape[0]}"

@@ -153,7 +153,7 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
     lines += ["", markdown_table(run), "", "Notes:", ""]
     lines += [
         f"- Region: {'the `parenchyma` mask of the simulator truth' if cfg.roi is None else f'`{cfg.roi}`'}; "
-        f"SSNR averages mean/std over {cfg.window}x{cfg.window} windows inside it; ENL = SSNR².",
+        f"SSNR averages mean/std over {cfg.window}x{cfg.window} windows inside it; ENL = SSNR² per image, averaged over the images.",
         f"- KL(p‖q) = Σ p ln(p/q) in nats over {cfg.bins} grey-level bins with Laplace smoothing; "
         "KL(x, x̂) = KL(p_x ‖ p_x̂), KL(y, x̂) = KL(p_y ‖ p_x̂)"
         + (" with y the paired high-probe image." if run.paired else " with p_y pooled over all y images."),
@@ -166,8 +166,12 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
         + " (after Sattar et al.).",
         "- SSIM/PSNR against y; log-corr: Pearson correlation of ln(x̂ + 1) with ln(true echogenicity) in the liver."
         if run.paired else "- SSIM, PSNR and log-corr need paired images with a truth: empty (—) here.",
-        "- `*`: an approximation of the published method (see `docs/quality.md`):",
+        "- Reading the table: higher is better for CNR, gCNR, β, SSIM, PSNR and log-corr; lower for KL(y, x̂) and "
+        "the run time; SSNR x̂, ENL and the grain are best close to the reference y's (a plain smoothing filter "
+        "raises SSNR and ENL and coarsens the grain far beyond them); KL(x, x̂) says how far x̂ moved from the input.",
     ]
+    if any(r.note for r in run.results):
+        lines.append("- `*`: an approximation of the published method (see `docs/quality.md`):")
     if run.paired and not run.drnn_note:
         lines.insert(
             -1,
@@ -175,7 +179,7 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
             "so this is an in-distribution comparison; the baselines' parameters were not tuned to it.",
         )
     lines += [f"  - {r.label}: {r.note}" for r in run.results if r.note]
-    failures = [f"{r.label} {r.failures}" for r in run.results if r.failures]
+    failures = [f"{r.label} {r.failures} ({', '.join(sorted(r.failed))})" for r in run.results if r.failures]
     if failures:
         lines.append(
             "- Metric values left out (undefined on an image, e.g. a flat region): "
@@ -284,6 +288,8 @@ def write_figure(run: QualityRun, cfg: QualityConfig, path: Path) -> None:
     centres, pdf_x = M.intensity_pdf(fig_data["x"], region, cfg.bins)
     width = centres[1] - centres[0]
     pdf_y = M.intensity_pdf(fig_data["y"], region, cfg.bins)[1] if "y" in fig_data else None
+    pdfs = {key: M.intensity_pdf(fig_data[key], region, cfg.bins)[1] for key, _ in panels if key not in ("x", "y")}
+    top = 1.08 * max(float(p.max()) for p in [pdf_x, *([pdf_y] if pdf_y is not None else []), *pdfs.values()]) / width
     for i in range(rows * cols):
         ax_img, ax_pdf = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         if i >= len(panels):
@@ -301,10 +307,11 @@ def write_figure(run: QualityRun, cfg: QualityConfig, path: Path) -> None:
         if pdf_y is not None:
             ax_pdf.plot(centres, pdf_y / width, color="tab:green", lw=1, label="y")
         if key not in ("x", "y"):
-            ax_pdf.plot(
-                centres, M.intensity_pdf(img, region, cfg.bins)[1] / width, color="k", lw=1.3, label="x̂"
-            )
+            ax_pdf.plot(centres, pdfs[key] / width, color="k", lw=1.3, label="x̂")
         ax_pdf.set_xlim(0, 255)
+        ax_pdf.set_ylim(0, top)  # one scale for every panel, so the curves compare across them
+        if i % cols == 0:
+            ax_pdf.set_ylabel("density (1/grey level)", fontsize=7)
         ax_pdf.tick_params(labelsize=7)
         ax_pdf.legend(fontsize=7, frameon=False)
         ax_pdf.set_xlabel("grey level", fontsize=7)

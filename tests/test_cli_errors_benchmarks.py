@@ -141,7 +141,7 @@ def test_missing_output_folders_are_made(eval_dir: Path, tiny_onnx: Path, tmp_pa
                           "--markdown", str(out / "md" / "t.md"), "--figure", str(out / "fig" / "f.png")]) == 0
     assert str(tiny_onnx) in json.loads((out / "r.json").read_text())
     assert "| G(x) (DRNN) |" in (out / "md" / "t.md").read_text()
-    assert cv2.imread(str(out / "fig" / "f.png"), cv2.IMREAD_GRAYSCALE).shape == (2 * 64, 3 * 64)
+    assert cv2.imread(str(out / "fig" / "f.png"), cv2.IMREAD_GRAYSCALE).shape == (evaluate.LABEL_STRIP + 2 * 64, 3 * 64)
     assert pairplot.main(["--json", str(out / "r.json"), "--out", str(tmp_path / "pp" / "pairs.png")]) == 0
     assert (tmp_path / "pp" / "pairs.png").stat().st_size > 0
     assert not list(tmp_path.rglob(".*.tmp")) and not list(tmp_path.rglob(".write-check-*"))

@@ -239,3 +239,18 @@ def test_frames_of_a_missing_path_say_so(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"nosuch\.avi: no such file or folder"):
         next(iter_frames(tmp_path / "nosuch.avi"))
+
+
+def test_a_16_bit_picture_of_12_bit_data_is_read_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from training.data import read_image
+
+    twelve = (np.arange(64 * 64).reshape(64, 64) % 4000).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "twelve.png"), twelve)
+    with caplog.at_level("WARNING"):
+        image = read_image(tmp_path / "twelve.png")
+    assert image.max() == 16 and "largest value is 3999 (12-bit data?)" in caplog.text  # the top 8 of 16 bits
+    caplog.clear()
+    cv2.imwrite(str(tmp_path / "full.png"), twelve * 16)
+    with caplog.at_level("WARNING"):
+        assert read_image(tmp_path / "full.png").max() == 249
+    assert "12-bit" not in caplog.text

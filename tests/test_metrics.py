@@ -42,6 +42,19 @@ def test_ssnr_rejects_a_region_smaller_than_the_window(rng):
         M.ssnr(rng.random((64, 64)), mask, window=15)
 
 
+def test_ssnr_leaves_out_black_windows_and_keeps_smooth_ones_infinite(rng):
+    img = 120.0 + 8.0 * rng.standard_normal((100, 100))
+    banded = img.copy()
+    banded[:, :40] = 0.0  # a black band inside the region: 0/0 windows, left out
+    assert math.isfinite(M.ssnr(banded, window=9))
+    inner = np.zeros(img.shape, bool)
+    inner[:, 50:] = True
+    assert M.ssnr(banded, inner, window=9) == pytest.approx(M.ssnr(img, inner, window=9))
+    assert M.ssnr(np.full((40, 40), 50.0)) == math.inf  # perfectly smooth: infinite, as documented
+    with pytest.raises(M.MetricError, match="black"):
+        M.ssnr(np.zeros((40, 40)))
+
+
 def test_kl_of_identical_histograms_is_zero_and_positive_otherwise(rng):
     a = rng.normal(100, 10, (80, 80))
     assert M.region_kl(a, None, a, None) == 0.0

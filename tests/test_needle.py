@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the benchmark runs generators with torch")
 
+from benchmarks.evaluate import LABEL_STRIP  # noqa: E402
 from benchmarks.metrics import ring_mask  # noqa: E402
 from benchmarks.needle import evaluate_needles, main, needle_metrics  # noqa: E402
 from training.data import DataError, read_image, read_pairs, read_truth  # noqa: E402
@@ -71,7 +72,9 @@ def test_cli_runs_the_shipped_model_and_refuses_a_set_without_needles(needles: P
     assert main(["--weights", str(REPO / "weights" / "drnn.onnx"), "--eval", str(needles), "--json", str(out),
                  "--figure", str(figure), "--no-progress"]) == 0
     x0 = read_pairs(needles)[0][0]
-    assert read_image(figure).shape == (3 * x0.shape[0], 3 * x0.shape[1])  # three pairs, x | G(x) | y
+    picture = read_image(figure)  # a label strip over three pairs, x | G(x) | y
+    assert picture.shape == (LABEL_STRIP + 3 * x0.shape[0], 3 * x0.shape[1])
+    assert picture[:LABEL_STRIP].max() == 255 and picture[:LABEL_STRIP].min() == 0  # the labels are drawn
     res = json.loads(out.read_text())
     (only,) = res.values()
     assert set(only["g"]) == {"needle_cnr", "tip_cnr", "needle_delta", "ring_std"} and only["weakened"]["pairs_needle_cnr"] == 3

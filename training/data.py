@@ -188,6 +188,10 @@ def _picture(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"{path}: cannot read image (missing, truncated or not an image)")
+    if image.dtype == np.uint16 and 0 < int(image.max()) < 4096:
+        log.warning("%s: a 16-bit picture whose largest value is %d (12-bit data?): read as 16-bit it comes out "
+                    "dark, at most grey level %d; scale it to the full 16-bit range first", path, int(image.max()),
+                    int(np.rint(int(image.max()) * 255 / 65535)))
     return to_uint8(_grey(image, rgb=False))
 
 
