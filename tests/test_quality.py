@@ -163,6 +163,34 @@ def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
     assert rc == 0 and math.isfinite(float(_rows(out2 / "quality.csv")["input"]["cnr"]))
 
 
+def test_unpaired_masks_zero_rectangles_and_black_bands(tmp_path: Path, capsys) -> None:
+    """A JPEG mask counts from grey level 128 (its compression noise stays out), a rectangle of zero
+    width is named as such, and a black band inside the region no longer turns SSNR and ENL into inf."""
+    xs, ys = tmp_path / "x", tmp_path / "y"
+    xs.mkdir()
+    ys.mkdir()
+    for seed in (3, 4):
+        x, y, _ = simulate_pair(seed, 80)
+        x[:, 30:36] = 0  # a black band through the region
+        cv2.imwrite(str(xs / f"a{seed}.png"), x)
+        cv2.imwrite(str(ys / f"b{seed}.png"), y)
+    mask = np.zeros((80, 80), np.uint8)
+    mask[20:60, 10:70] = 255
+    cv2.imwrite(str(tmp_path / "roi.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    assert (cv2.imread(str(tmp_path / "roi.jpg"), cv2.IMREAD_GRAYSCALE) > 0).sum() > mask.astype(bool).sum()
+    from benchmarks.quality import _region
+
+    np.testing.assert_array_equal(_region(str(tmp_path / "roi.jpg"), (80, 80), "--roi"), mask.astype(bool))
+    out = tmp_path / "out"
+    assert main(["--x", str(xs), "--y", str(ys), "--roi", str(tmp_path / "roi.jpg"), "--no-drnn", "--methods",
+                 "median", "--window", "7", "--out", str(out)]) == 0  # fmt: skip
+    rows = _rows(out / "quality.csv")
+    assert all(math.isfinite(float(rows[m][k])) for m in ("input", "median") for k in ("ssnr", "enl"))
+    assert main(["--x", str(xs), "--y", str(ys), "--roi", "10,10,0,5", "--no-drnn", "--methods", "median",
+                 "--out", str(tmp_path / "out2")]) == 2  # fmt: skip
+    assert "--roi 10,10,0,5: the rectangle's width and height must be > 0" in capsys.readouterr().err
+
+
 def test_an_image_without_parenchyma_is_skipped_and_counted(eval_dir: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "eval"
     folder.mkdir()
