@@ -491,7 +491,7 @@ def test_select_cli_on_run_checkpoints(data: Path, full_run: Path, tmp_path: Pat
     assert err[-1].startswith("error:") and "none.pt" in err[-1]
 
 def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None:
-    from benchmarks.evaluate import DIAGNOSTICS, METRICS, check_targets, evaluate, markdown_table
+    from benchmarks.evaluate import DIAGNOSTICS, LABEL_STRIP, METRICS, check_targets, evaluate, markdown_table
     from benchmarks.evaluate import main as evaluate_main
     from training.runlog import plot_curves
 
@@ -535,5 +535,5 @@ def test_evaluate_and_curves(data: Path, full_run: Path, tmp_path: Path) -> None
         xs, gs = pair_values(saved, k)
         assert (int((gs < xs).sum()), xs.size) == (saved["worse_than_x"][k], saved["worse_than_x"][f"pairs_{k}"])
     assert len(saved["pairs"]["g"]["log_corr"]) == res["n"]["pairs"]
-    assert cv2.imread(str(tmp_path / "ex.png"), cv2.IMREAD_GRAYSCALE).shape == (2 * 48, 3 * 64)
+    assert cv2.imread(str(tmp_path / "ex.png"), cv2.IMREAD_GRAYSCALE).shape == (LABEL_STRIP + 2 * 48, 3 * 64)
     assert evaluate_main(["--weights", str(tmp_path / "none.pt"), "--eval", str(data / "eval")]) == 2
