@@ -9,7 +9,8 @@ Two kinds of input:
 * unpaired (``--x DIR --y DIR``, your own images): regions from ``--roi`` (``x,y,w,h`` or a
   mask image) and ``--roi-y``; KL(y, x_hat) compares with the pooled PDF of all y images; the
   contrast metrics need ``--target``.  Reference-based metrics (SSIM, PSNR, log-correlation)
-  are left empty.
+  are left empty; a row "Reference y" gives the y images' own SSNR, ENL, grain and KL to the
+  pooled PDF (:func:`reference_row`), the figures the outputs are compared with.
 
 Every method (the DRNN through :func:`engine.registry.create_despeckler`, each picture at its own
 speckle scale unless ``--pixel-mm`` says otherwise, as the engine runs pictures; and the
@@ -53,6 +54,7 @@ __all__ = [
     "QualityRun",
     "Sample",
     "MethodResult",
+    "reference_row",
     "evaluate",
     "run_quality",
     "load_eval",
@@ -354,6 +356,26 @@ def _score(
         res.add("psnr", lambda: M.psnr(s.y, out))
 
 
+def reference_row(refs: Sequence[tuple[np.ndarray, np.ndarray]], pooled_y: np.ndarray,
+                  cfg: QualityConfig) -> MethodResult:
+    """Unpaired runs: the figures of the reference images themselves (``refs``: each y image with
+    its ``--roi-y`` region), the row the paper's "reference SSNR" is: SSNR, ENL, the grain and
+    KL(p_y pooled, p_y of each image); the metrics that compare with x or need a truth stay empty."""
+    res = MethodResult("reference", "Reference y (your high probe)")
+
+    def score(y: np.ndarray, region: np.ndarray) -> None:
+        res.values.setdefault("ms", []).append(math.nan)
+        res.add("ssnr", lambda: M.ssnr(y, region, cfg.window))
+        res.add("enl", lambda: M.enl(y, region, cfg.window))
+        res.add("kl_y", lambda: M.kl_divergence(pooled_y, M.intensity_pdf(y, region, cfg.bins)[1]))
+        res.add("grain_axial", lambda: M.speckle_grain_size(y, region, 0))
+        res.add("grain_lateral", lambda: M.speckle_grain_size(y, region, 1))
+
+    for y, region in refs:
+        score(y, region)
+    return res
+
+
 @dataclass
 class QualityRun:
     """What :func:`run_quality` measured: one :class:`MethodResult` per row, the figure's images."""
@@ -417,6 +439,8 @@ def evaluate(cfg: QualityConfig) -> QualityRun:
                     _score(res, out, s, pdf_y, cfg, m.key == "reference")
                     bar.update()
                 results.append(res)
+                if m.key == "input" and not paired:
+                    results.append(reference_row(refs, pooled_y, cfg))
     drnn_note = "" if cfg.drnn else "DRNN not run (--no-drnn)"
     return QualityRun(results, figure, paired, len(samples), len(skipped), drnn_note)
 

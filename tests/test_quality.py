@@ -151,7 +151,11 @@ def test_unpaired_folders_with_a_rectangle_roi(tmp_path: Path) -> None:
                "--no-drnn", "--methods", "median", "--window", "7", "--out", str(out)])  # fmt: skip
     assert rc == 0
     rows = _rows(out / "quality.csv")
-    assert list(rows) == ["input", "median"]
+    assert list(rows) == ["input", "reference", "median"]  # the reference images' own figures, as in the paper
+    ref = rows["reference"]
+    assert all(math.isfinite(float(ref[k])) for k in ("ssnr", "enl", "kl_y", "grain_lateral"))
+    assert all(math.isnan(float(ref[k])) for k in ("kl_x", "cnr", "ssim", "log_corr"))
+    assert "SSNR closest to the reference's" in (out / "quality.md").read_text()
     assert math.isnan(float(rows["median"]["ssim"])) and math.isnan(float(rows["median"]["log_corr"]))
     assert math.isfinite(float(rows["median"]["kl_y"])) and math.isfinite(float(rows["median"]["cnr"]))
     assert "1 item(s) skipped" in (out / "quality.md").read_text()
