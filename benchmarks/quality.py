@@ -92,6 +92,7 @@ class QualityConfig:
     figure_index: int = 0
     #: how the DRNN takes the pictures' pixel spacing (:func:`engine.speckle.picture_function`).
     pixel_mm: PixelMode = "auto"
+    progress: bool = True
 
 
 @dataclass
@@ -421,7 +422,7 @@ def evaluate(cfg: QualityConfig) -> QualityRun:
         for name in cfg.methods:
             b = get_baseline(name)
             methods.append(_Method(b.name, b.display, b.note if b.approximation else "", b))
-        with tqdm(total=len(methods) * len(samples), desc="quality", unit="image") as bar:
+        with tqdm(total=len(methods) * len(samples), desc="quality", unit="image", disable=not cfg.progress) as bar:
             for m in methods:
                 bar.set_postfix_str(m.key)
                 res = MethodResult(m.key, m.label, m.note)
@@ -488,6 +489,7 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     p.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
                    help=PIXEL_PICTURES_HELP)
     p.add_argument("--limit", type=positive_int, help="use the first N images only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--bins", type=int, default=M.DEFAULT_BINS, help="histogram bins over 0..255 (default %(default)s)"
     )
@@ -532,8 +534,8 @@ def parse_args(argv: Sequence[str] | None = None) -> QualityConfig:
     except QualityError as exc:
         p.error(str(exc))
     check_outputs(p, {"--markdown": (a.markdown, None)}, folders={"--out": a.out})
-    given = {f.name: getattr(a, f.name) for f in fields(QualityConfig) if f.name not in ("methods", "drnn")}
-    return QualityConfig(**given, methods=methods, drnn=not a.no_drnn)
+    given = {f.name: getattr(a, f.name) for f in fields(QualityConfig) if f.name not in ("methods", "drnn", "progress")}
+    return QualityConfig(**given, methods=methods, drnn=not a.no_drnn, progress=not a.no_progress)
 
 
 def main(argv: list[str] | None = None) -> int:

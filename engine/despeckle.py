@@ -45,6 +45,7 @@ class DespeckleConfig:
     flip_average: bool = False
     persistence: float = 0.0
     persistence_motion: float = 0.0
+    progress: bool = True
 
 
 def _check_output(parser: OneLineParser, output: Path) -> None:
@@ -80,12 +81,13 @@ def _parse(argv: list[str] | None) -> DespeckleConfig:
                         help="0 <= A < 1: within a video or DICOM cine, the running average (1 - A) x the despeckled "
                              "frame + A x the average before is written (default: 0, none)")
     parser.add_argument("--persistence-motion", type=motion_arg, default=0.0, metavar="M", help=MOTION_HELP)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     check_motion_args(parser, args.persistence, args.persistence_motion)
     _check_output(parser, args.output)
     return DespeckleConfig(tuple(args.inputs), args.output, args.backend, args.weights, args.recursive, args.threads,
                            args.strength, args.pixel_mm, args.levels, args.flip_average, args.persistence,
-                           args.persistence_motion)
+                           args.persistence_motion, not args.no_progress)
 
 
 def run(config: DespeckleConfig) -> int:
@@ -100,7 +102,7 @@ def run(config: DespeckleConfig) -> int:
     with despeckler:
         print(f"despeckling with {despeckler.describe()}", file=sys.stderr)
         report = despeckle_files(despeckler, list(config.inputs), config.output, config.recursive, config.pixel_mm,
-                                 config.persistence, config.persistence_motion)
+                                 config.persistence, config.persistence_motion, config.progress)
     print_outcome(f"{len(report.written)} file(s), {report.frames} frame(s) written to {config.output}", report.failed)
     return 0 if report.ok else 1
 

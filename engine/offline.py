@@ -263,7 +263,7 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
 
 def despeckle_files(
     despeckler: Despeckler, inputs: list[Path], output: Path, recursive: bool = False, pixel_mm: PixelMode = "auto",
-    persistence: float = 0.0, motion: float = 0.0,
+    persistence: float = 0.0, motion: float = 0.0, progress: bool = True,
 ) -> OfflineReport:
     """Despeckle every file of ``inputs`` (files or folders) into ``output``; see the module doc.
 
@@ -274,7 +274,7 @@ def despeckle_files(
     ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
     ``persistence``: within a video or a multi-frame DICOM file, the running average of the
     despeckled frames is written (:mod:`engine.persistence`; 0: none), motion-adaptive with
-    ``motion`` grey levels (0: plain)."""
+    ``motion`` grey levels (0: plain).  ``progress``: a progress bar over the files."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -284,7 +284,7 @@ def despeckle_files(
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
     claimed: dict[Path, Path] = {}  # destination -> the source writing it
-    for src, dst in tqdm(jobs, desc="despeckle", unit="file"):
+    for src, dst in tqdm(jobs, desc="despeckle", unit="file", disable=not progress):
         first = claimed.setdefault(dst.resolve(), src)
         if first != src:
             reason = (f"{src}: its output {dst} is already {first}'s; not despeckled (rename one of them, or "

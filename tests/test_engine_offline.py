@@ -179,3 +179,11 @@ def test_output_is_checked_before_any_work(tmp_path: Path, onnx_model: Path,
     folder = tmp_path / "result.png"  # a folder named like a picture: made, and said to be a folder
     assert despeckle_main([str(tmp_path / "x.png"), "--output", str(folder), *model]) == 0
     assert f"--output {folder} is a folder" in capsys.readouterr().err and (folder / "x.png").is_file()
+
+
+def test_no_progress_leaves_out_the_bar(tmp_path: Path, onnx_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), random_frames(1, (32, 32))[0])
+    for flags, bar in (([], True), (["--no-progress"], False)):
+        assert despeckle_main([str(tmp_path / "a.png"), "--output", str(tmp_path / f"out{bar}"), "--backend",
+                               "onnxruntime", "--weights", str(onnx_model), *flags]) == 0
+        assert ("file/s" in capsys.readouterr().err) is bar
