@@ -24,6 +24,7 @@ exchanges heartbeats, so a dead publisher is noticed within 3 s; nothing on this
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,42 @@ Frame = tuple[np.ndarray, dict[str, Any]]
 _POLL_MS = 100
 
 
+class _Receiver:
+    """The receiving thread's state: the socket (owned by the thread), the newest frame and the
+    counters.  Kept apart from :class:`Subscriber`, so that the thread holds no reference to the
+    subscriber and a subscriber dropped without :meth:`Subscriber.close` can stop it."""
+
+    def __init__(self, sock: zmq.Socket, limits: Limits) -> None:
+        self.limits = limits
+        self.slot: LatestSlot[Frame] = LatestSlot()
+        self.sequence = SequenceTracker()
+        self.stop = threading.Event()
+        self.malformed = 0
+        self.gaps = 0
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._loop, args=(sock,), name="Subscriber", daemon=True)
+        self.thread.start()
+
+    def _loop(self, sock: zmq.Socket) -> None:
+        """Own ``sock``: decode every message, keep the newest frame; close the socket at the end."""
+        try:
+            while not self.stop.is_set():
+                parts = receive(sock, _POLL_MS)
+                if parts is None:
+                    continue
+                try:
+                    image, meta = decode_frame(parts, self.limits)
+                except ProtocolError:
+                    self.malformed += 1
+                    continue
+                self.gaps += self.sequence.update(meta)
+                if self.slot.put((image, meta)):
+                    self.dropped += 1
+        finally:
+            sock.close(linger=0)
+            self.slot.close()
+
+
 class Subscriber:
     """A subscription to a publisher of this protocol (``stream.run``, ``stream.grabber``).
 
@@ -53,7 +90,8 @@ class Subscriber:
     (``TransportError``, ``SecurityError``); a host that is down or whose name does not resolve is
     retried in the background, as ZeroMQ does.  Iterating waits for the next frame however long
     it takes; a loop that must notice a silent publisher polls :meth:`latest` with a timeout.
-    Close it (or use it in a ``with`` block): its receiving thread and socket live until then.
+    Close it (or use it in a ``with`` block) to stop its receiving thread and close its socket at
+    once; a subscriber dropped without closing is stopped when it is garbage-collected.
     """
 
     def __init__(
@@ -69,44 +107,33 @@ class Subscriber:
         sock = connect_subscriber(
             context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber"
         )
-        self._slot: LatestSlot[Frame] = LatestSlot()
-        self._sequence = SequenceTracker()
-        self._stop = threading.Event()
-        self.malformed = 0
-        self.gaps = 0
-        self.dropped = 0
-        self._thread = threading.Thread(
-            target=self._receive_loop, args=(sock,), name="Subscriber", daemon=True
-        )
-        self._thread.start()
+        self._receiver = _Receiver(sock, limits)
+        weakref.finalize(self, self._receiver.stop.set)
 
-    def _receive_loop(self, sock: zmq.Socket) -> None:
-        """Own ``sock``: decode every message, keep the newest frame; close the socket at the end."""
-        try:
-            while not self._stop.is_set():
-                parts = receive(sock, _POLL_MS)
-                if parts is None:
-                    continue
-                try:
-                    image, meta = decode_frame(parts, self.limits)
-                except ProtocolError:
-                    self.malformed += 1
-                    continue
-                self.gaps += self._sequence.update(meta)
-                if self._slot.put((image, meta)):
-                    self.dropped += 1
-        finally:
-            sock.close(linger=0)
-            self._slot.close()
+    @property
+    def malformed(self) -> int:
+        """Messages skipped as not valid frames of the protocol."""
+        return self._receiver.malformed
+
+    @property
+    def gaps(self) -> int:
+        """Frames the publisher numbered that never arrived."""
+        return self._receiver.gaps
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by a newer one before they were read."""
+        return self._receiver.dropped
 
     def receive(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet returned, waiting at most ``timeout`` s for one (``None``: for
         ever); ``None`` if none arrives in time or the subscriber is closed."""
-        while timeout is None and not self._stop.is_set():
-            frame = self._slot.get(_POLL_MS / 1000)
+        slot, stop = self._receiver.slot, self._receiver.stop
+        while timeout is None and not stop.is_set():
+            frame = slot.get(_POLL_MS / 1000)
             if frame is not None:
                 return frame
-        return self._slot.get(timeout or 0.0)
+        return slot.get(timeout or 0.0)
 
     def latest(self, timeout: float = 0.0) -> Frame | None:
         """The newest frame not yet returned, or ``None`` if none arrives within ``timeout`` s."""
@@ -119,8 +146,8 @@ class Subscriber:
 
     def close(self) -> None:
         """Stop the receiving thread and close the socket (``LINGER = 0``: within 0.1 s)."""
-        self._stop.set()
-        self._thread.join()
+        self._receiver.stop.set()
+        self._receiver.thread.join()
 
     def __enter__(self) -> Subscriber:
         return self

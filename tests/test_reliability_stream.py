@@ -216,3 +216,25 @@ def test_onnxruntime_chain_takes_new_sizes_types_and_channels_without_restart(se
         np.testing.assert_array_equal(got[3], engine.infer(frames[3][:, :, 0]))
         np.testing.assert_array_equal(got[4], engine.infer(frames[5]))
     assert _counts(caplog)["errors"] == 1
+
+
+def test_a_subscriber_dropped_without_close_stops_its_thread() -> None:
+    """Navigation code that forgets ``close()``: once the subscriber is garbage-collected its
+    receiving thread stops and its socket closes, so threads do not pile up."""
+    import gc
+
+    from stream.client import Subscriber
+
+    def receivers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "Subscriber"}
+
+    before = receivers()
+    subs = [Subscriber("tcp://127.0.0.1:1") for _ in range(5)]  # nothing publishes there
+    started = receivers() - before
+    assert len(started) == 5
+    del subs
+    gc.collect()
+    deadline = time.monotonic() + 5.0
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in started)
