@@ -10,7 +10,7 @@ own format, DICOM files as DICOM (8-bit MONOCHROME2, uncompressed, new series an
 ``.mp4`` MPEG-4 part 2; other containers are written as ``.avi``).  Reading uses
 :mod:`training.data` (numpy, cv2, pydicom; no torch).  A file that cannot be read, despeckled or
 written is logged and counted, and the run goes on with the next one; so is a missing path or a
-file of none of these kinds (:func:`file_kind`), and a video that ends well before the frame
+file of none of these kinds (:func:`training.data.file_kind`), and a video that ends well before the frame
 count its header declares (:func:`frames_missing`).  Each file is written to a temporary name in
 the destination folder and renamed into place only when it is complete, so a failed file leaves
 an existing output as it was.
@@ -23,7 +23,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -35,26 +34,20 @@ from engine.persistence import Persistence
 from engine.pixels import PixelMode, resamples, spacing_for, working_pixel_mm
 from engine.speckle import frames_view
 from training.data import (
-    DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     DataError,
     dicom_spacing,
+    file_kind,
     list_files,
     read_frames,
 )
 from training.sim.cine import CODECS
 
-__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "FileKind", "file_kind", "plan_outputs",
-           "frames_missing", "file_spacing", "despeckle_files"]
+__all__ = ["OutputError", "TruncatedVideo", "OfflineReport", "plan_outputs", "frames_missing", "file_spacing",
+           "despeckle_files"]
 
 log = logging.getLogger(__name__)
-
-FileKind = Literal["picture", "video", "dicom"]
-
-#: the files read, as :func:`file_kind`'s error names them.
-_KINDS_READ = (f"pictures {' '.join(sorted(IMAGE_SUFFIXES))}; videos {' '.join(sorted(VIDEO_SUFFIXES))}; "
-               f"DICOM {' '.join(sorted(DICOM_SUFFIXES))} or any file with a DICOM header")
 
 
 class OutputError(OSError):
@@ -76,26 +69,6 @@ class OfflineReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def file_kind(path: Path) -> FileKind:
-    """How :func:`despeckle_files` reads and writes ``path``: by its suffix, a file of another suffix
-    as DICOM where it has a DICOM header; :class:`DataError` for a missing path or a file of none
-    of these kinds (naming the suffixes read)."""
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    if suffix in IMAGE_SUFFIXES:
-        return "picture"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    if suffix in DICOM_SUFFIXES:
-        return "dicom"
-    from pydicom.misc import is_dicom
-
-    if path.is_file() and is_dicom(path):
-        return "dicom"
-    raise DataError(f"{path}: not a picture, video or DICOM file (this reads {_KINDS_READ})")
 
 
 def plan_outputs(inputs: list[Path], output: Path, recursive: bool = False) -> list[tuple[Path, Path]]:
@@ -233,7 +206,7 @@ def _persisted(frames: Iterator[np.ndarray], persistence: float, motion: float =
 
 def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto",
                    persistence: float = 0.0, motion: float = 0.0) -> tuple[Path, int]:
-    """Despeckle ``src`` into ``dst`` (as its :func:`file_kind`), through a temporary file beside
+    """Despeckle ``src`` into ``dst`` (as its :func:`training.data.file_kind`), through a temporary file beside
     ``dst`` renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old
     file).  ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
     kind = file_kind(src)

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "DICOM_SUFFIXES",
     "VIDEO_SUFFIXES",
+    "FileKind",
+    "file_kind",
     "to_uint8",
     "read_image",
     "read_frames",
@@ -104,6 +107,29 @@ def _is_dicom(path: Path) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
+
+
+#: how the readers take a file (:func:`file_kind`).
+FileKind = Literal["picture", "dicom", "video"]
+
+
+def file_kind(path: str | Path) -> FileKind:
+    """How the readers take ``path``: a picture by its suffix, DICOM by its suffix or its header
+    (a file of any suffix with ``DICM`` at byte 128), a video by its suffix.  :class:`DataError`
+    for a missing path or a file of none of these kinds (naming what is read)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "picture"
+    if _is_dicom(path):
+        return "dicom"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    raise DataError(f"{path}: not a picture, video or DICOM file (this reads pictures {' '.join(sorted(IMAGE_SUFFIXES))}; "
+                    f"videos {' '.join(sorted(VIDEO_SUFFIXES))}; DICOM {' '.join(sorted(DICOM_SUFFIXES))} or any file "
+                    f"with a DICOM header): unknown file type {suffix!r}")
 
 
 def dicom_spacing(path: str | Path) -> tuple[float, float] | None:
@@ -202,15 +228,13 @@ def read_frames(path: str | Path, every: int = 1) -> Iterator[np.ndarray]:
         raise DataError(f"every must be >= 1, got {every}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    kind = file_kind(path)
+    if kind == "picture":
         yield _picture(path)
-    elif _is_dicom(path):
+    elif kind == "dicom":
         yield from _dicom_frames(path, every)
-    elif suffix in VIDEO_SUFFIXES:
-        yield from _video_frames(path, every)
     else:
-        raise DataError(f"{path}: unknown file type {suffix!r} (pictures, DICOM or videos)")
+        yield from _video_frames(path, every)
 
 
 def read_image(path: str | Path, frame: int = 0) -> np.ndarray:
