@@ -1,4 +1,5 @@
-"""Shared pytest options: slow, soak and GPU tests are opt-in or skipped with a reason."""
+"""Shared pytest options (slow, soak and GPU tests are opt-in or skipped with a reason) and the
+shipped fast model as a fixture."""
 
 from __future__ import annotations
 
@@ -18,3 +19,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "soak" in item.keywords and not config.getoption("--soak"):
             item.add_marker(skip_soak)
+
+
+@pytest.fixture(scope="module")
+def fast():
+    """The shipped fast model (``weights/drnn_fast.onnx``) on ONNX Runtime, CPU, engine defaults."""
+    from engine.registry import create_despeckler
+
+    with create_despeckler("onnxruntime", "fast", device="cpu") as d:
+        yield d

@@ -40,12 +40,6 @@ FAST = REPO / "weights" / "drnn_fast.onnx"
 
 
 @pytest.fixture(scope="module")
-def fast():
-    with create_despeckler("onnxruntime", FAST, device="cpu") as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
 def frame() -> np.ndarray:
     x, _, _ = simulate_pair(3, (64, 64))
     return cv2.resize(x, (64, 128), interpolation=cv2.INTER_LINEAR)  # rows sampled twice as finely

@@ -51,12 +51,6 @@ def speckle(shape: tuple[int, int], sigma: tuple[float, float], seed: int = 0) -
 
 
 @pytest.fixture(scope="module")
-def fast():
-    with create_despeckler("onnxruntime", FAST, device="cpu") as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
 def tissue() -> np.ndarray:
     """A simulator frame at the training pixel (0.25 mm, preset probes)."""
     x, _, _ = simulate_pair(5, (128, 128))
