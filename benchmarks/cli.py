@@ -68,13 +68,12 @@ def image_suffixes() -> tuple[str, ...]:
     return tuple(s for s in known if cv2.haveImageWriter(f"x{s}"))
 
 
-def add_view_arguments(parser: argparse.ArgumentParser, strength: bool = True) -> None:
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of how a tool runs its generators as the engine does, with the engine's
-    defaults: ``--strength`` (unless ``strength`` is False), ``--levels``, ``--flip-average`` and
-    ``--pixel-mm`` (:data:`PIXEL_PICTURES_HELP`); :func:`view_options` reads them back."""
-    if strength:
-        parser.add_argument("--strength", type=strength_arg, default=1.0,
-                            help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
+    defaults: ``--strength``, ``--levels``, ``--flip-average`` and ``--pixel-mm``
+    (:data:`PIXEL_PICTURES_HELP`); :func:`view_options` reads them back."""
+    parser.add_argument("--strength", type=strength_arg, default=1.0,
+                        help="despeckling strength 0..1: G(x) blended with x as the engine does it [1: G(x)]")
     parser.add_argument("--levels", choices=LEVEL_MODES, default=DEFAULT_LEVELS, help=LEVELS_HELP)
     parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     parser.add_argument("--pixel-mm", type=pixel_mode_arg, default="auto", metavar="auto|off|S|ROW,COL",
@@ -84,7 +83,5 @@ def add_view_arguments(parser: argparse.ArgumentParser, strength: bool = True) -
 def view_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`benchmarks.evaluate.load_candidates` that the flags of
     :func:`add_view_arguments` give."""
-    options = {"levels": args.levels, "flip_average": args.flip_average, "pixel_mm": args.pixel_mm}
-    if hasattr(args, "strength"):
-        options["strength"] = args.strength
-    return options
+    return {"strength": args.strength, "levels": args.levels, "flip_average": args.flip_average,
+            "pixel_mm": args.pixel_mm}
