@@ -64,10 +64,19 @@ class InputSpec:
         if frame.dtype != np.uint8:
             raise FrameError(f"frame dtype must be uint8, got {frame.dtype}")
         h, w = frame.shape
-        (h0, w0), (h1, w1) = self.min_hw, self.max_hw
-        if not (h0 <= h <= h1 and w0 <= w <= w1):
-            raise FrameError(f"frame size {h}x{w} is outside the engine's profile {h0}x{w0} .. {h1}x{w1}")
+        if not self.fits(h, w):
+            raise FrameError(f"frame size {h}x{w} is outside the engine's profile {self.profile}")
         return np.ascontiguousarray(frame)
+
+    def fits(self, h: int, w: int) -> bool:
+        """Whether a frame of ``h`` x ``w`` pixels is inside the profile."""
+        (h0, w0), (h1, w1) = self.min_hw, self.max_hw
+        return h0 <= h <= h1 and w0 <= w <= w1
+
+    @property
+    def profile(self) -> str:
+        """The profile as errors and help texts write it: ``"16x16 .. 4096x4096"``."""
+        return "{}x{} .. {}x{}".format(*self.min_hw, *self.max_hw)
 
 
 def check_threads(threads: int | None) -> int | None:

@@ -62,19 +62,17 @@ def _size(text: str) -> tuple[int, int]:
                          f"(the simulator's smallest is {SWEEP_MIN_SIDE})")(text)
 
 
-#: the frames every CPU backend takes, and their profile as ``--size`` help and errors write it.
+#: the frames every CPU backend takes (its profile is what ``--size`` is held to).
 _ENGINE_SPEC = InputSpec()
-_ENGINE_PROFILE = "{}x{} .. {}x{}".format(*_ENGINE_SPEC.min_hw, *_ENGINE_SPEC.max_hw)
 
 
 def _engine_size(text: str) -> tuple[int, int]:
     """``--size`` where the ``sim`` frames go straight into a despeckler (``stream.run``): ``(H, W)``
     within the engine's profile (:class:`engine.base.InputSpec`), which refuses any other frame."""
-    (h0, w0), (h1, w1) = _ENGINE_SPEC.min_hw, _ENGINE_SPEC.max_hw
     h, w = argument_type(parse_frame_size)(text)
-    if not (h0 <= h <= h1 and w0 <= w <= w1):
+    if not _ENGINE_SPEC.fits(h, w):
         raise argparse.ArgumentTypeError(
-            f"expected N or HxW within the engine's profile {_ENGINE_PROFILE}, got {text!r}")
+            f"expected N or HxW within the engine's profile {_ENGINE_SPEC.profile}, got {text!r}")
     return h, w
 
 
@@ -87,7 +85,7 @@ def add_source_args(parser: argparse.ArgumentParser, subscribe: bool) -> None:
     is offered too, which only a process with a despeckler can take, and ``--size`` is held to the
     engine's profile, as that despeckler takes its ``sim`` frames."""
     kinds = f"{SOURCE_KINDS} | tcp://HOST:PORT" if subscribe else SOURCE_KINDS
-    size, sides = (_engine_size, f" within the engine's profile {_ENGINE_PROFILE}") if subscribe else (_size, "")
+    size, sides = (_engine_size, f" within the engine's profile {_ENGINE_SPEC.profile}") if subscribe else (_size, "")
     g = parser.add_argument_group("source")
     g.add_argument("--source", type=endpoint(bind=False), default="sim", help=f"{kinds} (default: sim)")
     g.add_argument(
