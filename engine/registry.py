@@ -98,18 +98,18 @@ def runs_on_cpu(backend: str, options: dict[str, Any]) -> bool:
     return device == "cpu"
 
 
-def _live_weights(backend: str, options: dict[str, Any]) -> str | None:
-    """The shipped model that ``weights="auto"`` names for ``backend`` (:data:`engine.weights.AUTO`):
-    ``"fast"`` where the model runs on the CPU, ``None`` (the default model) on a GPU, and ``None``
-    for the identity backend, which has no model."""
+def _live_weights(backend: str, options: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The shipped model that ``weights="auto"`` names for ``backend`` (:data:`engine.weights.AUTO`)
+    and the log line that says why: ``"fast"`` where the model runs on the CPU, ``None`` (the
+    default model) on a GPU, and ``(None, None)`` for the identity backend, which has no model.
+    The caller logs the line once the backend is built, so that a backend that cannot start (a GPU
+    asked for on a machine without one) is not first announced as running on it."""
     if backend == "identity":
-        return None
+        return None, None
     if runs_on_cpu(backend, options):
-        log.info("weights auto -> fast: %s runs on the CPU, where the default model takes about 0.6 s per "
-                 "256x256 frame on 2 cores (--weights default to run it anyway)", backend)
-        return "fast"
-    log.info("weights auto -> default: %s runs on a GPU", backend)
-    return None
+        return "fast", (f"weights auto -> fast: {backend} runs on the CPU, where the default model takes about "
+                        "0.6 s per 256x256 frame on 2 cores (--weights default to run it anyway)")
+    return None, f"weights auto -> default: {backend} runs on a GPU"
 
 
 def warn_other_levels(despeckler: Despeckler, levels: str) -> None:
@@ -150,13 +150,17 @@ def create_backend(backend: str = "auto", weights: str | Path | None = None, **o
     cls = _load(backend)
     if auto:
         options = _options_taken(cls, backend, options)
+    chosen_why = None
     if weights is not None and is_auto_name(weights):
-        weights = _live_weights(backend, options)
+        weights, chosen_why = _live_weights(backend, options)
     if weights is not None:
         if not cls.has_model:
             raise ValueError(f"backend {backend!r} runs no model and takes no weights, got {weights!s}")
         options["weights"] = weights
-    return cls(**options)
+    despeckler = cls(**options)
+    if chosen_why is not None:
+        log.info(chosen_why)
+    return despeckler
 
 
 def create_despeckler(backend: str = "auto", weights: str | Path | None = None, strength: float = 1.0,

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="making test weights needs torch (th
 from engine_testutil import make_checkpoint, random_frames  # noqa: E402
 
 from engine import weights as weights_module  # noqa: E402
-from engine.base import FrameError, InputSpec  # noqa: E402
+from engine.base import BackendUnavailable, FrameError, InputSpec  # noqa: E402
 from engine.onnx_export import export_checkpoint  # noqa: E402
 from engine.registry import create_despeckler, runs_on_cpu  # noqa: E402
 from engine.weights import WeightsError, WeightsNotFound, resolve_weights  # noqa: E402
@@ -205,6 +205,11 @@ def test_weights_auto_is_the_fast_model_on_a_cpu_and_the_default_on_a_gpu(
             frame = random_frames(1, (32, 40), seed=2)[0]
             assert np.array_equal(identity.infer(frame), frame)
     assert caplog.text.count("weights auto -> fast: ") == 2
+    caplog.clear()
+    if not torch.cuda.is_available():  # a GPU asked for where there is none: the error, no "runs on a GPU" line
+        with caplog.at_level("INFO", logger="engine.registry"), pytest.raises(BackendUnavailable, match="no CUDA GPU"):
+            create_despeckler("torch", "auto", device="cuda")
+        assert "weights auto" not in caplog.text
     monkeypatch.chdir(tmp_path)
     (tmp_path / "auto").write_bytes(b"a file of the user's")
     with pytest.raises(WeightsError, match="auto"):
