@@ -37,6 +37,7 @@ from training.data import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     DataError,
+    count_frames,
     dicom_spacing,
     file_kind,
     list_files,
@@ -204,11 +205,19 @@ def _persisted(frames: Iterator[np.ndarray], persistence: float, motion: float =
         yield average(frame)
 
 
-def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: PixelMode = "auto",
+def _counted(frames: Iterator[np.ndarray], bar: tqdm) -> Iterator[np.ndarray]:
+    """``frames``, each counted on ``bar`` as it is read."""
+    for frame in frames:
+        bar.update(1)
+        yield frame
+
+
+def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, bar: tqdm, pixel_mm: PixelMode = "auto",
                    persistence: float = 0.0, motion: float = 0.0) -> tuple[Path, int]:
     """Despeckle ``src`` into ``dst`` (as its :func:`training.data.file_kind`), through a temporary file beside
-    ``dst`` renamed onto it at the end.  A failed file leaves ``dst`` as it was (absent or the old
-    file).  ``pixel_mm``, ``persistence``, ``motion``: see :func:`despeckle_files`."""
+    ``dst`` renamed onto it at the end, each frame counted on ``bar`` as it is read.  A failed file
+    leaves ``dst`` as it was (absent or the old file).  ``pixel_mm``, ``persistence``, ``motion``:
+    see :func:`despeckle_files`."""
     kind = file_kind(src)
     if src.resolve() == dst.resolve():
         raise OutputError(f"{dst}: refusing to overwrite the input; choose another --output folder")
@@ -218,7 +227,7 @@ def _despeckle_one(despeckler: Despeckler, src: Path, dst: Path, pixel_mm: Pixel
         log.info("%s: pixels of %g x %g mm, despeckled on square pixels of %g mm and resampled back", src, *spacing,
                  working_pixel_mm(spacing))
     view = frames_view(despeckler, pixel_mm, spacing)  # a view, not closed; a speckle window per file
-    frames = _persisted(view.imap(read_frames(src)), persistence, motion)
+    frames = _persisted(view.imap(_counted(read_frames(src), bar)), persistence, motion)
     tmp = temporary_sibling(dst)
     try:
         if kind == "picture":
@@ -247,7 +256,8 @@ def despeckle_files(
     ``"off"`` every file as it is, ``(row_mm, col_mm)`` every file at it.
     ``persistence``: within a video or a multi-frame DICOM file, the running average of the
     despeckled frames is written (:mod:`engine.persistence`; 0: none), motion-adaptive with
-    ``motion`` grey levels (0: plain).  ``progress``: a progress bar over the files."""
+    ``motion`` grey levels (0: plain).  ``progress``: a progress bar over the frames, its total
+    read from the files' headers (:func:`training.data.count_frames`; none where one does not say)."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -257,21 +267,25 @@ def despeckle_files(
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
     claimed: dict[Path, Path] = {}  # destination -> the source writing it
-    for src, dst in tqdm(jobs, desc="despeckle", unit="file", disable=not progress):
-        first = claimed.setdefault(dst.resolve(), src)
-        if first != src:
-            reason = (f"{src}: its output {dst} is already {first}'s; not despeckled (rename one of them, or "
-                      "despeckle them into separate --output folders)")
-            report.failed.append(reason)
-            log.warning("failed: %s", reason)
-            continue
-        try:
-            written, count = _despeckle_one(despeckler, src, dst, pixel_mm, persistence, motion)
-        except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors
-            reason = naming(src, exc)
-            report.failed.append(reason)
-            log.warning("failed: %s", reason)
-            continue
-        report.written.append(written)
-        report.frames += count
+    counts = [count_frames(src) for src, _ in jobs] if progress else []
+    total = None if None in counts else sum(counts)
+    with tqdm(desc="despeckle", unit="frame", total=total, disable=not progress) as bar:
+        for k, (src, dst) in enumerate(jobs):
+            bar.set_postfix_str(f"file {k + 1}/{len(jobs)}", refresh=False)
+            first = claimed.setdefault(dst.resolve(), src)
+            if first != src:
+                reason = (f"{src}: its output {dst} is already {first}'s; not despeckled (rename one of them, or "
+                          "despeckle them into separate --output folders)")
+                report.failed.append(reason)
+                log.warning("failed: %s", reason)
+                continue
+            try:
+                written, count = _despeckle_one(despeckler, src, dst, bar, pixel_mm, persistence, motion)
+            except (OSError, ValueError) as exc:  # OutputError; DataError, FrameError and pydicom's errors
+                reason = naming(src, exc)
+                report.failed.append(reason)
+                log.warning("failed: %s", reason)
+                continue
+            report.written.append(written)
+            report.frames += count
     return report

@@ -13,6 +13,7 @@ from dicom_testutil import us_dataset
 from training.data import (
     CropSource,
     DataError,
+    count_frames,
     iter_frames,
     random_crops,
     read_folder,
@@ -151,6 +152,20 @@ def test_folder_mixes_file_kinds_in_name_order(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("ignored")
     assert len(read_folder(tmp_path)) == 1 + 2 + 3
     assert len(list(iter_frames(tmp_path / "c.avi"))) == 3
+
+
+def test_frame_counts_from_headers_match_what_is_read(tmp_path: Path) -> None:
+    """:func:`count_frames` (a progress bar's total) gives as many frames as the readers do, for
+    each kind and ``every``; ``None`` where the file does not say (garbage, a missing path)."""
+    cv2.imwrite(str(tmp_path / "a.png"), _ramp())
+    files = [tmp_path / "a.png", _write_dicom(tmp_path / "b", np.stack([_ramp()] * 5), "MONOCHROME2"),
+             _write_dicom(tmp_path / "c.dcm", _ramp(), "MONOCHROME2"), _write_avi(tmp_path / "d.avi", frames=7)]
+    for path in files:
+        for every in (1, 2, 3):
+            assert count_frames(path, every) == len(list(read_frames(path, every))), (path, every)
+    (tmp_path / "fake.avi").write_bytes(b"RIFF....AVI nothing")
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
+    assert [count_frames(tmp_path / n) for n in ("fake.avi", "junk.dcm", "nowhere.png")] == [None, None, None]
 
 
 def test_bad_inputs_raise_data_error_naming_the_culprit(tmp_path: Path) -> None:

@@ -90,6 +90,19 @@ def test_levels_off_writes_the_frames_as_they_are(frames: Path, teacher: Path, t
     assert read_levels(tmp_path) == "off"
 
 
+def test_the_progress_bar_counts_the_frames_of_videos_ahead(frames: Path, teacher: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The bar's total is every frame to come, a video's included (from its header)."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (80, 64))
+    for k in range(5):
+        writer.write(cv2.cvtColor(simulate_pair(30 + k, (64, 80))[0], cv2.COLOR_GRAY2BGR))
+    writer.release()
+    assert distill([str(video), str(frames / "f0.png"), "--output", str(tmp_path / "out"), "--backend", "torch",
+                    "--weights", str(teacher), "--threads", "1"]) == 0
+    assert "6/6 [" in capsys.readouterr().err
+
+
 def test_a_flip_averaged_teacher_gives_its_averaged_output(frames: Path, teacher: Path, tmp_path: Path) -> None:
     assert distill([str(frames / "f0.png"), "--output", str(tmp_path), "--backend", "torch", "--weights", str(teacher),
                     "--flip-average", "--no-progress"]) == 0

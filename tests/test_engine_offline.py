@@ -181,9 +181,17 @@ def test_output_is_checked_before_any_work(tmp_path: Path, onnx_model: Path,
     assert f"--output {folder} is a folder" in capsys.readouterr().err and (folder / "x.png").is_file()
 
 
-def test_no_progress_leaves_out_the_bar(tmp_path: Path, onnx_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cv2.imwrite(str(tmp_path / "a.png"), random_frames(1, (32, 32))[0])
+def test_the_bar_counts_frames_and_no_progress_leaves_it_out(tmp_path: Path, onnx_model: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar counts frames, a video's from its header ahead (a picture and 3 video frames: 4)."""
+    frames = random_frames(4, (32, 32))
+    cv2.imwrite(str(tmp_path / "a.png"), frames[0])
+    writer = cv2.VideoWriter(str(tmp_path / "b.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    for frame in frames[1:]:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
     for flags, bar in (([], True), (["--no-progress"], False)):
-        assert despeckle_main([str(tmp_path / "a.png"), "--output", str(tmp_path / f"out{bar}"), "--backend",
-                               "onnxruntime", "--weights", str(onnx_model), *flags]) == 0
-        assert ("file/s" in capsys.readouterr().err) is bar
+        assert despeckle_main([str(tmp_path / "a.png"), str(tmp_path / "b.avi"), "--output", str(tmp_path / f"out{bar}"),
+                               "--backend", "onnxruntime", "--weights", str(onnx_model), *flags]) == 0
+        err = capsys.readouterr().err
+        assert ("4/4 [" in err and "frame/s" in err and "file 2/2" in err) is bar

@@ -237,6 +237,38 @@ def read_frames(path: str | Path, every: int = 1) -> Iterator[np.ndarray]:
         yield from _video_frames(path, every)
 
 
+def count_frames(path: str | Path, every: int = 1) -> int | None:
+    """How many frames :func:`read_frames` will give for ``path`` with ``every``, read from headers
+    only (for a progress bar's total): 1 for a picture, ``NumberOfFrames`` for DICOM, the
+    container's frame count for a video (which some containers state only roughly).  ``None`` where
+    the file does not say (a video without a count, a file that cannot be read: :func:`read_frames`
+    reports it when it is read)."""
+    path = Path(path)
+    try:
+        kind = file_kind(path)
+    except DataError:
+        return None
+    if kind == "picture":
+        return 1
+    if kind == "dicom":
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            frames = int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+        except (InvalidDicomError, OSError, EOFError, TypeError, ValueError):
+            return None
+    else:
+        capture = cv2.VideoCapture(str(path))
+        try:
+            frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
+        if frames <= 0:
+            return None
+    return -(-frames // every)
+
+
 def read_image(path: str | Path, frame: int = 0) -> np.ndarray:
     """One ``uint8 (H, W)`` image: a picture, or frame number ``frame`` of a DICOM file or video."""
     for i, image in enumerate(read_frames(path)):
