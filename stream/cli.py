@@ -21,6 +21,8 @@ from stream.roi import parse_region
 from stream.transport import MAX_PORT, check_endpoint
 from training.argparsing import argument_type, parse_frame_size, positive_float, positive_int
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "add_source_args",
     "add_despeckle_args",
@@ -258,6 +260,11 @@ def chain_config(args: argparse.Namespace, source: SourceConfig) -> ChainConfig:
 
 
 def grabber_config(args: argparse.Namespace) -> GrabberConfig:
+    """The grabber's configuration; a warning where its ``sim`` frames are outside the engine's
+    profile (the grabber takes the simulator's smallest, for consumers other than a despeckler)."""
+    if args.source == "sim" and not _ENGINE_SPEC.fits(*args.size):
+        log.warning("--size %dx%d: sim frames outside the engine's profile %s, which every despeckler refuses; "
+                    "fine for other consumers", *args.size, _ENGINE_SPEC.profile)
     return GrabberConfig(
         source=source_config(args, args.source),
         publish=args.publish,

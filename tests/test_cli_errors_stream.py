@@ -98,9 +98,13 @@ def test_tcp_ports_are_checked_where_libzmq_does_not() -> None:
 
 
 def test_the_simulators_smallest_frame_streams(caplog: pytest.LogCaptureFixture) -> None:
+    """A stand-alone grabber streams the simulator's smallest frames, saying that a despeckler
+    refuses them; frames within the engine's profile get no such line."""
     caplog.set_level(logging.INFO)
-    argv = ["--size", "8", "--frames", "2", "--fps", "200", "--publish", free_endpoint()]
-    assert grabber_main(argv) == 0
+    for size, warned in (("8", True), ("16", False)):
+        caplog.clear()
+        assert grabber_main(["--size", size, "--frames", "2", "--fps", "200", "--publish", free_endpoint()]) == 0
+        assert (f"--size {size}x{size}: sim frames outside the engine's profile" in caplog.text) is warned
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
