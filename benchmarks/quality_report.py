@@ -112,6 +112,18 @@ def _simulator_line(cfg: QualityConfig) -> str:
         return f" (unreadable {meta}: {exc})"
 
 
+def _distribution_note(cfg: QualityConfig) -> str:
+    """Whether a paired set is of the DRNN's training distribution, as far as the folder tells: a
+    set with the ``simulate.yaml`` of ``python -m training.simulate`` is; of any other the report
+    cannot say (another simulator's pairs, a user's phantom scans)."""
+    if cfg.eval_dir is not None and (cfg.eval_dir.parent / "simulate.yaml").is_file():
+        return ("- The DRNN was trained on images of this same simulator (other seeds; see `weights/MODEL_CARD.md`), "
+                "so this is an in-distribution comparison; the baselines' parameters were not tuned to it.")
+    return ("- This set has no `simulate.yaml` beside it, so it was not made by `python -m training.simulate`, "
+            "the only source of the DRNN's training images (`weights/MODEL_CARD.md`): the comparison may be out "
+            "of the DRNN's training distribution; the baselines' parameters were not tuned to it either.")
+
+
 def _fmt(value: float, spec: str) -> str:
     return "—" if math.isnan(value) else ("inf" if math.isinf(value) else format(value, spec))
 
@@ -173,11 +185,7 @@ def markdown_report(run: QualityRun, cfg: QualityConfig, command: Sequence[str] 
     if any(r.note for r in run.results):
         lines.append("- `*`: an approximation of the published method (see `docs/quality.md`):")
     if run.paired and not run.drnn_note:
-        lines.insert(
-            -1,
-            "- The DRNN was trained on images of this same simulator (other seeds; see `weights/MODEL_CARD.md`), "
-            "so this is an in-distribution comparison; the baselines' parameters were not tuned to it.",
-        )
+        lines.insert(-1, _distribution_note(cfg))
     lines += [f"  - {r.label}: {r.note}" for r in run.results if r.note]
     failures = [f"{r.label} {r.failures} ({', '.join(sorted(r.failed))})" for r in run.results if r.failures]
     if failures:

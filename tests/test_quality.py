@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -85,6 +86,22 @@ def test_drnn_runs_through_the_engine(eval_dir: Path, tiny_onnx: Path, tmp_path:
     assert list(rows) == ["input", "reference", "drnn", "eagf"]
     assert rows["eagf"]["label"] == "EAGF*" and rows["eagf"]["approximation_note"]
     assert float(rows["drnn"]["ms"]) > 0.0 and math.isfinite(float(rows["drnn"]["kl_x"]))
+
+
+def test_the_report_says_in_distribution_only_for_the_projects_simulator(eval_dir: Path, tiny_onnx: Path,
+                                                                         tmp_path: Path) -> None:
+    """A paired set without ``training.simulate``'s ``simulate.yaml`` (another simulator's pairs)
+    is not called in-distribution; one with it is."""
+    shutil.copytree(eval_dir, tmp_path / "set" / "eval")
+    for made_here in (False, True):
+        if made_here:
+            (tmp_path / "set" / "simulate.yaml").write_text("simulator_version: 1\nconfig: {seed: 0}\n")
+        assert main(["--eval", str(tmp_path / "set" / "eval"), "--backend", "onnxruntime", "--weights", str(tiny_onnx),
+                     "--methods", "median", "--window", "7", "--out", str(tmp_path / f"out{made_here}"),
+                     "--no-progress"]) == 0
+        report = (tmp_path / f"out{made_here}" / "quality.md").read_text()
+        assert ("so this is an in-distribution comparison" in report) is made_here
+        assert ("may be out of the DRNN's training distribution" in report) is not made_here
 
 
 def test_a_shipped_models_name_runs_that_model(eval_dir: Path, tmp_path: Path) -> None:
