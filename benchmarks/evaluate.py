@@ -12,6 +12,13 @@ generator despeckles ``x`` into ``g = G(x)`` and :mod:`benchmarks.metrics` measu
 * ``log_corr``: Pearson correlation of ``ln(img + 1)`` with ``ln(echogenicity)`` in the liver;
 * ``ssnr``: mean / std in the parenchyma.
 
+Diagnostics of what the targets do not see (JSON and the table's notes, not targets):
+
+* ``lesion_hyper`` / ``lesion_hypo``: how clearly the hyperechoic / hypoechoic lesions are shown,
+  the signed CNR of each lesion against its tissue ring, oriented to the lesion's true polarity
+  (:func:`benchmarks.metrics.lesion_contrast`), averaged over the image's lesions of that kind;
+  the pairs where ``G(x)`` shows them less clearly than ``x`` are counted.
+
 Two diagnostics of the KL figure (JSON and the table's notes, not targets):
 
 * ``kl_y_shift``: ``KL(p_y || p_img)`` after the best constant grey shift of ``img``
@@ -63,8 +70,8 @@ LOAD_ERRORS = (CheckpointError, DataError, MetricError, WeightsError, WeightsNot
 
 #: Metric names in table order.
 METRICS = ("grain_lat", "grain_ax", "kl_y", "cnr", "log_corr", "ssnr")
-#: Diagnostics of the KL figure, reported beside the metrics (not in the table's columns).
-DIAGNOSTICS = ("kl_y_shift", "kl_split")
+#: Diagnostics of the KL figure and of the lesions, reported beside the metrics (not in the table's columns).
+DIAGNOSTICS = ("kl_y_shift", "kl_split", "lesion_hyper", "lesion_hypo")
 #: The targets' bounds (issue 4): lateral grain of G(x) at most GRAIN_MAX x y's, KL(y, G(x)) at
 #: most KL_MAX x KL(y, x), vessel CNR at least CNR_MIN x y's (and above x's).
 GRAIN_MAX, KL_MAX, CNR_MIN = 1.25, 0.5, 0.95
@@ -86,6 +93,7 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
     vessels = truth["vessels"] & fov
     ring = m.ring_mask(vessels, gap=2, width=6, within=tissue)
     has_vessels = vessels.sum() >= 20 and ring.sum() >= 20
+    hyper, hypo = m.lesion_contrast(img, truth["echogenicity"], truth["lesions"] & fov, tissue)
     return {
         "grain_lat": _safe(lambda: m.speckle_grain_size(img, par, axis=1)),
         "grain_ax": _safe(lambda: m.speckle_grain_size(img, par, axis=0)),
@@ -95,6 +103,8 @@ def image_metrics(img: np.ndarray, y: np.ndarray, truth: dict[str, np.ndarray]) 
         "ssnr": _safe(lambda: m.ssnr(img, par)),
         "kl_y_shift": _safe(lambda: m.shifted_kl(y, par, img, par)[0]),
         "kl_split": _safe(lambda: m.split_half_kl(img, par)),
+        "lesion_hyper": hyper,
+        "lesion_hypo": hypo,
     }
 
 
@@ -239,12 +249,12 @@ def count_weaker(rows: Mapping[str, list[dict[str, float]]], keys: tuple[str, ..
 
 def _summary(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Means and per-pair medians of ``{"x": rows, "y": rows, "g": rows}`` (NaNs skipped), the
-    pairs where ``G(x)`` is below ``x`` in CNR and in log-correlation (``"worse_than_x"``,
+    pairs where ``G(x)`` is below ``x`` in CNR, in log-correlation and in either lesion contrast (``"worse_than_x"``,
     :func:`count_weaker`) and the per-pair figures (``"pairs"``, :func:`per_pair`)."""
     keys = METRICS + DIAGNOSTICS
     out: dict[str, dict[str, float]] = means(rows, keys)
     out["n"] = {"pairs": len(rows["x"])}
-    out["worse_than_x"] = count_weaker(rows, ("cnr", "log_corr"))
+    out["worse_than_x"] = count_weaker(rows, ("cnr", "log_corr", "lesion_hyper", "lesion_hypo"))
     out["median"] = {name: {k: _skipping_nan(np.median, [r[k] for r in rs]) for k in keys} for name, rs in rows.items()}
     out["pairs"] = per_pair(rows, keys)
     return out
@@ -342,7 +352,24 @@ def markdown_table(res: dict[str, dict[str, float]]) -> str:
         x, y, g = res["x"], res["y"], res["g"]
         checks += (f"\nKL diagnostics: y's split-half KL (estimator floor at half the pixels) {y['kl_split']:.4f}; "
                    f"KL(y, . + best grey shift) x {x['kl_y_shift']:.4f}, G(x) {g['kl_y_shift']:.4f}\n")
+    if "lesion_hyper" in res["g"]:
+        checks += _lesion_line(res)
     return head + body + "\n" + checks
+
+
+def _lesion_line(res: dict[str, dict[str, float]]) -> str:
+    """The table's note on the lesions (:func:`benchmarks.metrics.lesion_contrast`): the mean
+    contrast of each kind in x, y and G(x), and the pairs where G(x) shows them less clearly."""
+    x, y, g = res["x"], res["y"], res["g"]
+    w = res.get("worse_than_x", {})
+    parts = []
+    for key, kind in (("lesion_hyper", "hyperechoic"), ("lesion_hypo", "hypoechoic")):
+        if math.isnan(g[key]):
+            parts.append(f"{kind}: none")
+            continue
+        weaker = f"; G(x) below x on {w[key]} of {w[f'pairs_{key}']} pairs" if key in w else ""
+        parts.append(f"{kind} x {x[key]:.2f}, y {y[key]:.2f}, G(x) {g[key]:.2f}{weaker}")
+    return "\nLesion contrast (signed CNR against the tissue ring, + = the true polarity): " + "; ".join(parts) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

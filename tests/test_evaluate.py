@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -45,9 +46,36 @@ def test_pairs_where_the_output_scores_below_the_input_are_counted(tmp_path: Pat
     res = evaluate_many({"same": lambda x: x.copy(), "noisy": noisy}, tmp_path / "set" / "eval", progress=False)
     same, harm = res["same"]["worse_than_x"], res["noisy"]["worse_than_x"]
     assert harm["pairs_cnr"] >= 1 and harm["pairs_log_corr"] == 3
-    assert same == {"cnr": 0, "pairs_cnr": harm["pairs_cnr"], "log_corr": 0, "pairs_log_corr": 3}
+    assert {k: same[k] for k in ("cnr", "pairs_cnr", "log_corr", "pairs_log_corr")} == {
+        "cnr": 0, "pairs_cnr": harm["pairs_cnr"], "log_corr": 0, "pairs_log_corr": 3}
     assert harm["cnr"] == harm["pairs_cnr"] and harm["log_corr"] == 3
     assert f"CNR {harm['cnr']} of {harm['pairs_cnr']}, log-correlation 3 of 3" in markdown_table(res["noisy"])
+
+
+def test_lesions_shown_less_clearly_than_in_x_are_counted(tmp_path: Path) -> None:
+    """The lesion diagnostics: an output that fills the lesions with their surroundings' grey
+    shows both kinds less clearly than x on every pair that has them (the targets' CNR, on the
+    vessels, does not see it); x itself shows them with their true polarity."""
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    fill: dict[bytes, tuple[np.ndarray, float]] = {}  # x's bytes -> its lesions, its tissue's median grey
+    for i, seed in enumerate((7, 16, 2)):  # hyper- and hypoechoic lesions (7), hyper (16), hypo (2)
+        x, y, truth = simulate_pair(seed=seed, size=(128, 128))
+        cv2.imwrite(str(folder / f"x_{i:03d}.png"), x)
+        cv2.imwrite(str(folder / f"y_{i:03d}.png"), y)
+        np.savez_compressed(folder / f"truth_{i:03d}.npz", **truth)
+        fill[x.tobytes()] = truth["lesions"], float(np.median(x[truth["liver"] & ~truth["structures"]]))
+
+    def filled(x: np.ndarray) -> np.ndarray:  # each lesion painted with the tissue's median grey
+        lesions, grey = fill[x.tobytes()]
+        return np.where(lesions, np.uint8(round(grey)), x)
+
+    res = evaluate_many({"same": lambda x: x.copy(), "filled": filled}, folder, progress=False)
+    assert res["same"]["x"]["lesion_hyper"] > 0 and res["same"]["x"]["lesion_hypo"] > 0
+    worse = res["filled"]["worse_than_x"]
+    assert (worse["lesion_hyper"], worse["pairs_lesion_hyper"], worse["lesion_hypo"], worse["pairs_lesion_hypo"]) == (2, 2, 2, 2)
+    assert res["same"]["worse_than_x"]["lesion_hyper"] == 0 == res["same"]["worse_than_x"]["lesion_hypo"]
+    assert "G(x) below x on 2 of 2 pairs" in markdown_table(res["filled"])
 
 
 def test_a_shipped_models_name_is_its_onnx_file(tmp_path: Path) -> None:

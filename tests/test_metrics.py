@@ -142,6 +142,34 @@ def test_cnr_of_known_means_and_stds(rng):
     assert M.cnr(img, ~a, a, signed=True) == pytest.approx(M.cnr(img, a, ~a))
 
 
+def test_lesion_contrast_is_signed_by_the_true_polarity(rng):
+    """A bright lesion (true echogenicity x3) shown bright scores its CNR, shown dark the negative;
+    a dark one (x 1/3) shown dark scores positive; a mild one (x 1.2) and one under 20 pixels are
+    left out (NaN); each kind is averaged over its lesions."""
+    yy, xx = np.mgrid[0:120, 0:160]
+    bright = np.hypot(yy - 40, xx - 40) < 12
+    dark = np.hypot(yy - 80, xx - 110) < 12
+    mild = np.hypot(yy - 90, xx - 30) < 10
+    tiny = np.hypot(yy - 20, xx - 130) < 2
+    echo = np.ones((120, 160)) * np.where(bright, 3.0, 1.0) * np.where(dark, 1 / 3, 1.0) * np.where(mild, 1.2, 1.0)
+    tissue = ~(bright | dark | mild | tiny)
+    image = 100.0 + 10.0 * rng.standard_normal(echo.shape)
+    shown = image + 30.0 * bright - 30.0 * dark + 30.0 * tiny
+    hyper, hypo = M.lesion_contrast(shown, echo, bright | dark | mild | tiny, tissue)
+    ring_b, ring_d = M.ring_mask(bright, within=tissue), M.ring_mask(dark, within=tissue)
+    assert hyper == pytest.approx(M.cnr(shown, bright, ring_b)) and hyper > 2
+    assert hypo == pytest.approx(M.cnr(shown, dark, ring_d)) and hypo > 2
+    flipped = image - 30.0 * bright + 30.0 * dark  # both drawn the wrong way round
+    assert all(v < -2 for v in M.lesion_contrast(flipped, echo, bright | dark, tissue))
+    assert all(math.isnan(v) for v in M.lesion_contrast(shown, echo, mild | tiny, tissue))
+    second = np.hypot(yy - 85, xx - 60) < 12  # another bright lesion, shown half as bright
+    echo2, tissue2 = echo * np.where(second, 3.0, 1.0), tissue & ~second
+    shown2 = shown + 15.0 * second
+    both = M.lesion_contrast(shown2, echo2, bright | second, tissue2)[0]
+    each = [M.cnr(shown2, L, M.ring_mask(L, within=tissue2)) for L in (bright, second)]
+    assert both == pytest.approx(np.mean(each)) and each[1] < each[0]
+
+
 def test_gcnr_is_zero_for_identical_and_one_for_disjoint(rng):
     a = np.zeros((100, 100), bool)
     a[:, ::2] = True
