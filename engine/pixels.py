@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.base import Around, Despeckler, WrappedDespeckler
+from engine.base import Around, Despeckler, FrameError, WrappedDespeckler
 from engine.strength import inside_blend
 
 __all__ = [
@@ -50,6 +50,9 @@ __all__ = [
 TRAINED_PIXEL_MM = (0.15, 0.5)
 #: a working frame is never made smaller than this along either side (the engine's minimum frame).
 MIN_SIDE = 16
+#: the largest pixel spacing (mm) a ``--pixel-mm`` flag takes: no ultrasound frame has coarser
+#: pixels, and a spacing in micrometres typed as millimetres (``100``) is caught at start-up.
+MAX_FLAG_PIXEL_MM = 10.0
 
 
 def check_spacing(spacing_mm: tuple[float, float] | list[float]) -> tuple[float, float]:
@@ -63,18 +66,31 @@ def check_spacing(spacing_mm: tuple[float, float] | list[float]) -> tuple[float,
     return row, col
 
 
-def spacing_arg(text: str) -> tuple[float, float]:
-    """``argparse`` type of a ``--pixel-mm`` flag: ``S`` (square pixels) or ``ROW,COL`` in mm."""
+def _parsed_spacing(text: str) -> tuple[float, float] | None:
+    """``S`` or ``ROW,COL`` as a checked spacing (:func:`check_spacing`), ``None`` if it is not one."""
     parts = text.split(",")
     try:
-        if len(parts) not in (1, 2):
-            raise ValueError
-        values = [float(p) for p in parts]
+        values = [float(p) for p in parts] if len(parts) in (1, 2) else []
         return check_spacing(values * 2 if len(values) == 1 else values)
     except ValueError:
+        return None
+
+
+def _flag_spacing(spacing: tuple[float, float], text: str) -> tuple[float, float]:
+    """``spacing`` unless it is above :data:`MAX_FLAG_PIXEL_MM` (a one-line ``argparse`` error)."""
+    if max(spacing) > MAX_FLAG_PIXEL_MM:
         raise argparse.ArgumentTypeError(
-            f"pixel spacing must be S or ROW,COL in mm, numbers > 0, got {text!r}"
-        ) from None
+            f"pixel spacing is in mm, at most {MAX_FLAG_PIXEL_MM:g}: got {text!r} (micrometres? 100 um is 0.1)")
+    return spacing
+
+
+def spacing_arg(text: str) -> tuple[float, float]:
+    """``argparse`` type of a ``--pixel-mm`` flag: ``S`` (square pixels) or ``ROW,COL`` in mm, at
+    most :data:`MAX_FLAG_PIXEL_MM`."""
+    spacing = _parsed_spacing(text)
+    if spacing is None:
+        raise argparse.ArgumentTypeError(f"pixel spacing must be S or ROW,COL in mm, numbers > 0, got {text!r}")
+    return _flag_spacing(spacing, text)
 
 
 #: how a tool takes its frames' pixel spacing: ``"auto"`` (the spacing the frames come with, where
@@ -92,16 +108,15 @@ PIXEL_HELP = ("pixel spacing of the frames in mm: the model runs on square pixel
 
 
 def pixel_mode_arg(text: str) -> PixelMode:
-    """``argparse`` type of ``--pixel-mm``: ``auto``, ``spacing``, ``off``, ``S`` or ``ROW,COL`` (mm),
-    as :data:`PixelMode`."""
+    """``argparse`` type of ``--pixel-mm``: ``auto``, ``spacing``, ``off``, ``S`` or ``ROW,COL`` (mm,
+    at most :data:`MAX_FLAG_PIXEL_MM`), as :data:`PixelMode`."""
     if text in PIXEL_WORDS:
         return text
-    try:
-        return spacing_arg(text)
-    except argparse.ArgumentTypeError:
+    spacing = _parsed_spacing(text)
+    if spacing is None:
         raise argparse.ArgumentTypeError(
-            f"--pixel-mm must be auto, spacing, off, S or ROW,COL in mm (numbers > 0), got {text!r}"
-        ) from None
+            f"--pixel-mm must be auto, spacing, off, S or ROW,COL in mm (numbers > 0), got {text!r}")
+    return _flag_spacing(spacing, text)
 
 
 def spacing_for(mode: PixelMode, own: Callable[[], tuple[float, float] | None]) -> tuple[float, float] | None:
@@ -200,7 +215,13 @@ class ResampledDespeckler(WrappedDespeckler):
         self.pixel_range = pixel_range
 
     def _around(self, frame: np.ndarray) -> Around:
-        return around_shape(frame, working_shape(frame.shape, self.spacing_mm, self.pixel_range))
+        shape = working_shape(frame.shape, self.spacing_mm, self.pixel_range)
+        if not self.inner.input_spec.fits(*shape):  # refused before a frame of that size is made
+            row, col = self.spacing_mm
+            raise FrameError(f"a {frame.shape[0]}x{frame.shape[1]} frame of {row:g} x {col:g} mm pixels would be "
+                             f"resized to {shape[0]}x{shape[1]} for the model, outside the engine's profile "
+                             f"{self.inner.input_spec.profile}: is the pixel spacing right?")
+        return around_shape(frame, shape)
 
     def describe(self) -> str:
         row, col = self.spacing_mm

@@ -14,6 +14,7 @@ import pytest
 from dicom_testutil import us_dataset
 from test_stream_chain import free_endpoint, recorded_to_the_end
 
+from engine.base import FrameError
 from engine.despeckle import main as despeckle_main
 from engine.offline import despeckle_files
 from engine.pixels import (
@@ -52,6 +53,22 @@ def test_spacing_flags_take_one_or_two_positive_numbers_and_the_three_modes() ->
     for bad in ("0", "-1,0.2", "wide", "0.1,0.2,0.3", "nan", "inf,0.2", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="got"):
             pixel_mode_arg(bad)
+    assert spacing_arg("10") == (10.0, 10.0)
+    for micrometres in ("100", "0.1,150", "1e9"):  # a spacing in um typed as mm: refused at start-up
+        for parse in (spacing_arg, pixel_mode_arg):
+            with pytest.raises(argparse.ArgumentTypeError, match=r"in mm, at most 10: got .*micrometres"):
+                parse(micrometres)
+
+
+def test_a_spacing_that_would_blow_a_frame_beyond_the_profile_is_refused_before_resizing(fast, frame) -> None:
+    """A DICOM file's spacing in the wrong units (no flag checks it) costs no giant frame: the frame
+    is refused, naming its size, the working size and the profile, before it is resized."""
+    with create_despeckler("onnxruntime", FAST, spacing_mm=(9.0, 9.0), device="cpu") as coarse:
+        with pytest.raises(FrameError, match=r"^a 256x240 frame of 9 x 9 mm pixels would be resized to 4608x4320"):
+            coarse.infer(np.zeros((256, 240), np.uint8))
+        with pytest.raises(FrameError, match="outside the engine's profile 16x16 .. 4096x4096"):
+            coarse.submit(np.zeros((256, 256), np.uint8))
+        assert coarse.infer(np.zeros((32, 40), np.uint8)).shape == (32, 40)  # 576x720 fits: run
 
 
 def test_working_shape_makes_pixels_square_inside_the_trained_range() -> None:
