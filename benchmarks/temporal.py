@@ -43,7 +43,14 @@ from benchmarks.cli import add_view_arguments, check_outputs, image_suffixes, vi
 from benchmarks.evaluate import load_candidates
 from benchmarks.metrics import ring_mask
 from engine.persistence import MOTION_HELP, Persistence, check_motion_args, motion_arg, persistence_arg
-from training.argparsing import OneLineParser, frame_size, int_at_least, positive_float, positive_int
+from training.argparsing import (
+    OneLineParser,
+    frame_size,
+    int_at_least,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from training.sim import sweep_frames
 from training.sim.elevation import advancing_needle_frames, renewing_speckle_frames
 
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                         "needle at these speeds, pixels per frame (default: 1 4)")
     p.add_argument("--size", type=frame_size(32, square=False), default=(256, 256), metavar="HxW",
                    help="frame size (default: 256x256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first phantom, >= 0 (default: 0)")
     add_view_arguments(p)
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--markdown", type=Path, help="write the table here")

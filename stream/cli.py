@@ -19,7 +19,13 @@ from stream.config import ChainConfig, GrabberConfig, OutputConfig, SourceConfig
 from stream.protocol import Limits
 from stream.roi import parse_region
 from stream.transport import MAX_PORT, check_endpoint
-from training.argparsing import argument_type, parse_frame_size, positive_float, positive_int
+from training.argparsing import (
+    argument_type,
+    non_negative_int,
+    parse_frame_size,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ def add_source_args(parser: argparse.ArgumentParser, subscribe: bool) -> None:
         "--fps", type=positive_float, default=30.0, help="frame rate of sim, files and folders (default: 30)"
     )
     g.add_argument("--size", type=size, default=(256, 256), help=f"sim frame size, N or HxW{sides} (default: 256)")
-    g.add_argument("--seed", type=int, default=0, help="sim phantom seed (default: 0)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="sim phantom seed, >= 0 (default: 0)")
     g.add_argument("--loop", action="store_true", help="start a file or folder again at its end")
 
 

@@ -57,6 +57,10 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], main: Main, argv: list[s
         (run_main, ["--source", "tcp://127.0.0.1:0"], "--source"),
         (run_main, ["--size", "4"], "--size"),
         (grabber_main, ["--size", "64x7"], "--size"),
+        (grabber_main, ["--size", "100000"], "--size"),  # above --max-dim: no 94 GiB phantom
+        (grabber_main, ["--seed", "-1"], "--seed"),
+        (run_main, ["--seed", "-1"], "--seed"),
+        (run_main, ["--pixel-mm", "100"], "--pixel-mm"),  # micrometres typed as mm
         (run_main, ["--fps", "0"], "--fps"),
         (run_main, ["--persistence", "1"], "--persistence"),
         (despeckler_main, ["--persistence", "-0.5"], "--persistence"),
@@ -72,8 +76,8 @@ def test_bad_flag_is_one_line_naming_it_and_exit_2(
 ) -> None:
     err = _one_line_error(capsys, main, argv)
     assert culprit in err
-    if culprit == "--size":  # the real minimum: the engine's for the whole chain, the simulator's for a grabber
-        assert ("16x16 .. 4096x4096" if main is run_main else ">= 8") in err
+    if culprit == "--size":  # the real bounds: the engine's for the whole chain, the simulator's and --max-dim for a grabber
+        assert ("16x16 .. 4096x4096" if main is run_main else "--max-dim 8192" if "100000" in argv else ">= 8") in err
 
 
 def test_tcp_ports_are_checked_where_libzmq_does_not() -> None:
