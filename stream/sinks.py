@@ -150,29 +150,50 @@ class Recorder:
             self._writer = None
 
 
+#: OpenIGTLink: the header's length and where its body size (uint64, big-endian) lies in it.
+IGTL_HEADER_BYTES, IGTL_BODY_SIZE_AT = 58, 42
+#: the largest message body a client may send the server (it sends commands, not images).
+IGTL_MAX_CLIENT_BODY = 16 * 2**20
+#: the server's send buffer per client: about a frame, so that a slow client's frames wait in no
+#: growing kernel buffer but are replaced by the newest (the kernel doubles the value given).
+IGTL_SEND_BUFFER = 64 * 2**10
+#: seconds a client may take to accept one frame before it counts as stalled and is let go.
+IGTL_STALL_S = 5.0
+#: seconds each wait for a client's message lasts between sends.
+IGTL_POLL_S = 0.01
+
+
 class _IgtlConnection(socketserver.BaseRequestHandler):
     """One OpenIGTLink client of :class:`IgtlServer`: pyigtl's own loop (receive what the client
-    sends, send the queued frames), except that a client going away is one line in the log, not the
-    traceback pyigtl prints; then the server waits for the next client."""
+    sends, send the queued frame), with three changes: a client going away is one line in the log,
+    not the traceback pyigtl prints; a slow client is sent the newest frame each time it has taken
+    the last one (a send buffer of about one frame, :data:`IGTL_SEND_BUFFER`, and up to
+    :data:`IGTL_STALL_S` s per frame; pyigtl's 10 ms dropped it and the kernel's own buffers held
+    seconds of old frames); a body announced above :data:`IGTL_MAX_CLIENT_BODY` ends the connection
+    before anything is allocated for it.  Then the server waits for the next client."""
 
     server: Any  # pyigtl.OpenIGTLinkServer
 
     def handle(self) -> None:
         server, peer = self.server, "{}:{}".format(*self.client_address)
         server._connected = True
-        self.request.settimeout(0.01)
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, IGTL_SEND_BUFFER)
         log.info("--igtl: client %s connected", peer)
         reason = "it closed the connection"
         try:
             while not server.communication_thread_stop_requested:
+                self.request.settimeout(IGTL_POLL_S)
                 pending = self._peek()
                 if pending == b"":
                     break
-                while pending and server._receive_message_from_socket(self.request):
+                while pending and self._receive(server):
                     if server.communication_thread_stop_requested:
                         break
+                self.request.settimeout(IGTL_STALL_S)
                 while server._send_queued_message_from_socket(self.request):
                     pass
+        except TimeoutError:
+            reason = f"it took no frame for {IGTL_STALL_S:g} s"
         except OSError as exc:  # broken pipe, reset by peer, a message stalled half-way
             reason = exc.strerror or str(exc)
         except (ValueError, struct.error) as exc:
@@ -182,9 +203,22 @@ class _IgtlConnection(socketserver.BaseRequestHandler):
         if not server.communication_thread_stop_requested:
             log.info("--igtl: client %s disconnected (%s)", peer, reason)
 
+    def _receive(self, server: Any) -> bool:
+        """pyigtl's receive of one message, unless its header announces a body over
+        :data:`IGTL_MAX_CLIENT_BODY` (``ValueError``, naming it)."""
+        try:
+            header = self.request.recv(IGTL_HEADER_BYTES, socket.MSG_PEEK)
+        except TimeoutError:
+            header = b""
+        if len(header) == IGTL_HEADER_BYTES:
+            (body,) = struct.unpack_from(">Q", header, IGTL_BODY_SIZE_AT)
+            if body > IGTL_MAX_CLIENT_BODY:
+                raise ValueError(f"a body of {body} bytes announced, over {IGTL_MAX_CLIENT_BODY} (not OpenIGTLink?)")
+        return bool(server._receive_message_from_socket(self.request))
+
     def _peek(self) -> bytes | None:
         """The next byte the client sent, left in the socket; ``b""`` once the client closed its
-        end, None if nothing came within the socket's time-out (10 ms)."""
+        end, None if nothing came within the socket's time-out (:data:`IGTL_POLL_S`)."""
         try:
             return self.request.recv(1, socket.MSG_PEEK)
         except TimeoutError:

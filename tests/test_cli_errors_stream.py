@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import socket
+import struct
 import stat
 import subprocess
 import sys
@@ -365,6 +366,66 @@ def test_openigtlink_client_leaving_is_one_line_and_the_stream_goes_on() -> None
     assert "Traceback" not in err and "Broken pipe" not in err and "Error while" not in err, err
     left = [line for line in err.splitlines() if " --igtl: client 127.0.0.1:" in line and "disconnected" in line]
     assert len(left) == 2, err
+
+
+def _igtl_message(sock: socket.socket) -> tuple[float, int]:
+    """One OpenIGTLink message read off ``sock`` by the specification alone: (its time stamp, s; body bytes)."""
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+    header = exactly(58)
+    seconds, fraction = struct.unpack_from(">II", header, 34)
+    (size,) = struct.unpack_from(">Q", header, 42)
+    exactly(size)
+    return seconds + fraction / 2**32, size
+
+
+def test_a_slow_openigtlink_client_gets_the_newest_frames_and_a_bogus_header_is_one_line() -> None:
+    """A viewer reading 4 frames/s from a 30 frames/s stream is kept and sent the newest frame each
+    time (frames replaced, not queued in socket buffers: consecutive time stamps far apart); a
+    client announcing a terabyte body is let go in one line, no traceback, and the next is served."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.run", "--backend", "identity", "--size", "256", "--fps", "30",
+         "--igtl", str(port), "--publish", free_endpoint(), "--status", "0.5"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        bogus = struct.pack(">H12s20sQQQ", 1, b"STRING", b"x", 0, 10**12, 0)
+        assert len(bogus) == 58
+        deadline = time.monotonic() + 30
+        while True:  # the server is up once a frame comes
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as first:
+                    _igtl_message(first)
+                break
+            except (ConnectionRefusedError, ConnectionResetError, AssertionError):
+                assert time.monotonic() < deadline, "no OpenIGTLink server came up"
+                time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+            bad.sendall(bogus)
+            while bad.recv(1 << 16):  # frames may come first; then the server closes the connection
+                pass
+        stamps = []
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            for _ in range(14):
+                stamps.append(_igtl_message(slow)[0])
+                time.sleep(0.25)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    gaps = np.diff(stamps[4:])  # once the buffers along the way are full
+    assert np.median(gaps) > 3 / 30, (gaps, err)  # not frame after frame: replaced by newer ones
+    assert "Traceback" not in err and "MemoryError" not in err, err
+    lines = [line for line in err.splitlines() if " --igtl: client " in line and "disconnected" in line]
+    assert any("a body of 1000000000000 bytes announced" in line for line in lines), err
+    assert not any("took no frame" in line or "timed out" in line for line in lines), err
 
 
 @pytest.mark.parametrize("problem", ["missing", "not a model", "identity"])
