@@ -14,6 +14,7 @@ key is in ``DIR/authorized``; a subscriber without a listed key pair receives no
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = ["CurveKeys", "SecurityError", "create_keys", "start_authenticator"]
+
+log = logging.getLogger(__name__)
 
 
 #: file mode of the secret key files: read and write for the owner only.
@@ -46,10 +49,15 @@ def _load(path: Path) -> tuple[bytes, bytes | None]:
 
 
 def _load_pair(path: Path) -> tuple[bytes, bytes]:
-    """``(public, secret)`` of a ``*.key_secret`` file; a file without a secret key is refused."""
+    """``(public, secret)`` of a ``*.key_secret`` file; a file without a secret key is refused, and
+    one that others may read is used with a warning (``stream.keys`` writes them :data:`SECRET_MODE`)."""
     public, secret = _load(path)
     if secret is None:
         raise SecurityError(f"--curve-keys: {path} holds no secret key")
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        log.warning("--curve-keys: %s is a secret key that others may read (mode %o); chmod %o %s", path, mode,
+                    SECRET_MODE, path)
     return public, secret
 
 
@@ -83,6 +91,11 @@ def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticato
     """Start the ZAP handler of ``ctx`` admitting only the public keys in ``keys.authorized``."""
     if not keys.authorized.is_dir():
         raise SecurityError(f"--curve-keys: missing folder of allowed client keys {keys.authorized}")
+    allowed = sorted(keys.authorized.glob("*.key"))
+    if not allowed:
+        raise SecurityError(f"--curve-keys: {keys.authorized} holds no *.key public key: no client could connect")
+    for path in allowed:  # one unreadable file would make the authenticator refuse every client
+        _load(path)
     auth = ThreadAuthenticator(ctx)
     auth.start()
     auth.configure_curve(domain="*", location=str(keys.authorized))

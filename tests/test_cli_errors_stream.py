@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
-import struct
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -525,3 +526,27 @@ def test_keys_tool_writes_secret_keys_for_the_owner_only(tmp_path: Path) -> None
         "client.key": 0o644,
         "authorized/client.key": 0o644,
     }
+
+
+def test_a_bad_authorized_key_stops_the_publisher_and_a_loose_secret_key_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One unreadable ``authorized/*.key`` made the authenticator refuse every client while the
+    grabber ran on: now it is named in one line and the grabber does not start (exit status 1);
+    an empty ``authorized/`` likewise; a secret key others may read is named in a warning."""
+    assert keys_main(["--out", str(tmp_path / "k")]) == 0
+    argv = ["--curve-keys", str(tmp_path / "k"), "--frames", "2", "--size", "32", "--fps", "100", "--publish", free_endpoint()]
+    (tmp_path / "k" / "server.key_secret").chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert grabber_main(argv) == 0
+    assert "server.key_secret is a secret key that others may read (mode 644); chmod 600 " in caplog.text
+    for broken, problem in (("nav2.key", "cannot read key file"), (None, "holds no *.key public key")):
+        caplog.clear()
+        for old in (tmp_path / "k" / "authorized").glob("*.key"):
+            old.unlink()
+        if broken:
+            shutil.copy(tmp_path / "k" / "client.key", tmp_path / "k" / "authorized" / "client.key")
+            (tmp_path / "k" / "authorized" / broken).write_text("")  # a copy that failed
+        with caplog.at_level(logging.ERROR):
+            assert grabber_main(argv) == 1
+        assert len(_errors(caplog)) == 1 and problem in _errors(caplog)[0], _errors(caplog)
+        assert (broken or "authorized") in _errors(caplog)[0]
