@@ -282,14 +282,14 @@ class DespeckleStage:
     def process(self, item: Item) -> bool:
         """Despeckle one frame into the outbox; always asks for the next one (returns True)."""
         start = time.perf_counter()
-        try:
-            out = despeckle_frame(item.image, self.engine_for(item.meta).infer, self.region)
+        if self._after_pause(item.meta):
+            self._average.reset()  # an old scene must not show through a frozen or reconnected source's next frame
+        infer = self.engine_for(item.meta).infer
+        try:  # the average is of the despeckled image region only: overlays outside it pass through as they are
+            out = despeckle_frame(item.image, lambda image: self._average(infer(image)), self.region)
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
-        if self._after_pause(item.meta):
-            self._average.reset()  # an old scene must not show through a frozen or reconnected source's next frame
-        out = self._average(out)
         self.stats.observe("infer", (time.perf_counter() - start) * 1e3)
         _stamp(item.meta, "despeckle")
         if self.outbox.put(Item(out, item.meta, item.image)):

@@ -111,17 +111,17 @@ def test_motion_without_persistence_is_refused() -> None:
 
 
 def _persisted_chain(tmp_path: Path, sources: list[np.ndarray], fps: float,
-                     motion: float = 0.0) -> tuple[list[np.ndarray], list[int]]:
-    """The frames a chain (identity backend, persistence 0.5, motion-adaptive with ``motion``)
-    published from ``sources`` (a folder source at ``fps``), and each one's sequence number: its
-    index in ``sources``."""
+                     motion: float = 0.0, roi: tuple[int, int, int, int] | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """The frames a chain (identity backend, persistence 0.5, motion-adaptive with ``motion``, the
+    box ``roi`` despeckled) published from ``sources`` (a folder source at ``fps``), and each one's
+    sequence number: its index in ``sources``."""
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, frame in enumerate(sources):
         cv2.imwrite(str(folder / f"f{i}.png"), frame)
     record = tmp_path / "rec"
     cfg = ChainConfig(source=SourceConfig(spec=str(folder), fps=fps), backend="identity", persistence=0.5,
-                      persistence_motion=motion, output=OutputConfig(publish=free_endpoint(), record=record))
+                      persistence_motion=motion, roi=roi, output=OutputConfig(publish=free_endpoint(), record=record))
     published = recorded_to_the_end(cfg)
     return published, [int(p.stem) for p in sorted(record.glob("*.png"))]
 
@@ -138,6 +138,23 @@ def test_the_chain_publishes_each_frame_blended_with_the_one_before(tmp_path: Pa
         state = np.float32(0.5) * sources[seqs[k]].astype(np.float32) + np.float32(0.5) * state
         assert np.array_equal(published[k], np.rint(state).astype(np.uint8)), f"frame {seqs[k]}"
         assert not np.array_equal(published[k], sources[seqs[k]])
+
+
+def test_the_chain_averages_only_the_despeckled_region(tmp_path: Path) -> None:
+    """Outside ``--roi`` every pixel passes through as it came (a scanner's frame counter or
+    calipers must not ghost); inside it the frames are averaged as without a box."""
+    rng = np.random.default_rng(9)
+    sources = [rng.integers(0, 256, (40, 48), dtype=np.uint8) for _ in range(6)]
+    box = np.s_[8:32, 10:40]  # roi (x, y, w, h) = (10, 8, 30, 24)
+    published, seqs = _persisted_chain(tmp_path, sources, fps=10.0, roi=(10, 8, 30, 24))
+    assert len(published) >= 3
+    average = Persistence(0.5)
+    for k, frame in enumerate(published):
+        expected = sources[seqs[k]].copy()
+        expected[box] = average(sources[seqs[k]][box])
+        assert np.array_equal(frame, expected), f"frame {seqs[k]}"
+        if k:
+            assert not np.array_equal(frame[box], sources[seqs[k]][box])  # averaged inside
 
 
 def test_the_chain_adapts_its_persistence_to_motion(tmp_path: Path) -> None:
