@@ -4,7 +4,14 @@
 from __future__ import annotations
 
 from engine.persistence import check_motion_args
-from stream.cli import add_common_args, add_despeckle_args, chain_config, endpoint, setup_logging
+from stream.cli import (
+    add_common_args,
+    add_despeckle_args,
+    chain_config,
+    endpoint,
+    exit_process,
+    setup_logging,
+)
 from stream.config import GRAB_ENDPOINT, SourceConfig
 from stream.pipeline import run_chain
 from training.argparsing import OneLineParser
@@ -31,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_process(main()))

@@ -3,7 +3,7 @@ on another machine (``python -m stream.despeckler --subscribe ENDPOINT``)."""
 
 from __future__ import annotations
 
-from stream.cli import add_common_args, add_source_args, endpoint, grabber_config, setup_logging
+from stream.cli import add_common_args, add_source_args, endpoint, exit_process, grabber_config, setup_logging
 from stream.config import GRAB_ENDPOINT
 from stream.pipeline import run_grabber
 from training.argparsing import OneLineParser
@@ -29,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_process(main()))

@@ -40,7 +40,7 @@ from stream.stages import POLL_S, DespeckleStage, Grabber, Item, Publisher, Rece
 from stream.stats import Stats
 from stream.transport import TransportError, bind_publisher, connect_subscriber, endpoint_of
 
-__all__ = ["run_chain", "run_grabber", "BackendError"]
+__all__ = ["run_chain", "run_grabber", "BackendError", "stage_left_behind"]
 
 log = logging.getLogger("stream")
 
@@ -49,6 +49,15 @@ INPROC = "inproc://grabbed"
 #: how long shutdown waits for the stage threads, seconds (a CPU inference of a 256x256 frame
 #: takes about 1 s on 2 cores; SIGINT must end the process within 2 s).
 JOIN_S = 1.5
+#: set once a shutdown left a stage's thread running (:func:`stage_left_behind`).
+_LEFT_BEHIND = threading.Event()
+
+
+def stage_left_behind() -> bool:
+    """Whether a shutdown in this process left a stage running past :data:`JOIN_S` (an inference
+    that outlasted the stop): the process should then leave without waiting for it
+    (:func:`stream.cli.exit_process`)."""
+    return _LEFT_BEHIND.is_set()
 #: after a finite source ends, the chain stops once nothing has moved for this long, seconds.
 DRAIN_S = 0.3
 
@@ -285,6 +294,7 @@ class _Process:
             _log_status(self.stats)
         if not joined:
             log.warning("a stage did not stop within %.1f s; leaving it behind", JOIN_S)
+            _LEFT_BEHIND.set()
         self.stack.close()
         self.stack = None
         if joined:

@@ -14,6 +14,7 @@ from stream.cli import (
     add_despeckle_args,
     add_source_args,
     chain_config,
+    exit_process,
     setup_logging,
     source_config,
 )
@@ -37,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_process(main()))

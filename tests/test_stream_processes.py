@@ -154,6 +154,27 @@ def test_run_serves_openigtlink_and_stops_on_sigterm() -> None:
     assert "in " in err and "latency p50" in err
 
 
+def test_a_stop_during_a_long_inference_leaves_it_behind_and_exits_0() -> None:
+    """The default model on a 1024x1024 frame takes several seconds on a CPU: Ctrl-C leaves that
+    inference behind and the process exits 0 at once, instead of waiting for it at the
+    interpreter's exit and sometimes aborting (libstdc++'s "terminate called", status 134)."""
+    proc = start("stream.run", "--weights", "default", "--size", "1024", "--fps", "5",
+                 "--publish", f"tcp://127.0.0.1:{free_port()}")
+    head = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the first frame's grey-level line: its inference has begun
+        line = proc.stderr.readline()
+        head.append(line)
+        if "grey levels:" in line or not line:
+            break
+    time.sleep(1.0)
+    seconds, err = stop_within(proc, signal.SIGINT)
+    err = "".join(head) + err
+    assert proc.returncode == 0, err
+    assert "leaving it behind" in err and "terminate called" not in err and "Traceback" not in err, err
+    assert seconds < 4.0, f"took {seconds:.2f} s to stop after SIGINT"
+
+
 TORCH_BLOCKED = """
 import sys
 
