@@ -251,6 +251,11 @@ class _Process:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
+    @property
+    def secure_label(self) -> str:
+        """``"CURVE"`` for the status line where ``--curve-keys`` encrypts and authenticates, else ``""``."""
+        return "" if self.keys is None else "CURVE"
+
     def bind(self, endpoint: str, flag: str = "--publish") -> zmq.Socket:
         """A publisher on ``endpoint``; in secure mode the authenticator starts with the first one."""
         if self.keys is not None and not self._authenticating and not endpoint.startswith("inproc://"):
@@ -327,7 +332,8 @@ def run_chain(cfg: ChainConfig, stop: threading.Event | None = None) -> int:
             return proc.fail(exc)
         persistence = f", persistence {cfg.persistence:g}" if cfg.persistence else ""
         persistence += f" (motion-adaptive, {cfg.persistence_motion:g} grey levels)" if cfg.persistence_motion else ""
-        proc.stats.label = " | ".join(filter(None, [f"backend {engine.describe()}{persistence}", proc.stats.label]))
+        proc.stats.label = " | ".join(filter(None, [f"backend {engine.describe()}{persistence}", proc.stats.label,
+                                                     proc.secure_label]))
         log.info("publishing despeckled frames on %s", endpoint_of(pub))
         inbox: LatestSlot[Item] = LatestSlot()
         outbox: LatestSlot[Item] = LatestSlot()
@@ -360,5 +366,6 @@ def run_grabber(cfg: GrabberConfig, stop: threading.Event | None = None) -> int:
         except _STARTUP_ERRORS as exc:
             return proc.fail(exc)
         log.info("publishing --source %s on %s", grabber.source.name, endpoint_of(grabber.sock))
+        proc.stats.label = " | ".join(filter(None, [proc.stats.label, proc.secure_label]))
         proc.threads.start("grab", grabber)
         return proc.run_until(lambda: not proc.threads.alive("grab"), cfg.status_s)

@@ -15,8 +15,10 @@ key is in ``DIR/authorized``; a subscriber without a listed key pair receives no
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +89,41 @@ class CurveKeys:
         sock.curve_serverkey = server_public
 
 
+#: a refused client key is named in a warning at most once per this many seconds (ZeroMQ retries
+#: every few hundred milliseconds).
+REFUSAL_EVERY_S = 60.0
+
+
+class _RefusalLog:
+    """The authenticator's log (pyzmq calls ``debug``/``info``/``error`` on it): its ``DENIED``
+    lines, a subscriber whose key is not in ``authorized/``, become one warning per client key per
+    :data:`REFUSAL_EVERY_S`; the rest stay at their level.  (A subscriber without keys, or with
+    another server's public key, fails the CURVE handshake before the authenticator sees it.)"""
+
+    def __init__(self, authorized: Path) -> None:
+        self.authorized = authorized
+        self._last: dict[str, float] = {}
+
+    def debug(self, msg: str, *args: object) -> None:
+        text = msg % args if args else msg
+        if not text.startswith("DENIED"):
+            log.debug("%s", text)
+            return
+        now = time.monotonic()  # the text names the client's key: one warning per key and period
+        if now - self._last.get(text, -math.inf) >= REFUSAL_EVERY_S:
+            self._last[text] = now
+            log.warning("--curve-keys: a subscriber was refused, its key is not in %s (%s)", self.authorized, text)
+
+    def info(self, msg: str, *args: object) -> None:
+        log.info(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        log.warning(msg, *args)
+
+    def error(self, msg: str, *args: object) -> None:
+        log.error(msg, *args)
+
+
 def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticator:
     """Start the ZAP handler of ``ctx`` admitting only the public keys in ``keys.authorized``."""
     if not keys.authorized.is_dir():
@@ -96,7 +133,7 @@ def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticato
         raise SecurityError(f"--curve-keys: {keys.authorized} holds no *.key public key: no client could connect")
     for path in allowed:  # one unreadable file would make the authenticator refuse every client
         _load(path)
-    auth = ThreadAuthenticator(ctx)
+    auth = ThreadAuthenticator(ctx, log=_RefusalLog(keys.authorized))
     auth.start()
     auth.configure_curve(domain="*", location=str(keys.authorized))
     return auth
