@@ -139,14 +139,19 @@ def _log_status(stats: Stats) -> None:
 
 
 def _supervise(stop: threading.Event, stats: Stats, done: Callable[[], bool], every: float) -> None:
-    """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true."""
+    """Print the status line every ``every`` s until ``stop`` is set or ``done()`` turns true; after
+    a pause of the process (stopped, swapped out) one line covers the whole gap, not one per
+    missed period."""
     due = time.monotonic() + every
     while not stop.wait(POLL_S):
         if done():
             return
-        if time.monotonic() >= due:
+        now = time.monotonic()
+        if now >= due:
             _log_status(stats)
             due += every
+            if due <= now:  # a pause missed periods: the next line a period from now, no burst
+                due = now + every
 
 
 def _check_first(name: str, frame: np.ndarray, limits: Limits, region: Region | None) -> None:

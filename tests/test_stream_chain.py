@@ -368,3 +368,24 @@ def test_frame_whose_header_cannot_take_our_stamps_is_counted_not_fatal(
         assert not status, "the chain stopped by itself"
     pub.close()
     assert _last_counts(caplog)["errors"] >= 1
+
+
+def test_a_paused_process_prints_one_status_line_for_the_gap(caplog: pytest.LogCaptureFixture) -> None:
+    """Status lines every 1 s; the loop held up for 3.5 s (a process stopped or swapped out) is
+    followed by one line a period later, not by the missed ones, one per 0.1 s poll."""
+    from stream.pipeline import _supervise
+    from stream.stats import Stats
+
+    caplog.set_level(logging.INFO, logger="stream")
+    stop, calls = threading.Event(), []
+
+    def done() -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            time.sleep(3.5)  # the pause
+        return calls[-1] - calls[0] > 5.5
+
+    _supervise(stop, Stats(), done, every=1.0)
+    stamps = [r.created for r in caplog.records if r.name == "stream"]
+    assert len(stamps) >= 2
+    assert min(np.diff(stamps)) > 0.5, np.diff(stamps)  # no lines catching up 0.1 s apart
