@@ -64,6 +64,14 @@ def endpoint(bind: bool) -> Callable[[str], str]:
     return argument_type(parse)
 
 
+def _output_path(text: str) -> Path:
+    """An output path flag's value; an empty one (an unset variable in a launch script) is refused,
+    not taken as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one (an unset variable?)")
+    return Path(text)
+
+
 def _size(text: str) -> tuple[int, int]:
     """``"256"`` -> (256, 256); ``"240x320"`` -> (240, 320) as (H, W); sides of at least
     :data:`training.sim.cine.SWEEP_MIN_SIDE` (imported here: only ``--size`` needs the simulator)."""
@@ -170,7 +178,7 @@ def add_despeckle_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--record",
-        type=Path,
+        type=_output_path,
         default=None,
         metavar="PATH",
         help="record the despeckled stream: PATH.avi (Motion-JPEG, at the frame rate measured from the "

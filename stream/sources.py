@@ -142,11 +142,11 @@ def open_source(
         ]
         return Source(spec, live=True, paced=False, opener=lambda: _capture(spec, spec, True, params))
     if is_subscription(spec):
-        raise SourceError(f"--source {spec}: a subscription, not a grabber source")
+        raise SourceError(f"--source {spec}: a subscription to a grabber, which stream.run and stream.despeckler take, not a grabber source")
     path = Path(spec)
     if not path.exists():
         raise SourceError(
-            f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://, tcp://)"
+            f"--source {spec}: no such file or folder (nor sim, captureN, rtsp://, http://)"
         )
     if path.is_dir():
         return Source(path.name or spec, live=False, paced=True, opener=lambda: _files(path, on_skip))

@@ -63,6 +63,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], main: Main, argv: list[s
         (grabber_main, ["--seed", "-1"], "--seed"),
         (run_main, ["--seed", "-1"], "--seed"),
         (run_main, ["--pixel-mm", "100"], "--pixel-mm"),  # micrometres typed as mm
+        (run_main, ["--record", ""], "--record"),  # an unset $OUT: not the current folder
         (run_main, ["--fps", "0"], "--fps"),
         (run_main, ["--persistence", "1"], "--persistence"),
         (despeckler_main, ["--persistence", "-0.5"], "--persistence"),
