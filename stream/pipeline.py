@@ -49,6 +49,9 @@ INPROC = "inproc://grabbed"
 #: how long shutdown waits for the stage threads, seconds (a CPU inference of a 256x256 frame
 #: takes about 1 s on 2 cores; SIGINT must end the process within 2 s).
 JOIN_S = 1.5
+#: after a finite source ends, the chain stops once nothing has moved for this long, seconds.
+DRAIN_S = 0.3
+
 #: set once a shutdown left a stage's thread running (:func:`stage_left_behind`).
 _LEFT_BEHIND = threading.Event()
 
@@ -58,8 +61,6 @@ def stage_left_behind() -> bool:
     that outlasted the stop): the process should then leave without waiting for it
     (:func:`stream.cli.exit_process`)."""
     return _LEFT_BEHIND.is_set()
-#: after a finite source ends, the chain stops once nothing has moved for this long, seconds.
-DRAIN_S = 0.3
 
 
 class BackendError(RuntimeError):
