@@ -190,10 +190,12 @@ class _IgtlConnection(socketserver.BaseRequestHandler):
                     if server.communication_thread_stop_requested:
                         break
                 self.request.settimeout(IGTL_STALL_S)
-                while server._send_queued_message_from_socket(self.request):
-                    pass
-        except TimeoutError:
-            reason = f"it took no frame for {IGTL_STALL_S:g} s"
+                try:
+                    while server._send_queued_message_from_socket(self.request):
+                        pass
+                except TimeoutError:
+                    reason = f"it took no frame for {IGTL_STALL_S:g} s"
+                    break
         except OSError as exc:  # broken pipe, reset by peer, a message stalled half-way
             reason = exc.strerror or str(exc)
         except (ValueError, struct.error) as exc:
