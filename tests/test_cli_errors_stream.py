@@ -338,18 +338,25 @@ def test_recording_of_one_process_plays_at_its_fps(tmp_path: Path) -> None:
     cap.release()
 
 
-def test_openigtlink_client_leaving_is_one_line_and_the_stream_goes_on() -> None:
-    """pyigtl prints a BrokenPipeError traceback when a client goes away; the stream logs one line
-    per client and serves the next one."""
-    pyigtl = pytest.importorskip("pyigtl")
+def _igtl_run(size: int) -> tuple[int, subprocess.Popen]:
+    """``python -m stream.run`` (identity backend, sim frames of ``size`` at 30 frames/s) serving
+    OpenIGTLink on a free port: (the port, the process, its stderr piped)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.run", "--backend", "identity", "--size", "32", "--fps", "30",
+        [sys.executable, "-m", "stream.run", "--backend", "identity", "--size", str(size), "--fps", "30",
          "--igtl", str(port), "--publish", free_endpoint(), "--status", "0.5"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    return port, proc
+
+
+def test_openigtlink_client_leaving_is_one_line_and_the_stream_goes_on() -> None:
+    """pyigtl prints a BrokenPipeError traceback when a client goes away; the stream logs one line
+    per client and serves the next one."""
+    pyigtl = pytest.importorskip("pyigtl")
+    port, proc = _igtl_run(32)
     shapes = []
     try:
         for _ in range(2):  # the second client is served after the first one left
@@ -390,14 +397,7 @@ def test_a_slow_openigtlink_client_gets_the_newest_frames_and_a_bogus_header_is_
     """A viewer reading 4 frames/s from a 30 frames/s stream is kept and sent the newest frame each
     time (frames replaced, not queued in socket buffers: consecutive time stamps far apart); a
     client announcing a terabyte body is let go in one line, no traceback, and the next is served."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.run", "--backend", "identity", "--size", "256", "--fps", "30",
-         "--igtl", str(port), "--publish", free_endpoint(), "--status", "0.5"],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    port, proc = _igtl_run(256)
     try:
         bogus = struct.pack(">H12s20sQQQ", 1, b"STRING", b"x", 0, 10**12, 0)
         assert len(bogus) == 58
