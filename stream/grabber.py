@@ -22,8 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.source == "sim" and max(args.size) > args.max_dim:
-        parser.error(f"--size {args.size[0]}x{args.size[1]}: a side above --max-dim {args.max_dim}")
     setup_logging(args.verbose)
     return run_grabber(grabber_config(args))
 

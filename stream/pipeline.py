@@ -178,6 +178,8 @@ def _grabber(
     limits: Limits,
     region: Region | None = None,
 ) -> Grabber:
+    if cfg.spec == "sim":  # a size the limits refuse is refused before its phantom is drawn
+        _check_first(cfg.spec, np.broadcast_to(np.uint8(0), cfg.size), limits, region)
     source = open_source(cfg.spec, cfg.size, cfg.seed, on_skip=lambda _: stats.add("errors"))
     first, rest = first_frame(source)
     _check_first(source.name, first, limits, region)

@@ -59,7 +59,6 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], main: Main, argv: list[s
         (run_main, ["--source", "tcp://127.0.0.1:0"], "--source"),
         (run_main, ["--size", "4"], "--size"),
         (grabber_main, ["--size", "64x7"], "--size"),
-        (grabber_main, ["--size", "100000"], "--size"),  # above --max-dim: no 94 GiB phantom
         (grabber_main, ["--seed", "-1"], "--seed"),
         (run_main, ["--seed", "-1"], "--seed"),
         (run_main, ["--pixel-mm", "100"], "--pixel-mm"),  # micrometres typed as mm
@@ -79,8 +78,8 @@ def test_bad_flag_is_one_line_naming_it_and_exit_2(
 ) -> None:
     err = _one_line_error(capsys, main, argv)
     assert culprit in err
-    if culprit == "--size":  # the real bounds: the engine's for the whole chain, the simulator's and --max-dim for a grabber
-        assert ("16x16 .. 4096x4096" if main is run_main else "--max-dim 8192" if "100000" in argv else ">= 8") in err
+    if culprit == "--size":  # the real minimum: the engine's for the whole chain, the simulator's for a grabber
+        assert ("16x16 .. 4096x4096" if main is run_main else ">= 8") in err
 
 
 def test_tcp_ports_are_checked_where_libzmq_does_not() -> None:
@@ -197,6 +196,15 @@ def test_frame_limit_that_refuses_the_first_frame_fails_at_start(
     assert time.monotonic() - start < 10.0
     errors = _errors(caplog)
     assert len(errors) == 1 and "--max-dim" in errors[0] and "32x32" in errors[0], errors
+
+
+def test_a_grabbers_sim_size_above_its_max_dim_is_refused_before_drawing(caplog: pytest.LogCaptureFixture) -> None:
+    """``--size 100000`` was a 94 GiB phantom and a traceback: the size is refused as its first frame
+    would be, before anything is drawn."""
+    caplog.set_level(logging.INFO)
+    assert grabber_main(["--size", "100000", "--frames", "1", "--publish", free_endpoint()]) == 1
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "--max-dim" in errors[0] and "100000x100000" in errors[0], errors
 
 
 def test_roi_that_does_not_fit_the_first_frame_fails_at_start(caplog: pytest.LogCaptureFixture) -> None:
