@@ -348,13 +348,13 @@ def lesion_contrast(image: np.ndarray, echogenicity: np.ndarray, lesions: np.nda
     clearer, negative where it is drawn the other way.  Vessels are not lesions (:func:`cnr` on
     them is the targets' CNR)."""
     labels, count = ndimage.label(np.asarray(lesions, bool), structure=np.ones((3, 3), bool))
+    log_e = np.log(np.maximum(echogenicity, 1e-12))
     shown: dict[bool, list[float]] = {True: [], False: []}
     for k in range(1, count + 1):
         lesion = labels == k
         ring = ring_mask(lesion, within=tissue)
         if lesion.sum() < LESION_MIN_PIXELS or ring.sum() < LESION_MIN_PIXELS:
             continue
-        log_e = np.log(np.maximum(echogenicity, 1e-12))
         true = math.exp(float(log_e[lesion].mean() - log_e[ring].mean()))
         if 1.0 / ratio < true < ratio:
             continue
