@@ -103,7 +103,7 @@ class Subscriber:
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
-        keys = CurveKeys(Path(curve_keys)) if curve_keys is not None else None
+        keys = CurveKeys(Path(curve_keys), name=f"Subscriber curve_keys={str(curve_keys)!r}") if curve_keys is not None else None
         sock = connect_subscriber(
             context or zmq.Context.instance(), endpoint, keys, limits, flag="Subscriber"
         )

@@ -39,35 +39,38 @@ class SecurityError(RuntimeError):
     """A key directory that lacks a needed key file or holds an unreadable one."""
 
 
-def _load(path: Path) -> tuple[bytes, bytes | None]:
+def _load(path: Path, name: str) -> tuple[bytes, bytes | None]:
+    """``(public, secret or None)`` of a key file; ``name``: what the caller gave the folder as."""
     if not path.is_file():
         raise SecurityError(
-            f"--curve-keys: missing key file {path} (make keys with: python -m stream.keys --out DIR)"
+            f"{name}: missing key file {path} (make keys with: python -m stream.keys --out DIR)"
         )
     try:
         return zmq.auth.load_certificate(path)
     except (ValueError, OSError) as exc:
-        raise SecurityError(f"--curve-keys: cannot read key file {path}: {exc}") from exc
+        raise SecurityError(f"{name}: cannot read key file {path}: {exc}") from exc
 
 
-def _load_pair(path: Path) -> tuple[bytes, bytes]:
+def _load_pair(path: Path, name: str) -> tuple[bytes, bytes]:
     """``(public, secret)`` of a ``*.key_secret`` file; a file without a secret key is refused, and
     one that others may read is used with a warning (``stream.keys`` writes them :data:`SECRET_MODE`)."""
-    public, secret = _load(path)
+    public, secret = _load(path, name)
     if secret is None:
-        raise SecurityError(f"--curve-keys: {path} holds no secret key")
+        raise SecurityError(f"{name}: {path} holds no secret key")
     mode = path.stat().st_mode & 0o777
     if os.name == "posix" and mode & 0o077:
-        log.warning("--curve-keys: %s is a secret key that others may read (mode %o); chmod %o %s", path, mode,
+        log.warning("%s: %s is a secret key that others may read (mode %o); chmod %o %s", name, path, mode,
                     SECRET_MODE, path)
     return public, secret
 
 
 @dataclass(frozen=True)
 class CurveKeys:
-    """The key directory given by ``--curve-keys DIR``."""
+    """The key directory given by ``--curve-keys DIR`` (``name``: how errors name it, e.g. a Python
+    caller's ``curve_keys`` argument)."""
 
     directory: Path
+    name: str = "--curve-keys"
 
     @property
     def authorized(self) -> Path:
@@ -75,15 +78,15 @@ class CurveKeys:
 
     def apply_server(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (a binding publisher) a CURVE server with the server key pair."""
-        public, secret = _load_pair(self.directory / "server.key_secret")
+        public, secret = _load_pair(self.directory / "server.key_secret", self.name)
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
 
     def apply_client(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (a connecting subscriber) a CURVE client of the server key."""
-        server_public, _ = _load(self.directory / "server.key")
-        public, secret = _load_pair(self.directory / "client.key_secret")
+        server_public, _ = _load(self.directory / "server.key", self.name)
+        public, secret = _load_pair(self.directory / "client.key_secret", self.name)
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_serverkey = server_public
@@ -127,12 +130,12 @@ class _RefusalLog:
 def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> ThreadAuthenticator:
     """Start the ZAP handler of ``ctx`` admitting only the public keys in ``keys.authorized``."""
     if not keys.authorized.is_dir():
-        raise SecurityError(f"--curve-keys: missing folder of allowed client keys {keys.authorized}")
+        raise SecurityError(f"{keys.name}: missing folder of allowed client keys {keys.authorized}")
     allowed = sorted(keys.authorized.glob("*.key"))
     if not allowed:
-        raise SecurityError(f"--curve-keys: {keys.authorized} holds no *.key public key: no client could connect")
+        raise SecurityError(f"{keys.name}: {keys.authorized} holds no *.key public key: no client could connect")
     for path in allowed:  # one unreadable file would make the authenticator refuse every client
-        _load(path)
+        _load(path, keys.name)
     auth = ThreadAuthenticator(ctx, log=_RefusalLog(keys.authorized))
     auth.start()
     auth.configure_curve(domain="*", location=str(keys.authorized))

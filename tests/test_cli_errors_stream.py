@@ -559,3 +559,15 @@ def test_a_bad_authorized_key_stops_the_publisher_and_a_loose_secret_key_is_warn
             assert grabber_main(argv) == 1
         assert len(_errors(caplog)) == 1 and problem in _errors(caplog)[0], _errors(caplog)
         assert (broken or "authorized") in _errors(caplog)[0]
+
+
+def test_a_missing_key_folder_is_named_as_the_caller_gave_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The command line's ``--curve-keys``; a Python caller's ``curve_keys`` argument (there is no flag)."""
+    from stream.client import Subscriber
+    from stream.security import SecurityError
+
+    with pytest.raises(SecurityError, match=r"^Subscriber curve_keys='.*nosuch': missing key file .*server\.key"):
+        Subscriber(free_endpoint(), curve_keys=tmp_path / "nosuch")
+    with caplog.at_level(logging.ERROR):
+        assert grabber_main(["--curve-keys", str(tmp_path / "nosuch"), "--frames", "1", "--publish", free_endpoint()]) == 1
+    assert _errors(caplog) == [f"--curve-keys: missing folder of allowed client keys {tmp_path / 'nosuch' / 'authorized'}"]
