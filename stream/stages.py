@@ -46,7 +46,7 @@ from stream.roi import Region, despeckle_frame
 from stream.sinks import Sink, SinkError
 from stream.sources import Source, SourceError, SourceStalled
 from stream.stats import Stats
-from stream.transport import receive, send
+from stream.transport import endpoint_of, receive, send
 
 __all__ = ["Item", "Grabber", "Receiver", "DespeckleStage", "Publisher", "POLL_S", "HOST"]
 
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: longest wait of any stage before it checks the stop event again, seconds.
 POLL_S = 0.1
+#: a subscription silent for this long after frames came is named in a warning, seconds.
+SILENCE_S = 5.0
 #: this machine's name: monotonic clock readings are comparable only between stages on one host.
 HOST = socket.gethostname()
 #: back-off between attempts to reopen a live source: 0.5 s, doubled per failure, at most 8 s.
@@ -167,7 +169,9 @@ class Grabber:
 
 @dataclass
 class Receiver:
-    """Take frames off a ``SUB`` socket into a latest-frame slot; count malformed ones and gaps."""
+    """Take frames off a ``SUB`` socket into a latest-frame slot; count malformed ones and gaps.
+    A subscription to another process that falls silent for :data:`SILENCE_S` after frames came
+    is named in one warning, and its return in one line (the status line alone says ``in 0.0/s``)."""
 
     sock: zmq.Socket
     slot: LatestSlot[Item]
@@ -175,13 +179,24 @@ class Receiver:
     limits: Limits = DEFAULT_LIMITS
     sequence: SequenceTracker = field(default_factory=SequenceTracker)
     last_arrival: float = 0.0
+    _silent: bool = False  # warned that frames stopped coming
 
     def run(self, stop: threading.Event) -> None:
+        endpoint = endpoint_of(self.sock)
+        remote = not endpoint.startswith("inproc://")  # in one process the grabber says what it lacks
         while not stop.is_set():
             parts = receive(self.sock, int(POLL_S * 1000))
+            now = time.monotonic()
             if parts is None:
+                if remote and self.last_arrival and not self._silent and now - self.last_arrival > SILENCE_S:
+                    self._silent = True
+                    log.warning("no frames from %s for %.0f s (has the grabber stopped?); waiting for it", endpoint,
+                                SILENCE_S)
                 continue
-            self.last_arrival = time.monotonic()
+            if self._silent:
+                self._silent = False
+                log.info("frames from %s again, after %.1f s", endpoint, now - self.last_arrival)
+            self.last_arrival = now
             try:
                 image, meta = decode_frame(parts, self.limits)
             except ProtocolError as exc:

@@ -571,3 +571,47 @@ def test_a_missing_key_folder_is_named_as_the_caller_gave_it(tmp_path: Path, cap
     with caplog.at_level(logging.ERROR):
         assert grabber_main(["--curve-keys", str(tmp_path / "nosuch"), "--frames", "1", "--publish", free_endpoint()]) == 1
     assert _errors(caplog) == [f"--curve-keys: missing folder of allowed client keys {tmp_path / 'nosuch' / 'authorized'}"]
+
+
+def test_a_despeckler_says_when_its_grabber_falls_silent_and_when_it_is_back(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-alone despeckler whose grabber dies showed only ``in 0.0/s``: now one warning after
+    SILENCE_S (1 s here) naming the endpoint, and one line when a grabber publishes there again."""
+    from test_stream_chain import running
+
+    from stream import stages
+
+    monkeypatch.setattr(stages, "SILENCE_S", 1.0)
+    caplog.set_level(logging.INFO)
+    grab = free_endpoint()
+    cfg = ChainConfig(source=SourceConfig(spec=grab), backend="identity", status_s=0.5,
+                      output=OutputConfig(publish=free_endpoint()))
+
+    def grabber() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "stream.grabber", "--publish", grab, "--size", "32",
+                                 "--fps", "30"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in caplog.text:
+            assert time.monotonic() < deadline, f"no line with {text!r}: {caplog.text}"
+            time.sleep(0.1)
+
+    with running(cfg):
+        first = grabber()
+        try:
+            deadline = time.monotonic() + 20  # frames flowing once a status line counts them
+            while not any(re.match(r"in [1-9]", r.getMessage()) for r in caplog.records):
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.1)
+        finally:
+            first.terminate()
+            first.wait(10)
+        wait_for(f"no frames from {grab} for 1 s (has the grabber stopped?)")
+        second = grabber()
+        try:
+            wait_for(f"frames from {grab} again, after ")
+        finally:
+            second.terminate()
+            second.wait(10)
+    assert caplog.text.count("no frames from") == 1
