@@ -277,7 +277,12 @@ class _Process:
         return self.sockets[-1]
 
     def fail(self, exc: Exception) -> int:
-        """Report a start-up error in one line and close; returns exit status 1."""
+        """Report a start-up error in one line and close; returns exit status 1.  A start-up cut
+        short by Ctrl-C or SIGTERM (a network source still opening when the signal came, whose
+        open then fails) is a stop, not an error: one line, exit status 0."""
+        if self.stop.is_set():
+            log.info("stopped while starting (%s)", exc)
+            return self.shutdown()
         log.error("%s", exc)
         self._status = 1
         return self.shutdown()

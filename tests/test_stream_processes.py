@@ -154,6 +154,21 @@ def test_run_serves_openigtlink_and_stops_on_sigterm() -> None:
     assert "in " in err and "latency p50" in err
 
 
+def test_a_stop_while_a_network_source_opens_is_a_stop_not_an_error() -> None:
+    """SIGTERM while an rtsp:// source that never answers is still opening: the open then fails,
+    and that is the stop's doing: one line, exit status 0 (it was "cannot open it", status 1)."""
+    with socket.socket() as server:  # accepts and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        proc = start("stream.grabber", "--source", f"rtsp://127.0.0.1:{server.getsockname()[1]}/live",
+                     "--publish", f"tcp://127.0.0.1:{free_port()}")
+        time.sleep(1.5)
+        _, err = stop_within(proc, signal.SIGTERM)
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stopped while starting (--source rtsp://" in lines[0], err
+
+
 def test_a_stop_during_a_long_inference_leaves_it_behind_and_exits_0() -> None:
     """The default model on a 1024x1024 frame takes several seconds on a CPU: Ctrl-C leaves that
     inference behind and the process exits 0 at once, instead of waiting for it at the
