@@ -34,14 +34,13 @@ from engine.persistence import Persistence
 from engine.pixels import PixelMode, resamples, spacing_for, working_pixel_mm
 from engine.speckle import frames_view
 from training.data import (
-    IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     DataError,
-    count_frames,
     dicom_spacing,
     file_kind,
     list_files,
     read_frames,
+    total_frames,
 )
 from training.sim.cine import CODECS
 
@@ -192,9 +191,9 @@ def _write_dicom(src: Path, tmp: Path, frames: Iterator[np.ndarray]) -> int:
 
 def file_spacing(path: Path) -> tuple[float, float] | None:
     """The pixel spacing ``(row, column)`` mm a file carries: a DICOM file's own (``None`` if it has
-    none); pictures and videos carry none.  For a file :func:`training.data.read_frames` reads."""
-    suffix = path.suffix.lower()
-    return None if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES else dicom_spacing(path)
+    none); pictures and videos carry none.  The kind is :func:`training.data.file_kind`'s, as the
+    readers take the file (:class:`training.data.DataError` for a file they do not read)."""
+    return dicom_spacing(path) if file_kind(path) == "dicom" else None
 
 
 def _persisted(frames: Iterator[np.ndarray], persistence: float, motion: float = 0.0) -> Iterator[np.ndarray]:
@@ -257,7 +256,7 @@ def despeckle_files(
     ``persistence``: within a video or a multi-frame DICOM file, the running average of the
     despeckled frames is written (:mod:`engine.persistence`; 0: none), motion-adaptive with
     ``motion`` grey levels (0: plain).  ``progress``: a progress bar over the frames, its total
-    read from the files' headers (:func:`training.data.count_frames`; none where one does not say)."""
+    read from the files' headers (:func:`training.data.total_frames`; none where one does not say)."""
     report = OfflineReport()
     jobs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -267,8 +266,7 @@ def despeckle_files(
             report.failed.append(str(exc))
             log.warning("skipping %s", exc)
     claimed: dict[Path, Path] = {}  # destination -> the source writing it
-    counts = [count_frames(src) for src, _ in jobs] if progress else []
-    total = None if None in counts else sum(counts)
+    total = total_frames(src for src, _ in jobs) if progress else None
     with tqdm(desc="despeckle", unit="frame", total=total, disable=not progress) as bar:
         for k, (src, dst) in enumerate(jobs):
             bar.set_postfix_str(f"file {k + 1}/{len(jobs)}", refresh=False)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from engine.base import Despeckler, FrameError
 from engine.files import atomic_write_bytes, naming, sha256_file
 from engine.levels import DEFAULT_LEVELS, as_fed, level_ranges
-from training.data import LEVELS_FILE, DataError, count_frames, list_files, read_frames
+from training.data import LEVELS_FILE, DataError, list_files, read_frames, total_frames
 
 __all__ = ["PairsError", "PairsReport", "check_pairs_output", "teacher_pairs", "write_png"]
 
@@ -145,8 +145,7 @@ def teacher_pairs(
               "complete": False, "pairs": {}}
     manifest = output / LEVELS_FILE  # first: a run cut short leaves pairs that say how they were made
     atomic_write_bytes(manifest, json.dumps(record, indent=1).encode())
-    counts = [count_frames(path) for path in files] if progress else []
-    total = None if None in counts else sum(counts)
+    total = total_frames(files) if progress else None
     for source, frame in tqdm(_frames(files, report), desc="pairs", unit="frame", total=total, disable=not progress):
         x = as_fed(frame, levels)
         try:

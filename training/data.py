@@ -36,6 +36,8 @@ __all__ = [
     "to_uint8",
     "read_image",
     "read_frames",
+    "count_frames",
+    "total_frames",
     "dicom_spacing",
     "iter_frames",
     "iter_named_frames",
@@ -267,6 +269,13 @@ def count_frames(path: str | Path, every: int = 1) -> int | None:
         if frames <= 0:
             return None
     return -(-frames // every)
+
+
+def total_frames(paths: Iterable[str | Path]) -> int | None:
+    """The frames :func:`read_frames` will give for all of ``paths`` (:func:`count_frames`; a
+    progress bar's total), ``None`` where any file does not say."""
+    counts = [count_frames(path) for path in paths]
+    return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
 
 def read_image(path: str | Path, frame: int = 0) -> np.ndarray:
