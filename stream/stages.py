@@ -297,11 +297,16 @@ class DespeckleStage:
     def process(self, item: Item) -> bool:
         """Despeckle one frame into the outbox; always asks for the next one (returns True)."""
         start = time.perf_counter()
-        if self._after_pause(item.meta):
-            self._average.reset()  # an old scene must not show through a frozen or reconnected source's next frame
-        infer = self.engine_for(item.meta).infer
-        try:  # the average is of the despeckled image region only: overlays outside it pass through as they are
-            out = despeckle_frame(item.image, lambda image: self._average(infer(image)), self.region)
+
+        def averaged(image: np.ndarray) -> np.ndarray:
+            """The despeckled image region, averaged: overlays outside it pass through as they are."""
+            out = self.engine_for(item.meta).infer(image)
+            if self._after_pause(item.meta):  # counted only for frames taken, as before the region average
+                self._average.reset()  # an old scene must not show through a frozen or reconnected source's next frame
+            return self._average(out)
+
+        try:
+            out = despeckle_frame(item.image, averaged, self.region)
         except FrameError as exc:
             _refuse(self.stats, f"frame {item.meta['seq']} from {item.meta['source']} refused: {exc}")
             return True
